@@ -1,0 +1,109 @@
+/*
+ * fasttcpstat's netlink sock_diag core: plain C, no Python types.
+ *
+ * Two layers, in the spirit of libmnl:
+ *   diag_msg.c   builds inet_diag requests into a caller-owned buffer and
+ *                walks a buffer of netlink replies, tallying socket states.
+ *                No system calls, no allocation: a fuzzer or a unit test
+ *                can drive it with arbitrary bytes.
+ *   diag_sock.c  owns the NETLINK_SOCK_DIAG socket: open, send, receive
+ *                into one fixed buffer until NLMSG_DONE.
+ */
+#ifndef FASTTCPSTAT_DIAG_H
+#define FASTTCPSTAT_DIAG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Tally slots, indexed by the kernel's TCP state number (1..11 in use). */
+#define FTS_NSTATES 16
+
+/* The kernel caps one dump chunk at 32 KiB (SKB_WITH_OVERHEAD(32768)), so
+ * a larger receive buffer gains nothing; a smaller one truncates. */
+#define FTS_RECV_BUFSIZE 32768
+
+/* Room for either request form; both are well under this. */
+#define FTS_REQUEST_MAXSIZE 128
+
+/* Bits of the kernel's idiag_states for TCP_ESTABLISHED..TCP_CLOSING.
+ * Bit 12 (NEW_SYN_RECV) is added by the kernel itself when SYN_RECV is
+ * asked for; bit 13 (BOUND_INACTIVE) is left out on purpose: the kernel
+ * would report those bound-only sockets as CLOSE. */
+#define FTS_STATES_ALL 0xFFEu
+
+/* Family selection, a bit mask. */
+#define FTS_FAMILY_IPV4 1u
+#define FTS_FAMILY_IPV6 2u
+#define FTS_FAMILY_BOTH (FTS_FAMILY_IPV4 | FTS_FAMILY_IPV6)
+
+enum fts_family_index { FTS_IDX_IPV4 = 0, FTS_IDX_IPV6 = 1, FTS_NFAMILIES = 2 };
+
+/* Which request the dump is made of. */
+enum fts_request_form {
+    /* SOCK_DIAG_BY_FAMILY + inet_diag_req_v2, one request per family. */
+    FTS_FORM_V2 = 0,
+    /* TCPDIAG_GETSOCK + the legacy inet_diag_req: the kernel treats it as
+     * family AF_UNSPEC and walks its socket tables once for both. */
+    FTS_FORM_LEGACY = 1
+};
+
+struct fts_tally {
+    uint64_t n[FTS_NFAMILIES][FTS_NSTATES];
+    /* The kernel flagged NLM_F_DUMP_INTR.  It does not do so for inet
+     * dumps today; kept so callers can tell if that ever changes. */
+    int dump_interrupted;
+};
+
+/* What failed: a positive errno and a static description of the step. */
+struct fts_error {
+    int err;
+    const char *what;
+};
+
+/* Return values of fts_walk(), as in libmnl: error < 0, stop = 0, go on > 0. */
+#define FTS_WALK_ERROR (-1)
+#define FTS_WALK_DONE 0
+#define FTS_WALK_MORE 1
+
+/* Build one dump request for `family` (AF_INET or AF_INET6; ignored by the
+ * legacy form) asking for the TCP states in the bit mask `states`.
+ * Returns the request's length, or 0 if `cap` is too small. */
+size_t fts_build_request(void *buf, size_t cap, enum fts_request_form form,
+                         int family, uint32_t states, uint32_t seq);
+
+/* Walk `len` bytes of netlink messages received for the request `seq` on
+ * the socket bound to `portid`, adding each socket to `tally`.
+ * Returns FTS_WALK_MORE when the buffer is used up and more is to come,
+ * FTS_WALK_DONE on NLMSG_DONE, FTS_WALK_ERROR with `err` filled in. */
+int fts_walk(const void *buf, size_t len, uint32_t seq, uint32_t portid,
+             struct fts_tally *tally, struct fts_error *err);
+
+/* A NETLINK_SOCK_DIAG socket.  `owner` is the pid that opened it: after
+ * fork() the child must not share the parent's socket (and port id). */
+struct fts_conn {
+    int fd;
+    uint32_t portid;
+    uint32_t seq;
+    pid_t owner;
+};
+
+/* Called when a system call returns EINTR; a non-zero return aborts the
+ * dump (the socket is then mid-dump and must be closed). */
+typedef int (*fts_interrupt_fn)(void *arg);
+
+void fts_conn_init(struct fts_conn *conn);
+int fts_conn_open(struct fts_conn *conn, struct fts_error *err);
+void fts_conn_close(struct fts_conn *conn);
+
+/* Dump the TCP sockets of `families` in `states` and add them to `tally`
+ * (which the caller zeroes).  `buf` of `bufsize` bytes receives the
+ * replies.  Returns 0, or -1 with `err` filled in.  On any error other
+ * than a refusal reported by the kernel the connection may hold unread
+ * replies: close it. */
+int fts_count(struct fts_conn *conn, unsigned families, uint32_t states,
+              enum fts_request_form form, void *buf, size_t bufsize,
+              struct fts_tally *tally, fts_interrupt_fn on_interrupt,
+              void *interrupt_arg, struct fts_error *err);
+
+#endif /* FASTTCPSTAT_DIAG_H */

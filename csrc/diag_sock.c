@@ -1,0 +1,239 @@
+/*
+ * The NETLINK_SOCK_DIAG socket: open, send a dump request, receive the
+ * replies into one caller-owned buffer and hand them to fts_walk().
+ *
+ * Memory does not grow with the number of sockets: the only buffer is the
+ * caller's, reused for every chunk of the dump.
+ */
+#include "diag.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+
+static int
+fail(struct fts_error *err, int code, const char *what)
+{
+    err->err = code;
+    err->what = what;
+    return -1;
+}
+
+void
+fts_conn_init(struct fts_conn *conn)
+{
+    conn->fd = -1;
+    conn->portid = 0;
+    conn->seq = 0;
+    conn->owner = 0;
+}
+
+int
+fts_conn_open(struct fts_conn *conn, struct fts_error *err)
+{
+    struct sockaddr_nl addr;
+    socklen_t addrlen = sizeof(addr);
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0) {
+        return fail(err, errno, "socket(AF_NETLINK, NETLINK_SOCK_DIAG)");
+    }
+    /* Binding to port id 0 lets the kernel pick a unique one; we learn it
+     * to check that each reply is really addressed to us. */
+    memset(&addr, 0, sizeof(addr));
+    addr.nl_family = AF_NETLINK;
+    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        int saved = errno;
+        close(fd);
+        return fail(err, saved, "bind() of the netlink socket");
+    }
+    if (getsockname(fd, (struct sockaddr *)&addr, &addrlen) < 0) {
+        int saved = errno;
+        close(fd);
+        return fail(err, saved, "getsockname() of the netlink socket");
+    }
+    if (addrlen != sizeof(addr) || addr.nl_family != AF_NETLINK) {
+        close(fd);
+        return fail(err, EPROTO, "getsockname() returned a foreign address");
+    }
+    conn->fd = fd;
+    conn->portid = addr.nl_pid;
+    conn->owner = getpid();
+    return 0;
+}
+
+void
+fts_conn_close(struct fts_conn *conn)
+{
+    if (conn->fd >= 0) {
+        /* close() is not retried on EINTR: on Linux the fd is gone. */
+        close(conn->fd);
+        conn->fd = -1;
+    }
+}
+
+static uint32_t
+next_seq(struct fts_conn *conn)
+{
+    /* Never 0, which is what an unsolicited message would carry. */
+    conn->seq++;
+    if (conn->seq == 0) {
+        conn->seq = 1;
+    }
+    return conn->seq;
+}
+
+static int
+send_request(struct fts_conn *conn, const void *req, size_t reqlen,
+             fts_interrupt_fn on_interrupt, void *interrupt_arg,
+             struct fts_error *err)
+{
+    struct sockaddr_nl kernel;
+    memset(&kernel, 0, sizeof(kernel));
+    kernel.nl_family = AF_NETLINK;
+    for (;;) {
+        ssize_t n = sendto(conn->fd, req, reqlen, 0,
+                           (struct sockaddr *)&kernel, sizeof(kernel));
+        if (n == (ssize_t)reqlen) {
+            return 0;
+        }
+        if (n >= 0) {
+            return fail(err, EIO, "sendto() of the inet_diag request was "
+                                  "cut short");
+        }
+        if (errno != EINTR) {
+            return fail(err, errno, "sendto() of the inet_diag request");
+        }
+        if (on_interrupt != NULL && on_interrupt(interrupt_arg)) {
+            return fail(err, EINTR, "sending the inet_diag request");
+        }
+    }
+}
+
+/* Receive one datagram; returns its length, or -1 with `err` set. */
+static ssize_t
+receive_chunk(struct fts_conn *conn, void *buf, size_t bufsize,
+              fts_interrupt_fn on_interrupt, void *interrupt_arg,
+              struct fts_error *err)
+{
+    for (;;) {
+        struct sockaddr_nl from;
+        struct iovec iov = {.iov_base = buf, .iov_len = bufsize};
+        struct msghdr msg;
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_name = &from;
+        msg.msg_namelen = sizeof(from);
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+
+        ssize_t n = recvmsg(conn->fd, &msg, 0);
+        if (n < 0) {
+            if (errno != EINTR) {
+                fail(err, errno, "recvmsg() of the inet_diag dump");
+                return -1;
+            }
+            if (on_interrupt != NULL && on_interrupt(interrupt_arg)) {
+                fail(err, EINTR, "receiving the inet_diag dump");
+                return -1;
+            }
+            continue;
+        }
+        if (msg.msg_flags & MSG_TRUNC) {
+            fail(err, ENOSPC, "a netlink reply did not fit the receive "
+                              "buffer");
+            return -1;
+        }
+        if (msg.msg_namelen != sizeof(from) || from.nl_pid != 0) {
+            /* Other processes may unicast to our port id; only the
+             * kernel's replies are data. */
+            continue;
+        }
+        if (n == 0) {
+            fail(err, EPROTO, "the kernel sent an empty netlink reply");
+            return -1;
+        }
+        return n;
+    }
+}
+
+static int
+dump_one(struct fts_conn *conn, enum fts_request_form form, int family,
+         uint32_t states, void *buf, size_t bufsize, struct fts_tally *tally,
+         fts_interrupt_fn on_interrupt, void *interrupt_arg,
+         struct fts_error *err)
+{
+    unsigned char req[FTS_REQUEST_MAXSIZE];
+    uint32_t seq = next_seq(conn);
+    size_t reqlen = fts_build_request(req, sizeof(req), form, family, states,
+                                      seq);
+    if (reqlen == 0) {
+        return fail(err, EINVAL, "building the inet_diag request");
+    }
+    if (send_request(conn, req, reqlen, on_interrupt, interrupt_arg,
+                     err) < 0) {
+        return -1;
+    }
+    for (;;) {
+        ssize_t n = receive_chunk(conn, buf, bufsize, on_interrupt,
+                                  interrupt_arg, err);
+        if (n < 0) {
+            return -1;
+        }
+        int rc = fts_walk(buf, (size_t)n, seq, conn->portid, tally, err);
+        if (rc == FTS_WALK_DONE) {
+            return 0;
+        }
+        if (rc == FTS_WALK_ERROR) {
+            return -1;
+        }
+    }
+}
+
+int
+fts_count(struct fts_conn *conn, unsigned families, uint32_t states,
+          enum fts_request_form form, void *buf, size_t bufsize,
+          struct fts_tally *tally, fts_interrupt_fn on_interrupt,
+          void *interrupt_arg, struct fts_error *err)
+{
+    if (families == 0 || (families & ~FTS_FAMILY_BOTH) != 0) {
+        return fail(err, EINVAL, "families must be IPv4, IPv6 or both");
+    }
+    if ((states & ~FTS_STATES_ALL) != 0) {
+        return fail(err, EINVAL, "state mask has bits outside TCP states "
+                                 "1..11");
+    }
+    if (states == 0) {
+        return 0;   /* nothing asked, nothing to walk */
+    }
+    if (form == FTS_FORM_LEGACY) {
+        /* One walk returns both families; drop the one not asked for. */
+        struct fts_tally both;
+        memset(&both, 0, sizeof(both));
+        if (dump_one(conn, form, AF_UNSPEC, states, buf, bufsize, &both,
+                     on_interrupt, interrupt_arg, err) < 0) {
+            return -1;
+        }
+        for (int f = 0; f < FTS_NFAMILIES; f++) {
+            if (families & (1u << f)) {
+                for (int s = 0; s < FTS_NSTATES; s++) {
+                    tally->n[f][s] += both.n[f][s];
+                }
+            }
+        }
+        tally->dump_interrupted |= both.dump_interrupted;
+        return 0;
+    }
+    if ((families & FTS_FAMILY_IPV4)
+        && dump_one(conn, form, AF_INET, states, buf, bufsize, tally,
+                    on_interrupt, interrupt_arg, err) < 0) {
+        return -1;
+    }
+    if ((families & FTS_FAMILY_IPV6)
+        && dump_one(conn, form, AF_INET6, states, buf, bufsize, tally,
+                    on_interrupt, interrupt_arg, err) < 0) {
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,44 @@
+"""Build fasttcpstat's C extension.
+
+The extension is built against the limited API (one abi3 wheel for every
+CPython >= 3.8), except on free-threaded interpreters, which have no limited
+API yet.  It is optional: without a compiler the package still installs and
+counts through /proc (with a warning at import), unless FASTTCPSTAT_STRICT=1
+asks for a failing build, as CI does.
+"""
+import os
+import sys
+import sysconfig
+
+from setuptools import Extension, setup
+
+if not sys.platform.startswith("linux"):
+    sys.exit("fasttcpstat supports Linux only: it counts sockets through "
+             "Linux's netlink sock_diag and /proc/net/tcp.")
+
+STRICT = os.environ.get("FASTTCPSTAT_STRICT") == "1"
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+LIMITED_API_HEX = "0x03080000"  # 3.8, as psutil: the oldest CPython in use on servers
+
+compile_args = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-O2"]
+if STRICT:
+    compile_args.append("-Werror")
+
+define_macros = []
+options = {}
+if not FREE_THREADED:
+    define_macros.append(("Py_LIMITED_API", LIMITED_API_HEX))
+    options["bdist_wheel"] = {"py_limited_api": "cp38"}
+
+extension = Extension(
+    "fasttcpstat._fasttcpstat",
+    sources=["csrc/_fasttcpstat.c", "csrc/diag_msg.c", "csrc/diag_sock.c"],
+    depends=["csrc/diag.h"],
+    include_dirs=["csrc"],
+    define_macros=define_macros,
+    extra_compile_args=compile_args,
+    py_limited_api=not FREE_THREADED,
+    optional=not STRICT,
+)
+
+setup(ext_modules=[extension], options=options)

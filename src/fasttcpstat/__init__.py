@@ -1,0 +1,29 @@
+"""fasttcpstat: count TCP sockets per state on Linux, as fast as the kernel allows.
+
+>>> import fasttcpstat
+>>> fasttcpstat.counts()                                    # doctest: +SKIP
+{'ESTABLISHED': 100, 'SYN_SENT': 0, ..., 'LISTEN': 4, 'CLOSING': 0}
+
+The counting is done by a C extension over netlink sock_diag (what ``ss``
+uses), with memory that does not grow with the number of sockets; where
+netlink is refused, /proc/net/tcp{,6} is read instead.
+"""
+from __future__ import annotations
+
+import warnings
+
+from . import _netlink
+from ._counter import BACKENDS, Counter, counts
+from ._states import FAMILIES, STATES
+from ._version import __version__
+
+__all__ = ["BACKENDS", "FAMILIES", "STATES", "Counter", "counts", "__version__"]
+
+if _netlink.IMPORT_ERROR is not None:
+    warnings.warn(
+        "fasttcpstat's C extension is not available "
+        f"({_netlink.IMPORT_ERROR}); counting falls back to /proc/net/tcp, "
+        "which is several times slower. Reinstall with a C compiler to fix.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
