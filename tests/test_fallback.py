@@ -1,0 +1,99 @@
+"""The kernel really refuses netlink (a seccomp filter in a child process),
+and "auto" falls back to /proc with a reason; "netlink" raises."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from . import seccomp
+
+HERE = Path(__file__).resolve().parent
+
+pytestmark = pytest.mark.skipif(
+    not seccomp.supported(), reason="seccomp filter written for x86_64/aarch64 only"
+)
+
+_CHILD = r"""
+import errno, json, socket, sys
+sys.path.insert(0, {tests!r})
+import seccomp
+{deny}
+import fasttcpstat
+out = {{}}
+with fasttcpstat.Counter() as c:
+    out["auto_backend"] = c.backend
+    out["auto_reason"] = c.fallback_reason
+    out["auto_counts"] = c.counts()
+    out["auto_backend_after"] = c.backend
+    out["auto_reason_after"] = c.fallback_reason
+out["procfs_counts"] = fasttcpstat.counts(backend="procfs")
+out["module_counts"] = fasttcpstat.counts()
+try:
+    fasttcpstat.counts(backend="netlink")
+except OSError as exc:
+    out["netlink_error"] = [type(exc).__name__, exc.errno, str(exc)]
+print(json.dumps(out))
+"""
+
+
+def _run_child(deny: str) -> dict:
+    code = _CHILD.format(tests=str(HERE), deny=deny)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_socket_refused_falls_back_at_open():
+    out = _run_child("seccomp.deny('socket', errno.EPERM, arg0=socket.AF_NETLINK)")
+    assert out["auto_backend"] == "procfs"
+    assert "socket(AF_NETLINK" in out["auto_reason"]
+    assert "Operation not permitted" in out["auto_reason"]
+    assert out["auto_counts"] == out["procfs_counts"]
+    assert out["module_counts"] == out["procfs_counts"]
+    name, err, message = out["netlink_error"]
+    assert (name, err) == ("PermissionError", 1)
+    assert "cannot open the netlink socket" in message
+
+
+def test_dump_refused_falls_back_at_first_count():
+    # socket() works, but the request cannot be sent: refused mid-way.
+    out = _run_child("seccomp.deny('sendto', errno.EACCES)")
+    assert out["auto_backend"] == "netlink"
+    assert out["auto_reason"] is None
+    assert out["auto_backend_after"] == "procfs"
+    assert "sendto()" in out["auto_reason_after"]
+    assert out["auto_counts"] == out["procfs_counts"]
+    name, err, message = out["netlink_error"]
+    assert (name, err) == ("PermissionError", 13)
+    assert "inet_diag" in message
+
+
+def test_missing_extension_falls_back_with_warning(tmp_path):
+    """A source install without a compiler: import works through procfs."""
+    pkg = Path(__import__("fasttcpstat").__file__).parent
+    shadow = tmp_path / "fasttcpstat"
+    shadow.mkdir()
+    for src in pkg.glob("*.py"):
+        (shadow / src.name).write_text(src.read_text())
+    code = (
+        "import warnings, json\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import fasttcpstat\n"
+        "c = fasttcpstat.Counter()\n"
+        "print(json.dumps([c.backend, c.fallback_reason, [str(x.message) for x in w],\n"
+        "                  c.counts() == fasttcpstat.counts(backend='procfs')]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    backend, reason, warns, same = json.loads(result.stdout)
+    assert backend == "procfs"
+    assert "C extension is not available" in reason
+    assert any("C extension is not available" in w for w in warns)
+    assert same is True
