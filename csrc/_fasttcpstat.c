@@ -10,6 +10,7 @@
 #include "Python.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -59,9 +60,16 @@ lock_counter(NetlinkCounter *self)
 static PyObject *
 NetlinkCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, ":NetlinkCounter",
-                                     kwlist)) {
+    static char *kwlist[] = {"netns_fd", NULL};
+    int netns_fd = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$i:NetlinkCounter",
+                                     kwlist, &netns_fd)) {
+        return NULL;
+    }
+    if (netns_fd < -1) {
+        PyErr_Format(PyExc_ValueError,
+                     "netns_fd must be a file descriptor or -1, not %d",
+                     netns_fd);
         return NULL;
     }
     allocfunc alloc = (allocfunc)PyType_GetSlot(type, Py_tp_alloc);
@@ -85,9 +93,24 @@ NetlinkCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         goto error;
     }
     struct fts_error e = {0, NULL};
-    int rc;
+    int rc = 0;
     Py_BEGIN_ALLOW_THREADS
-    rc = fts_conn_open(&self->conn, &e);
+    if (netns_fd >= 0) {
+        /* Our own copy: reopening after fork() or an aborted dump needs
+         * the namespace again, after the caller closed its fd. */
+        self->conn.netns_fd = fcntl(netns_fd, F_DUPFD_CLOEXEC, 0);
+        if (self->conn.netns_fd < 0) {
+            e.err = errno;
+            e.what = "duplicating the netns file descriptor";
+            rc = -1;
+        }
+        else {
+            rc = fts_check_netns_fd(self->conn.netns_fd, &e);
+        }
+    }
+    if (rc == 0) {
+        rc = fts_conn_open(&self->conn, &e);
+    }
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         raise_diag_error(&e, "cannot open the netlink socket");
@@ -105,6 +128,9 @@ NetlinkCounter_dealloc(NetlinkCounter *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     fts_conn_close(&self->conn);
+    if (self->conn.netns_fd >= 0) {
+        close(self->conn.netns_fd);
+    }
     if (self->lock != NULL) {
         PyThread_free_lock(self->lock);
     }
@@ -148,20 +174,225 @@ tally_to_tuple(const uint64_t counts[FTS_NSTATES])
     return t;
 }
 
-PyDoc_STRVAR(count_doc,
-"count(families, states, form)\n--\n\n"
-"Dump the TCP sockets of this network namespace and tally them by state.\n\n"
-"families: FAMILY_IPV4, FAMILY_IPV6 or both OR-ed; states: bit mask of\n"
-"kernel TCP states (bit n = state n, within STATES_ALL); form: FORM_V2 or\n"
-"FORM_LEGACY.  Returns (ipv4, ipv6), two tuples of 16 counts indexed by\n"
-"the kernel's state number.");
+/* Read a sequence of (low, high) port ranges.  Returns the number read,
+ * or -1 with an exception set. */
+static Py_ssize_t
+parse_ranges(PyObject *seq, const char *name, struct fts_port_range *out,
+             Py_ssize_t room)
+{
+    Py_ssize_t n = PySequence_Size(seq);
+    if (n < 0) {
+        return -1;
+    }
+    if (n > room) {
+        PyErr_Format(PyExc_ValueError, "%s: at most %d port ranges in all",
+                     name, FTS_MAX_PORT_RANGES);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_GetItem(seq, i);
+        if (item == NULL) {
+            return -1;
+        }
+        int low, high;
+        int ok = 0;
+        if (!PyTuple_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "%s: each range must be a "
+                         "(low, high) tuple", name);
+        }
+        else {
+            ok = PyArg_ParseTuple(item, "ii", &low, &high);
+        }
+        Py_DECREF(item);
+        if (!ok) {
+            return -1;
+        }
+        if (low < 0 || high > 65535 || low > high) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s: port range (%d, %d) is not within 0..65535 "
+                         "with low <= high", name, low, high);
+            return -1;
+        }
+        out[i].low = (uint16_t)low;
+        out[i].high = (uint16_t)high;
+    }
+    return n;
+}
+
+/* Compile the port filter; *bytecode is PyMem memory or NULL. */
+static int
+compile_filter(PyObject *local, PyObject *remote, void **bytecode,
+               size_t *len)
+{
+    struct fts_port_range *ranges = PyMem_Calloc(FTS_MAX_PORT_RANGES,
+                                                 sizeof(*ranges));
+    if (ranges == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int rc = -1;
+    Py_ssize_t nlocal = parse_ranges(local, "local ports", ranges,
+                                     FTS_MAX_PORT_RANGES);
+    if (nlocal < 0) {
+        goto done;
+    }
+    Py_ssize_t nremote = parse_ranges(remote, "remote ports",
+                                      ranges + nlocal,
+                                      FTS_MAX_PORT_RANGES - nlocal);
+    if (nremote < 0) {
+        goto done;
+    }
+    *len = fts_port_filter_size((size_t)nlocal, (size_t)nremote);
+    *bytecode = NULL;
+    if (*len > 0) {
+        *bytecode = PyMem_Malloc(*len);
+        if (*bytecode == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        long built = fts_build_port_filter(*bytecode, *len, ranges,
+                                           (size_t)nlocal, ranges + nlocal,
+                                           (size_t)nremote);
+        if (built != (long)*len) {
+            PyMem_Free(*bytecode);
+            *bytecode = NULL;
+            PyErr_SetString(PyExc_SystemError,
+                            "port filter compilation failed");
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    PyMem_Free(ranges);
+    return rc;
+}
+
+/* Set up the per-port breakdown: a slot table and zeroed counters. */
+static int
+prepare_by_port(PyObject *ports, struct fts_tally *tally, Py_ssize_t *nports)
+{
+    Py_ssize_t n = PySequence_Size(ports);
+    if (n < 0) {
+        return -1;
+    }
+    *nports = n;
+    if (n == 0) {
+        return 0;
+    }
+    if (n > FTS_MAX_BY_PORT) {
+        PyErr_Format(PyExc_ValueError, "by_port: at most %d ports",
+                     FTS_MAX_BY_PORT);
+        return -1;
+    }
+    uint16_t *slots = PyMem_Calloc(65536, sizeof(uint16_t));
+    fts_state_counts *counts = PyMem_Calloc((size_t)n, sizeof(*counts));
+    if (slots == NULL || counts == NULL) {
+        PyMem_Free(slots);
+        PyMem_Free(counts);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_GetItem(ports, i);
+        long port = item == NULL ? -1 : PyLong_AsLong(item);
+        Py_XDECREF(item);
+        if (port == -1 && PyErr_Occurred()) {
+            goto error;
+        }
+        if (port < 0 || port > 65535) {
+            PyErr_Format(PyExc_ValueError,
+                         "by_port: port %ld is not within 0..65535", port);
+            goto error;
+        }
+        if (slots[port] != 0) {
+            PyErr_Format(PyExc_ValueError, "by_port: port %ld is listed "
+                         "twice", port);
+            goto error;
+        }
+        slots[port] = (uint16_t)(i + 1);
+    }
+    tally->port_slot = slots;
+    tally->by_port = counts;
+    return 0;
+error:
+    PyMem_Free(slots);
+    PyMem_Free(counts);
+    return -1;
+}
 
 static PyObject *
-NetlinkCounter_count(NetlinkCounter *self, PyObject *args)
+tally_to_pair(const uint64_t counts[FTS_NFAMILIES][FTS_NSTATES])
 {
+    PyObject *v4 = tally_to_tuple(counts[FTS_IDX_IPV4]);
+    if (v4 == NULL) {
+        return NULL;
+    }
+    PyObject *v6 = tally_to_tuple(counts[FTS_IDX_IPV6]);
+    if (v6 == NULL) {
+        Py_DECREF(v4);
+        return NULL;
+    }
+    PyObject *pair = PyTuple_Pack(2, v4, v6);
+    Py_DECREF(v4);
+    Py_DECREF(v6);
+    return pair;
+}
+
+static PyObject *
+build_result(const struct fts_tally *tally, Py_ssize_t nports)
+{
+    PyObject *totals = tally_to_pair(tally->n);
+    if (totals == NULL || nports == 0) {
+        return totals;
+    }
+    PyObject *per_port = PyTuple_New(nports);
+    if (per_port == NULL) {
+        Py_DECREF(totals);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nports; i++) {
+        PyObject *pair = tally_to_pair(
+            (const uint64_t (*)[FTS_NSTATES])tally->by_port[i]);
+        if (pair == NULL) {
+            Py_DECREF(per_port);
+            Py_DECREF(totals);
+            return NULL;
+        }
+        PyTuple_SetItem(per_port, i, pair);  /* steals pair */
+    }
+    PyObject *result = PyTuple_Pack(2, totals, per_port);
+    Py_DECREF(totals);
+    Py_DECREF(per_port);
+    return result;
+}
+
+PyDoc_STRVAR(count_doc,
+"count(families, states, form, local=(), remote=(), by_port=(),\n"
+"      by_remote=False)\n--\n\n"
+"Dump the TCP sockets of the counter's network namespace and tally them\n"
+"by state.\n\n"
+"families: FAMILY_IPV4, FAMILY_IPV6 or both OR-ed; states: bit mask of\n"
+"kernel TCP states (bit n = state n, within STATES_ALL); form: FORM_V2 or\n"
+"FORM_LEGACY.  local/remote: sequences of inclusive (low, high) port\n"
+"ranges, compiled to inet_diag bytecode (a socket passes if its local\n"
+"port is in one of `local`, if any, and its remote port in one of\n"
+"`remote`, if any).  Returns (ipv4, ipv6), two tuples of 16 counts\n"
+"indexed by the kernel's state number.  With by_port (distinct ports,\n"
+"at most MAX_BY_PORT), returns ((ipv4, ipv6), per_port) where per_port\n"
+"holds an (ipv4, ipv6) pair for each listed port, keyed on the local\n"
+"port, or on the remote one if by_remote.");
+
+static PyObject *
+NetlinkCounter_count(NetlinkCounter *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"families", "states", "form", "local", "remote",
+                             "by_port", "by_remote", NULL};
     unsigned int families, states;
-    int form;
-    if (!PyArg_ParseTuple(args, "IIi:count", &families, &states, &form)) {
+    int form, by_remote = 0;
+    PyObject *local = NULL, *remote = NULL, *ports = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "IIi|OOOp:count", kwlist,
+                                     &families, &states, &form, &local,
+                                     &remote, &ports, &by_remote)) {
         return NULL;
     }
     if (families == 0 || (families & ~FTS_FAMILY_BOTH) != 0) {
@@ -183,17 +414,37 @@ NetlinkCounter_count(NetlinkCounter *self, PyObject *args)
     }
 
     struct fts_tally tally;
+    struct fts_filter filter = {NULL, 0};
+    void *bytecode = NULL;
+    Py_ssize_t nports = 0;
+    PyObject *result = NULL;
+    memset(&tally, 0, sizeof(tally));
+    tally.by_remote = by_remote;
+
+    PyObject *empty = PyTuple_New(0);
+    if (empty == NULL) {
+        return NULL;
+    }
+    int prepared = compile_filter(local ? local : empty,
+                                  remote ? remote : empty, &bytecode,
+                                  &filter.len) == 0
+                   && prepare_by_port(ports ? ports : empty, &tally,
+                                      &nports) == 0;
+    Py_DECREF(empty);
+    if (!prepared) {
+        goto done;
+    }
+    filter.bytecode = bytecode;
+
     struct fts_error e = {0, NULL};
     const char *context = "netlink inet_diag dump";
     int rc = 0;
-    memset(&tally, 0, sizeof(tally));
-
     lock_counter(self);
     if (self->closed) {
         PyThread_release_lock(self->lock);
         PyErr_SetString(PyExc_ValueError,
                         "I/O operation on a closed NetlinkCounter");
-        return NULL;
+        goto done;
     }
     struct interrupt_ctx ctx;
     ctx.tstate = PyEval_SaveThread();
@@ -210,7 +461,7 @@ NetlinkCounter_count(NetlinkCounter *self, PyObject *args)
     }
     if (rc == 0) {
         rc = fts_count(&self->conn, families, states,
-                       (enum fts_request_form)form, self->buf,
+                       (enum fts_request_form)form, &filter, self->buf,
                        FTS_RECV_BUFSIZE, &tally, check_signals, &ctx, &e);
         if (rc < 0) {
             fts_conn_close(&self->conn);
@@ -220,24 +471,18 @@ NetlinkCounter_count(NetlinkCounter *self, PyObject *args)
     PyThread_release_lock(self->lock);
 
     if (rc < 0) {
-        if (e.err == EINTR && PyErr_Occurred()) {
-            return NULL;  /* a signal handler raised, e.g. KeyboardInterrupt */
+        if (!(e.err == EINTR && PyErr_Occurred())) {
+            raise_diag_error(&e, context);
         }
-        raise_diag_error(&e, context);
-        return NULL;
+        /* else a signal handler raised, e.g. KeyboardInterrupt */
+        goto done;
     }
-    PyObject *v4 = tally_to_tuple(tally.n[FTS_IDX_IPV4]);
-    if (v4 == NULL) {
-        return NULL;
-    }
-    PyObject *v6 = tally_to_tuple(tally.n[FTS_IDX_IPV6]);
-    if (v6 == NULL) {
-        Py_DECREF(v4);
-        return NULL;
-    }
-    PyObject *result = PyTuple_Pack(2, v4, v6);
-    Py_DECREF(v4);
-    Py_DECREF(v6);
+    result = build_result(&tally, nports);
+
+done:
+    PyMem_Free(bytecode);
+    PyMem_Free((void *)tally.port_slot);
+    PyMem_Free(tally.by_port);
     return result;
 }
 
@@ -263,7 +508,8 @@ NetlinkCounter_get_closed(NetlinkCounter *self, void *Py_UNUSED(closure))
 }
 
 static PyMethodDef NetlinkCounter_methods[] = {
-    {"count", (PyCFunction)NetlinkCounter_count, METH_VARARGS, count_doc},
+    {"count", (PyCFunction)(void (*)(void))NetlinkCounter_count,
+     METH_VARARGS | METH_KEYWORDS, count_doc},
     {"close", (PyCFunction)NetlinkCounter_close, METH_NOARGS, close_doc},
     {NULL, NULL, 0, NULL}
 };
@@ -275,10 +521,12 @@ static PyGetSetDef NetlinkCounter_getset[] = {
 };
 
 PyDoc_STRVAR(NetlinkCounter_doc,
-"NetlinkCounter()\n--\n\n"
+"NetlinkCounter(netns_fd=-1)\n--\n\n"
 "A NETLINK_SOCK_DIAG socket that counts TCP sockets per state.\n\n"
-"It counts the network namespace it was created in.  Counts from several\n"
-"threads are serialised.");
+"It counts the network namespace it was created in, or the one netns_fd\n"
+"refers to (an open /proc/PID/ns/net or /var/run/netns/NAME; the switch\n"
+"is made by a short-lived thread, the caller's never changes namespace).\n"
+"Counts from several threads are serialised.");
 
 static PyType_Slot NetlinkCounter_slots[] = {
     {Py_tp_new, NetlinkCounter_new},
@@ -316,7 +564,11 @@ fasttcpstat_exec(PyObject *module)
         || PyModule_AddIntConstant(module, "FORM_LEGACY",
                                    FTS_FORM_LEGACY) < 0
         || PyModule_AddIntConstant(module, "RECV_BUFSIZE",
-                                   FTS_RECV_BUFSIZE) < 0) {
+                                   FTS_RECV_BUFSIZE) < 0
+        || PyModule_AddIntConstant(module, "MAX_PORT_RANGES",
+                                   FTS_MAX_PORT_RANGES) < 0
+        || PyModule_AddIntConstant(module, "MAX_BY_PORT",
+                                   FTS_MAX_BY_PORT) < 0) {
         return -1;
     }
     return 0;

@@ -6,8 +6,11 @@
  *                walks a buffer of netlink replies, tallying socket states.
  *                No system calls, no allocation: a fuzzer or a unit test
  *                can drive it with arbitrary bytes.
- *   diag_sock.c  owns the NETLINK_SOCK_DIAG socket: open, send, receive
- *                into one fixed buffer until NLMSG_DONE.
+ *   diag_filter.c compiles port filters to inet_diag bytecode, also
+ *                without system calls or allocation.
+ *   diag_sock.c  owns the NETLINK_SOCK_DIAG socket: open (in another
+ *                network namespace if asked), send, receive into one fixed
+ *                buffer until NLMSG_DONE.
  */
 #ifndef FASTTCPSTAT_DIAG_H
 #define FASTTCPSTAT_DIAG_H
@@ -48,8 +51,31 @@ enum fts_request_form {
     FTS_FORM_LEGACY = 1
 };
 
+/* Port filters: at most this many ranges in one program, so that every
+ * jump fits the bytecode's 16-bit offsets and the attribute its 16-bit
+ * length (20 bytes a range: 2048 ranges are 40 KiB). */
+#define FTS_MAX_PORT_RANGES 2048
+
+struct fts_port_range {
+    uint16_t low;
+    uint16_t high;  /* inclusive */
+};
+
+/* Per-port breakdown: at most this many ports, tallied in one dump. */
+#define FTS_MAX_BY_PORT 1024
+
+typedef uint64_t fts_state_counts[FTS_NFAMILIES][FTS_NSTATES];
+
 struct fts_tally {
     uint64_t n[FTS_NFAMILIES][FTS_NSTATES];
+    /* Optional per-port breakdown.  port_slot has 65536 entries: 0 for a
+     * port not broken down, else 1 + its index in by_port.  by_remote
+     * keys on the remote port instead of the local one. */
+    const uint16_t *port_slot;
+    fts_state_counts *by_port;
+    int by_remote;
+    /* FTS_FAMILY_* mask of families to keep; 0 keeps both. */
+    unsigned families;
     /* The kernel flagged NLM_F_DUMP_INTR.  It does not do so for inet
      * dumps today; kept so callers can tell if that ever changes. */
     int dump_interrupted;
@@ -66,11 +92,29 @@ struct fts_error {
 #define FTS_WALK_DONE 0
 #define FTS_WALK_MORE 1
 
-/* Build one dump request for `family` (AF_INET or AF_INET6; ignored by the
- * legacy form) asking for the TCP states in the bit mask `states`.
- * Returns the request's length, or 0 if `cap` is too small. */
+/* Build the fixed part of one dump request for `family` (AF_INET or
+ * AF_INET6; ignored by the legacy form) asking for the TCP states in the
+ * bit mask `states`.  With `bytecode_len` > 0 the request ends with the
+ * header of an INET_DIAG_REQ_BYTECODE attribute whose `bytecode_len`
+ * bytes of payload the caller sends right after (nlmsg_len counts them).
+ * Returns the length written, or 0 if `cap` is too small or the
+ * bytecode too long. */
 size_t fts_build_request(void *buf, size_t cap, enum fts_request_form form,
-                         int family, uint32_t states, uint32_t seq);
+                         int family, uint32_t states, uint32_t seq,
+                         size_t bytecode_len);
+
+/* Compile "local port in any of `local` and remote port in any of
+ * `remote`" (an empty list puts no condition on that side) into `buf`.
+ * Returns the program's length (0 for no condition at all), or -1 if a
+ * range has low > high, there are more than FTS_MAX_PORT_RANGES ranges,
+ * or `cap` is too small. */
+long fts_build_port_filter(void *buf, size_t cap,
+                           const struct fts_port_range *local, size_t nlocal,
+                           const struct fts_port_range *remote,
+                           size_t nremote);
+
+/* The length fts_build_port_filter() needs for that many ranges. */
+size_t fts_port_filter_size(size_t nlocal, size_t nremote);
 
 /* Walk `len` bytes of netlink messages received for the request `seq` on
  * the socket bound to `portid`, adding each socket to `tally`.
@@ -86,6 +130,15 @@ struct fts_conn {
     uint32_t portid;
     uint32_t seq;
     pid_t owner;
+    /* A network namespace (an nsfs fd owned by the conn) to open the
+     * socket in, or -1 for the caller's own. */
+    int netns_fd;
+};
+
+/* A compiled filter to send with each request (not owned). */
+struct fts_filter {
+    const void *bytecode;
+    size_t len;
 };
 
 /* Called when a system call returns EINTR; a non-zero return aborts the
@@ -93,16 +146,25 @@ struct fts_conn {
 typedef int (*fts_interrupt_fn)(void *arg);
 
 void fts_conn_init(struct fts_conn *conn);
+/* Open the socket in conn->netns_fd's namespace if set.  The switch is
+ * made by a short-lived thread, so the calling thread never leaves its
+ * own namespace, whatever fails. */
 int fts_conn_open(struct fts_conn *conn, struct fts_error *err);
+/* Close the socket; conn->netns_fd stays (a reopen needs it). */
 void fts_conn_close(struct fts_conn *conn);
+/* Check that `fd` refers to a network namespace: 0, or -1 with `err`
+ * (EINVAL: some other file or namespace type). */
+int fts_check_netns_fd(int fd, struct fts_error *err);
 
 /* Dump the TCP sockets of `families` in `states` and add them to `tally`
- * (which the caller zeroes).  `buf` of `bufsize` bytes receives the
+ * (which the caller zeroes), keeping only sockets that pass `filter`
+ * (NULL or empty: all).  `buf` of `bufsize` bytes receives the
  * replies.  Returns 0, or -1 with `err` filled in.  On any error other
  * than a refusal reported by the kernel the connection may hold unread
  * replies: close it. */
 int fts_count(struct fts_conn *conn, unsigned families, uint32_t states,
-              enum fts_request_form form, void *buf, size_t bufsize,
+              enum fts_request_form form, const struct fts_filter *filter,
+              void *buf, size_t bufsize,
               struct fts_tally *tally, fts_interrupt_fn on_interrupt,
               void *interrupt_arg, struct fts_error *err);
 

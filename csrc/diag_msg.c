@@ -25,43 +25,64 @@ struct request_legacy {
     struct inet_diag_req req;
 };
 
+/* Fill the request's fixed part; the caller has zeroed it. */
+static void
+put_request_header(struct nlmsghdr *nlh, uint16_t type, uint32_t seq,
+                   size_t len)
+{
+    nlh->nlmsg_len = (uint32_t)len;
+    nlh->nlmsg_type = type;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    nlh->nlmsg_seq = seq;
+}
+
 size_t
 fts_build_request(void *buf, size_t cap, enum fts_request_form form,
-                  int family, uint32_t states, uint32_t seq)
+                  int family, uint32_t states, uint32_t seq,
+                  size_t bytecode_len)
 {
+    /* The attribute's length is 16 bits and includes its header. */
+    if (bytecode_len > 0xFFFF - NLA_HDRLEN || (bytecode_len & 3) != 0) {
+        return 0;
+    }
+    size_t attr = bytecode_len > 0 ? NLA_HDRLEN : 0;
+    size_t fixed;
     /* idiag_ext stays 0: any extension (INET_DIAG_INFO above all) makes the
      * kernel build data per socket that a counter never reads. */
     if (form == FTS_FORM_LEGACY) {
         struct request_legacy r;
-        if (cap < sizeof(r)) {
+        fixed = sizeof(r);
+        if (cap < fixed + attr) {
             return 0;
         }
         memset(&r, 0, sizeof(r));
-        r.nlh.nlmsg_len = sizeof(r);
-        r.nlh.nlmsg_type = TCPDIAG_GETSOCK;
-        r.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-        r.nlh.nlmsg_seq = seq;
+        put_request_header(&r.nlh, TCPDIAG_GETSOCK, seq,
+                           fixed + attr + bytecode_len);
         r.req.idiag_family = AF_INET;  /* the compat path ignores it */
         r.req.idiag_states = states;
         memcpy(buf, &r, sizeof(r));
-        return sizeof(r);
     }
     else {
         struct request_v2 r;
-        if (cap < sizeof(r)) {
+        fixed = sizeof(r);
+        if (cap < fixed + attr) {
             return 0;
         }
         memset(&r, 0, sizeof(r));
-        r.nlh.nlmsg_len = sizeof(r);
-        r.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-        r.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-        r.nlh.nlmsg_seq = seq;
+        put_request_header(&r.nlh, SOCK_DIAG_BY_FAMILY, seq,
+                           fixed + attr + bytecode_len);
         r.req.sdiag_family = (uint8_t)family;
         r.req.sdiag_protocol = IPPROTO_TCP;
         r.req.idiag_states = states;
         memcpy(buf, &r, sizeof(r));
-        return sizeof(r);
     }
+    if (attr > 0) {
+        struct nlattr a;
+        a.nla_len = (uint16_t)(NLA_HDRLEN + bytecode_len);
+        a.nla_type = INET_DIAG_REQ_BYTECODE;
+        memcpy((unsigned char *)buf + fixed, &a, sizeof(a));
+    }
+    return fixed + attr;
 }
 
 static int
@@ -130,6 +151,10 @@ on_socket_message(const unsigned char *payload, size_t paylen,
     }
     uint8_t family = payload[offsetof(struct inet_diag_msg, idiag_family)];
     uint8_t state = payload[offsetof(struct inet_diag_msg, idiag_state)];
+    size_t port_at = offsetof(struct inet_diag_msg, id)
+                     + (tally->by_remote
+                        ? offsetof(struct inet_diag_sockid, idiag_dport)
+                        : offsetof(struct inet_diag_sockid, idiag_sport));
     int idx;
     if (family == AF_INET) {
         idx = FTS_IDX_IPV4;
@@ -145,7 +170,19 @@ on_socket_message(const unsigned char *payload, size_t paylen,
         return fail(err, EPROTO,
                     "malformed netlink reply: TCP state out of range");
     }
+    if (tally->families != 0 && !(tally->families & (1u << idx))) {
+        return FTS_WALK_MORE;
+    }
     tally->n[idx][state]++;
+    if (tally->port_slot != NULL) {
+        /* Ports travel in network byte order. */
+        uint16_t port = (uint16_t)((payload[port_at] << 8)
+                                   | payload[port_at + 1]);
+        uint16_t slot = tally->port_slot[port];
+        if (slot != 0) {
+            tally->by_port[slot - 1][idx][state]++;
+        }
+    }
     return FTS_WALK_MORE;
 }
 

@@ -8,10 +8,16 @@
 #include "diag.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <linux/netlink.h>
+#include <linux/nsfs.h>
 #include <linux/sock_diag.h>
 
 static int
@@ -29,10 +35,11 @@ fts_conn_init(struct fts_conn *conn)
     conn->portid = 0;
     conn->seq = 0;
     conn->owner = 0;
+    conn->netns_fd = -1;
 }
 
-int
-fts_conn_open(struct fts_conn *conn, struct fts_error *err)
+static int
+open_here(struct fts_conn *conn, struct fts_error *err)
 {
     struct sockaddr_nl addr;
     socklen_t addrlen = sizeof(addr);
@@ -64,6 +71,67 @@ fts_conn_open(struct fts_conn *conn, struct fts_error *err)
     return 0;
 }
 
+int
+fts_check_netns_fd(int fd, struct fts_error *err)
+{
+    int type = ioctl(fd, NS_GET_NSTYPE);
+    if (type < 0) {
+        /* ENOTTY: not an nsfs file at all. */
+        return fail(err, errno == ENOTTY ? EINVAL : errno,
+                    "netns is not a namespace file");
+    }
+    if (type != CLONE_NEWNET) {
+        return fail(err, EINVAL, "netns is a namespace, but not a network "
+                                 "namespace");
+    }
+    return 0;
+}
+
+/* The thread that visits the other namespace: it switches, opens the
+ * socket, and exits.  A thread's namespace dies with it, so no failure
+ * can leave the caller's thread in the wrong namespace. */
+struct visit {
+    struct fts_conn *conn;
+    struct fts_error *err;
+    int rc;
+};
+
+static void *
+visit_netns(void *arg)
+{
+    struct visit *v = arg;
+    if (setns(v->conn->netns_fd, CLONE_NEWNET) < 0) {
+        v->rc = fail(v->err, errno, "setns() into the network namespace");
+        return NULL;
+    }
+    v->rc = open_here(v->conn, v->err);
+    return NULL;
+}
+
+int
+fts_conn_open(struct fts_conn *conn, struct fts_error *err)
+{
+    if (conn->netns_fd < 0) {
+        return open_here(conn, err);
+    }
+    struct visit v = {.conn = conn, .err = err, .rc = -1};
+    pthread_t thread;
+    int rc = pthread_create(&thread, NULL, visit_netns, &v);
+    if (rc != 0) {
+        return fail(err, rc, "starting a thread to enter the network "
+                             "namespace");
+    }
+    rc = pthread_join(thread, NULL);
+    if (rc != 0) {
+        return fail(err, rc, "joining the namespace thread");
+    }
+    if (v.rc == 0) {
+        /* The socket was opened by another thread of this process. */
+        conn->owner = getpid();
+    }
+    return v.rc;
+}
+
 void
 fts_conn_close(struct fts_conn *conn)
 {
@@ -85,26 +153,37 @@ next_seq(struct fts_conn *conn)
     return conn->seq;
 }
 
+/* Send the request's fixed part and the bytecode as one datagram. */
 static int
-send_request(struct fts_conn *conn, const void *req, size_t reqlen,
-             fts_interrupt_fn on_interrupt, void *interrupt_arg,
-             struct fts_error *err)
+send_request(struct fts_conn *conn, const void *head, size_t headlen,
+             const struct fts_filter *filter, fts_interrupt_fn on_interrupt,
+             void *interrupt_arg, struct fts_error *err)
 {
     struct sockaddr_nl kernel;
     memset(&kernel, 0, sizeof(kernel));
     kernel.nl_family = AF_NETLINK;
+    struct iovec iov[2] = {
+        {.iov_base = (void *)head, .iov_len = headlen},
+        {.iov_base = (void *)filter->bytecode, .iov_len = filter->len},
+    };
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_name = &kernel;
+    msg.msg_namelen = sizeof(kernel);
+    msg.msg_iov = iov;
+    msg.msg_iovlen = filter->len > 0 ? 2 : 1;
+    size_t total = headlen + filter->len;
     for (;;) {
-        ssize_t n = sendto(conn->fd, req, reqlen, 0,
-                           (struct sockaddr *)&kernel, sizeof(kernel));
-        if (n == (ssize_t)reqlen) {
+        ssize_t n = sendmsg(conn->fd, &msg, 0);
+        if (n == (ssize_t)total) {
             return 0;
         }
         if (n >= 0) {
-            return fail(err, EIO, "sendto() of the inet_diag request was "
+            return fail(err, EIO, "sendmsg() of the inet_diag request was "
                                   "cut short");
         }
         if (errno != EINTR) {
-            return fail(err, errno, "sendto() of the inet_diag request");
+            return fail(err, errno, "sendmsg() of the inet_diag request");
         }
         if (on_interrupt != NULL && on_interrupt(interrupt_arg)) {
             return fail(err, EINTR, "sending the inet_diag request");
@@ -160,18 +239,18 @@ receive_chunk(struct fts_conn *conn, void *buf, size_t bufsize,
 
 static int
 dump_one(struct fts_conn *conn, enum fts_request_form form, int family,
-         uint32_t states, void *buf, size_t bufsize, struct fts_tally *tally,
+         uint32_t states, const struct fts_filter *filter, void *buf, size_t bufsize, struct fts_tally *tally,
          fts_interrupt_fn on_interrupt, void *interrupt_arg,
          struct fts_error *err)
 {
     unsigned char req[FTS_REQUEST_MAXSIZE];
     uint32_t seq = next_seq(conn);
     size_t reqlen = fts_build_request(req, sizeof(req), form, family, states,
-                                      seq);
+                                      seq, filter->len);
     if (reqlen == 0) {
         return fail(err, EINVAL, "building the inet_diag request");
     }
-    if (send_request(conn, req, reqlen, on_interrupt, interrupt_arg,
+    if (send_request(conn, req, reqlen, filter, on_interrupt, interrupt_arg,
                      err) < 0) {
         return -1;
     }
@@ -193,10 +272,15 @@ dump_one(struct fts_conn *conn, enum fts_request_form form, int family,
 
 int
 fts_count(struct fts_conn *conn, unsigned families, uint32_t states,
-          enum fts_request_form form, void *buf, size_t bufsize,
-          struct fts_tally *tally, fts_interrupt_fn on_interrupt,
-          void *interrupt_arg, struct fts_error *err)
+          enum fts_request_form form, const struct fts_filter *filter,
+          void *buf, size_t bufsize, struct fts_tally *tally,
+          fts_interrupt_fn on_interrupt, void *interrupt_arg,
+          struct fts_error *err)
 {
+    static const struct fts_filter no_filter = {NULL, 0};
+    if (filter == NULL) {
+        filter = &no_filter;
+    }
     if (families == 0 || (families & ~FTS_FAMILY_BOTH) != 0) {
         return fail(err, EINVAL, "families must be IPv4, IPv6 or both");
     }
@@ -209,30 +293,20 @@ fts_count(struct fts_conn *conn, unsigned families, uint32_t states,
     }
     if (form == FTS_FORM_LEGACY) {
         /* One walk returns both families; drop the one not asked for. */
-        struct fts_tally both;
-        memset(&both, 0, sizeof(both));
-        if (dump_one(conn, form, AF_UNSPEC, states, buf, bufsize, &both,
-                     on_interrupt, interrupt_arg, err) < 0) {
-            return -1;
-        }
-        for (int f = 0; f < FTS_NFAMILIES; f++) {
-            if (families & (1u << f)) {
-                for (int s = 0; s < FTS_NSTATES; s++) {
-                    tally->n[f][s] += both.n[f][s];
-                }
-            }
-        }
-        tally->dump_interrupted |= both.dump_interrupted;
-        return 0;
+        /* One walk returns both families; the tally drops any family not
+         * asked for. */
+        tally->families = families;
+        return dump_one(conn, form, AF_UNSPEC, states, filter, buf, bufsize,
+                        tally, on_interrupt, interrupt_arg, err);
     }
     if ((families & FTS_FAMILY_IPV4)
-        && dump_one(conn, form, AF_INET, states, buf, bufsize, tally,
-                    on_interrupt, interrupt_arg, err) < 0) {
+        && dump_one(conn, form, AF_INET, states, filter, buf, bufsize,
+                    tally, on_interrupt, interrupt_arg, err) < 0) {
         return -1;
     }
     if ((families & FTS_FAMILY_IPV6)
-        && dump_one(conn, form, AF_INET6, states, buf, bufsize, tally,
-                    on_interrupt, interrupt_arg, err) < 0) {
+        && dump_one(conn, form, AF_INET6, states, filter, buf, bufsize,
+                    tally, on_interrupt, interrupt_arg, err) < 0) {
         return -1;
     }
     return 0;

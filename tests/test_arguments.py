@@ -89,6 +89,85 @@ class TestExtensionArguments:
         with pytest.raises(ValueError, match="closed"):
             counter.count(3, _fasttcpstat.STATES_ALL, _fasttcpstat.FORM_V2)
 
-    def test_no_constructor_arguments(self):
+    def test_constructor_arguments(self):
         with pytest.raises(TypeError):
-            _fasttcpstat.NetlinkCounter(1)
+            _fasttcpstat.NetlinkCounter(1)  # netns_fd is keyword-only
+        with pytest.raises(ValueError, match="netns_fd"):
+            _fasttcpstat.NetlinkCounter(netns_fd=-5)
+        with pytest.raises(OSError, match="not a namespace file"):
+            _fasttcpstat.NetlinkCounter(netns_fd=0)
+
+    def test_filter_arguments(self):
+        counter = _fasttcpstat.NetlinkCounter()
+        all_states, v2 = _fasttcpstat.STATES_ALL, _fasttcpstat.FORM_V2
+        try:
+            with pytest.raises(ValueError, match="local ports"):
+                counter.count(3, all_states, v2, local=[(5, 4)])
+            with pytest.raises(ValueError, match="remote ports"):
+                counter.count(3, all_states, v2, remote=[(0, 70000)])
+            with pytest.raises(ValueError, match="at most"):
+                counter.count(3, all_states, v2,
+                              local=[(1, 1)] * (_fasttcpstat.MAX_PORT_RANGES + 1))
+            with pytest.raises(TypeError):
+                counter.count(3, all_states, v2, local=[5])
+            with pytest.raises(ValueError, match="listed twice"):
+                counter.count(3, all_states, v2, by_port=[80, 80])
+            with pytest.raises(ValueError, match="by_port"):
+                counter.count(3, all_states, v2, by_port=[65536])
+            with pytest.raises(ValueError, match="at most"):
+                counter.count(3, all_states, v2,
+                              by_port=list(range(_fasttcpstat.MAX_BY_PORT + 1)))
+        finally:
+            counter.close()
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, words",
+    [
+        ({"local_ports": 70000}, ValueError, ["local_ports", "70000", "0..65535"]),
+        ({"local_ports": -1}, ValueError, ["local_ports", "0..65535"]),
+        ({"remote_ports": (10, 5)}, ValueError, ["remote_ports", "low > high"]),
+        ({"remote_ports": (1, 2, 3)}, ValueError, ["remote_ports", "(low, high)"]),
+        ({"local_ports": "443"}, TypeError, ["local_ports", "str"]),
+        ({"local_ports": True}, TypeError, ["local_ports", "bool"]),
+        ({"local_ports": [80, 1.5]}, TypeError, ["local_ports", "float"]),
+        ({"local_ports": []}, ValueError, ["local_ports", "None"]),
+        ({"local_ports": range(10, 10)}, ValueError, ["local_ports", "range"]),
+        ({"local_ports": range(1, 10, 2)}, ValueError, ["local_ports", "step"]),
+    ],
+)
+def test_bad_port_filters(kwargs, exc, words):
+    for backend in ("netlink", "procfs"):
+        with pytest.raises(exc) as info:
+            fasttcpstat.counts(backend=backend, **kwargs)
+        for word in words:
+            assert word in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, exc, words",
+    [
+        (([],), {}, ValueError, ["ports", "no ports"]),
+        (([70000],), {}, ValueError, ["ports", "70000"]),
+        ((["80"],), {}, TypeError, ["ports", "str"]),
+        ((5,), {}, None, []),  # one port is fine
+        (([80],), {"side": "both"}, ValueError, ["side", "'local'", "'remote'"]),
+        ((list(range(1025)),), {}, ValueError, ["ports", "at most 1024"]),
+    ],
+)
+def test_bad_by_port_arguments(args, kwargs, exc, words):
+    if exc is None:
+        assert list(fasttcpstat.counts_by_port(*args, **kwargs)) == [5]
+        return
+    with pytest.raises(exc) as info:
+        fasttcpstat.counts_by_port(*args, **kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_port_filters_are_normalised():
+    from fasttcpstat._ports import parse_ports
+
+    assert parse_ports([443, (440, 442), 8443, range(444, 446)], "p") == [(440, 445), (8443, 8443)]
+    assert parse_ports([(0, 100), (101, 65535)], "p") is None  # everything
+    assert parse_ports(None, "p") is None

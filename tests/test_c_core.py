@@ -1,7 +1,9 @@
-"""Build and run the C unit tests of the netlink parsing core.
+"""Build and run the C unit tests of the netlink core.
 
-The core (csrc/diag_msg.c) is plain C; its tests feed it hand-made replies,
-malformed ones included, under AddressSanitizer and UBSan.
+The parsing core (csrc/diag_msg.c) and the filter compiler
+(csrc/diag_filter.c) are plain C; their tests feed them hand-made replies,
+malformed ones included, and check compiled filters against a model of the
+kernel's audit and interpreter, under AddressSanitizer and UBSan.
 """
 from __future__ import annotations
 
@@ -23,11 +25,18 @@ def _compiler() -> str:
     return cc
 
 
-def _build(tmp_path: Path, sanitize: bool) -> Path:
-    exe = tmp_path / "test_diag_msg"
+# Each C test program and the core source it tests.
+C_TESTS = {
+    "test_diag_msg": "diag_msg.c",
+    "test_diag_filter": "diag_filter.c",
+}
+
+
+def _build(tmp_path: Path, name: str, sanitize: bool) -> Path:
+    exe = tmp_path / name
     cmd = [_compiler(), *CFLAGS, *(SANITIZERS if sanitize else []),
-           f"-I{ROOT / 'csrc'}", str(ROOT / "tests/c/test_diag_msg.c"),
-           str(ROOT / "csrc/diag_msg.c"), "-o", str(exe)]
+           f"-I{ROOT / 'csrc'}", str(ROOT / "tests/c" / (name + ".c")),
+           str(ROOT / "csrc" / C_TESTS[name]), "-o", str(exe)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return exe
 
@@ -42,9 +51,10 @@ def _sanitizers_available(tmp_path: Path) -> bool:
     return result.returncode == 0
 
 
-def test_parsing_core_unit_tests(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", sorted(C_TESTS))
+def test_c_unit_tests(tmp_path: Path, name: str) -> None:
     sanitize = _sanitizers_available(tmp_path)
-    exe = _build(tmp_path, sanitize)
+    exe = _build(tmp_path, name, sanitize)
     result = subprocess.run([str(exe)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("0 failed"), result.stdout
@@ -55,7 +65,7 @@ def test_core_compiles_warning_free(tmp_path: Path) -> None:
     import sysconfig
 
     include = sysconfig.get_paths()["include"]
-    for source in ("diag_msg.c", "diag_sock.c", "_fasttcpstat.c"):
+    for source in ("diag_msg.c", "diag_filter.c", "diag_sock.c", "_fasttcpstat.c"):
         subprocess.run(
             [_compiler(), *CFLAGS, "-DPy_LIMITED_API=0x03080000", f"-I{include}",
              f"-I{ROOT / 'csrc'}", "-c", str(ROOT / "csrc" / source),

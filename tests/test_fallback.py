@@ -62,11 +62,11 @@ def test_socket_refused_falls_back_at_open():
 
 def test_dump_refused_falls_back_at_first_count():
     # socket() works, but the request cannot be sent: refused mid-way.
-    out = _run_child("seccomp.deny('sendto', errno.EACCES)")
+    out = _run_child("seccomp.deny('sendmsg', errno.EACCES)")
     assert out["auto_backend"] == "netlink"
     assert out["auto_reason"] is None
     assert out["auto_backend_after"] == "procfs"
-    assert "sendto()" in out["auto_reason_after"]
+    assert "sendmsg()" in out["auto_reason_after"]
     assert out["auto_counts"] == out["procfs_counts"]
     name, err, message = out["netlink_error"]
     assert (name, err) == ("PermissionError", 13)

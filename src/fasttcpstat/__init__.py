@@ -13,11 +13,22 @@ from __future__ import annotations
 import warnings
 
 from . import _netlink
-from ._counter import BACKENDS, Counter, counts
+from ._counter import BACKENDS, MAX_BY_PORT, Counter, counts, counts_by_port
 from ._states import FAMILIES, STATES
+from ._summary import summary
 from ._version import __version__
 
-__all__ = ["BACKENDS", "FAMILIES", "STATES", "Counter", "counts", "__version__"]
+__all__ = [
+    "BACKENDS",
+    "FAMILIES",
+    "MAX_BY_PORT",
+    "STATES",
+    "Counter",
+    "counts",
+    "counts_by_port",
+    "summary",
+    "__version__",
+]
 
 if _netlink.IMPORT_ERROR is not None:
     warnings.warn(

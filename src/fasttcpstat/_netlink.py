@@ -8,8 +8,9 @@ inet_diag_req_v2 pair at 1M sockets); kernels that refuse it get the pair.
 from __future__ import annotations
 
 import errno
-from typing import Tuple
+from typing import Any, List, Optional, Sequence
 
+from ._ports import Range
 from ._states import FAMILY_BOTH
 
 REQUEST_FORMS = ("auto", "v2", "legacy")
@@ -38,7 +39,7 @@ class NetlinkBackend:
 
     name = "netlink"
 
-    def __init__(self, request: str = "auto") -> None:
+    def __init__(self, request: str = "auto", netns_fd: int = -1) -> None:
         if request not in REQUEST_FORMS:
             raise ValueError(
                 f"request must be one of {', '.join(map(repr, REQUEST_FORMS))}, "
@@ -51,21 +52,27 @@ class NetlinkBackend:
                 "or use backend='procfs'"
             )
         self.request = request
-        self._counter = _fasttcpstat.NetlinkCounter()
+        self._counter = _fasttcpstat.NetlinkCounter(netns_fd=netns_fd)
 
-    def count(self, families: int, states_mask: int) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    def count(self, families: int, states_mask: int,
+              local: Optional[List[Range]] = None, remote: Optional[List[Range]] = None,
+              by_port: Sequence[int] = (), by_remote: bool = False) -> Any:
+        """Raw tallies: (ipv4, ipv6), or ((ipv4, ipv6), per_port) with by_port."""
         global _legacy_refused
+        options = {"local": local or (), "remote": remote or (),
+                   "by_port": by_port, "by_remote": by_remote}
         use_legacy = self.request == "legacy" or (
             self.request == "auto" and families == FAMILY_BOTH and not _legacy_refused
         )
         if use_legacy:
             try:
-                return self._counter.count(families, states_mask, _fasttcpstat.FORM_LEGACY)
+                return self._counter.count(families, states_mask,
+                                           _fasttcpstat.FORM_LEGACY, **options)
             except OSError as exc:
                 if self.request == "legacy" or exc.errno not in _LEGACY_REFUSALS:
                     raise
                 _legacy_refused = True
-        return self._counter.count(families, states_mask, _fasttcpstat.FORM_V2)
+        return self._counter.count(families, states_mask, _fasttcpstat.FORM_V2, **options)
 
     def close(self) -> None:
         self._counter.close()

@@ -15,9 +15,13 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from typing import List, Tuple
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Sequence, Tuple
 
+from ._ports import Range, matches
 from ._states import FAMILY_IPV4, FAMILY_IPV6
+
+if TYPE_CHECKING:
+    from ._netns import Netns
 
 # "  12: 0100007F:1F90 00000000:0000 0A ..." (tcp6: 32 hex digits per address).
 # ": " occurs once per line, after the slot number.  Anchoring on it rather
@@ -41,6 +45,12 @@ def proc_net_dir() -> str:
     return "/proc/self/net"
 
 
+# The same, keeping both ports (hex) for filtered or per-port counts.
+_PORTS_AND_STATE = re.compile(
+    rb": [0-9A-F]+:([0-9A-F]{4}) [0-9A-F]+:([0-9A-F]{4}) 0([0-9A-F]) "
+)
+
+
 def _add(tally: List[int], digits: List[bytes]) -> None:
     # collections.Counter tallies a list in C; a Python loop per line would
     # cost more than the regular expression.
@@ -48,50 +58,124 @@ def _add(tally: List[int], digits: List[bytes]) -> None:
         tally[_DIGIT_STATE[digit]] += n
 
 
-def _count_file(path: str, tally: List[int]) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        pending = b""
-        while True:
-            chunk = os.read(fd, _CHUNK)
-            if not chunk:
-                break
-            data = pending + chunk if pending else chunk
-            end = data.rfind(b"\n") + 1
-            pending = data[end:]
-            _add(tally, _STATE_DIGIT.findall(data, 0, end))
-        if pending:
-            _add(tally, _STATE_DIGIT.findall(pending))
-    finally:
-        os.close(fd)
+def _chunks(fd: int) -> Iterator[bytes]:
+    """Whole lines from an open /proc/net file, in read-sized chunks."""
+    pending = b""
+    while True:
+        chunk = os.read(fd, _CHUNK)
+        if not chunk:
+            break
+        data = pending + chunk if pending else chunk
+        end = data.rfind(b"\n") + 1
+        pending = data[end:]
+        if end:
+            yield data[:end] if pending else data
+    if pending:
+        yield pending
+
+
+def _count_states(fd: int, tally: List[int]) -> None:
+    for data in _chunks(fd):
+        _add(tally, _STATE_DIGIT.findall(data))
+
+
+class _PortQuery:
+    """Filters and per-port keys for the slow path that reads ports."""
+
+    def __init__(self, local: Optional[List[Range]], remote: Optional[List[Range]],
+                 by_port: Sequence[int], by_remote: bool) -> None:
+        self.local = local
+        self.remote = remote
+        self.slot = {port: i for i, port in enumerate(by_port)}
+        self.by_remote = by_remote
+
+    def count(self, fd: int, tally: List[int], per_port: List[List[int]]) -> None:
+        keys: "Counter[Tuple[bytes, bytes, bytes]]" = Counter()
+        for data in _chunks(fd):
+            keys.update(_PORTS_AND_STATE.findall(data))
+        for (lport_hex, rport_hex, digit), n in keys.items():
+            lport, rport = int(lport_hex, 16), int(rport_hex, 16)
+            if not (matches(lport, self.local) and matches(rport, self.remote)):
+                continue
+            state = _DIGIT_STATE[digit]
+            tally[state] += n
+            slot = self.slot.get(rport if self.by_remote else lport)
+            if slot is not None:
+                per_port[slot][state] += n
+
+
+def _masked(tally: List[int], states_mask: int) -> Tuple[int, ...]:
+    # The kernel filters states for netlink; do the same here so every
+    # backend returns the same tallies.
+    return tuple(n if states_mask & (1 << i) else 0 for i, n in enumerate(tally))
 
 
 class ProcfsBackend:
-    """Counts from /proc/net/tcp{,6} text; needs no privilege."""
+    """Counts from /proc/net/tcp{,6} text; needs no privilege.
+
+    With a pid-named namespace it reads /proc/PID/net, which shows that
+    process's namespace without switching.
+    """
 
     name = "procfs"
 
-    def __init__(self, net_dir: "str | None" = None) -> None:
+    def __init__(self, net_dir: Optional[str] = None, netns: "Optional[Netns]" = None) -> None:
         self._net_dir = net_dir
+        self._netns = netns
 
-    def count(self, families: int, states_mask: int) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
-        net_dir = self._net_dir or proc_net_dir()
-        v4 = [0] * 16
-        v6 = [0] * 16
-        if families & FAMILY_IPV4:
-            _count_file(os.path.join(net_dir, "tcp"), v4)
-        if families & FAMILY_IPV6:
-            try:
-                _count_file(os.path.join(net_dir, "tcp6"), v6)
-            except FileNotFoundError:
-                pass  # IPv6 disabled in this kernel: no IPv6 sockets
-        # The mask is applied by the caller's shaping; keep unrequested
-        # states out anyway so every backend returns the same tallies.
-        for tally in (v4, v6):
-            for number in range(16):
-                if not states_mask & (1 << number):
-                    tally[number] = 0
-        return tuple(v4), tuple(v6)
+    def _open(self, names: List[str]) -> List[Optional[int]]:
+        if self._netns is not None and self._netns.proc_net_dir() is None:
+            return self._netns.open_proc_files(names)
+        net_dir = self._net_dir or (
+            self._netns.proc_net_dir() if self._netns is not None else None
+        ) or proc_net_dir()
+        fds: List[Optional[int]] = []
+        try:
+            for name in names:
+                path = os.path.join(net_dir, name)
+                try:
+                    fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+                except FileNotFoundError:
+                    if name != "tcp6":
+                        raise
+                    fds.append(None)  # IPv6 disabled in this kernel: no IPv6 sockets
+        except BaseException:
+            for fd in fds:
+                if fd is not None:
+                    os.close(fd)
+            raise
+        return fds
+
+    def count(self, families: int, states_mask: int,
+              local: Optional[List[Range]] = None, remote: Optional[List[Range]] = None,
+              by_port: Sequence[int] = (), by_remote: bool = False) -> Any:
+        names = [name for bit, name in ((FAMILY_IPV4, "tcp"), (FAMILY_IPV6, "tcp6"))
+                 if families & bit]
+        fds = self._open(names)
+        tallies = {"tcp": [0] * 16, "tcp6": [0] * 16}
+        per_port = {name: [[0] * 16 for _ in by_port] for name in tallies}
+        query = None
+        if local is not None or remote is not None or by_port:
+            query = _PortQuery(local, remote, by_port, by_remote)
+        try:
+            for name, fd in zip(names, fds):
+                if fd is None:
+                    continue
+                if query is None:
+                    _count_states(fd, tallies[name])
+                else:
+                    query.count(fd, tallies[name], per_port[name])
+        finally:
+            for fd in fds:
+                if fd is not None:
+                    os.close(fd)
+        totals = (_masked(tallies["tcp"], states_mask), _masked(tallies["tcp6"], states_mask))
+        if not by_port:
+            return totals
+        return totals, tuple(
+            (_masked(v4, states_mask), _masked(v6, states_mask))
+            for v4, v6 in zip(per_port["tcp"], per_port["tcp6"])
+        )
 
     def close(self) -> None:
         pass

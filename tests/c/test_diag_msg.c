@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <linux/netlink.h>
@@ -331,7 +332,7 @@ test_build_requests(void)
     struct nlmsghdr h;
 
     size_t n = fts_build_request(buf, sizeof(buf), FTS_FORM_V2, AF_INET6,
-                                 FTS_STATES_ALL, 99);
+                                 FTS_STATES_ALL, 99, 0);
     CHECK(n == NLMSG_LENGTH(sizeof(struct inet_diag_req_v2)));
     memcpy(&h, buf, sizeof(h));
     CHECK(h.nlmsg_len == n);
@@ -348,7 +349,7 @@ test_build_requests(void)
     CHECK((v2.idiag_states & ((1u << 12) | (1u << 13))) == 0);
 
     n = fts_build_request(buf, sizeof(buf), FTS_FORM_LEGACY, AF_UNSPEC,
-                          1u << 10, 5);
+                          1u << 10, 5, 0);
     CHECK(n == NLMSG_LENGTH(sizeof(struct inet_diag_req)));
     memcpy(&h, buf, sizeof(h));
     CHECK(h.nlmsg_type == TCPDIAG_GETSOCK);
@@ -357,8 +358,88 @@ test_build_requests(void)
     CHECK(legacy.idiag_ext == 0);
     CHECK(legacy.idiag_states == (1u << 10));
 
-    CHECK(fts_build_request(buf, 8, FTS_FORM_V2, AF_INET, 2, 1) == 0);
-    CHECK(fts_build_request(buf, 8, FTS_FORM_LEGACY, AF_INET, 2, 1) == 0);
+    CHECK(fts_build_request(buf, 8, FTS_FORM_V2, AF_INET, 2, 1, 0) == 0);
+    CHECK(fts_build_request(buf, 8, FTS_FORM_LEGACY, AF_INET, 2, 1, 0) == 0);
+
+    /* With bytecode: the attribute header follows, nlmsg_len covers the
+     * bytecode the caller sends after it. */
+    n = fts_build_request(buf, sizeof(buf), FTS_FORM_V2, AF_INET, 2, 1, 36);
+    CHECK(n == NLMSG_LENGTH(sizeof(struct inet_diag_req_v2)) + NLA_HDRLEN);
+    memcpy(&h, buf, sizeof(h));
+    CHECK(h.nlmsg_len == n + 36);
+    struct nlattr a;
+    memcpy(&a, buf + n - NLA_HDRLEN, sizeof(a));
+    CHECK(a.nla_type == INET_DIAG_REQ_BYTECODE);
+    CHECK(a.nla_len == NLA_HDRLEN + 36);
+    n = fts_build_request(buf, sizeof(buf), FTS_FORM_LEGACY, AF_INET, 2, 1,
+                          8);
+    CHECK(n == NLMSG_LENGTH(sizeof(struct inet_diag_req)) + NLA_HDRLEN);
+    /* Unaligned or oversized bytecode is refused. */
+    CHECK(fts_build_request(buf, sizeof(buf), FTS_FORM_V2, AF_INET, 2, 1,
+                            6) == 0);
+    CHECK(fts_build_request(buf, sizeof(buf), FTS_FORM_V2, AF_INET, 2, 1,
+                            0x10000) == 0);
+}
+
+static void
+put_socket_ports(struct reply *r, uint8_t family, uint8_t state,
+                 uint16_t sport, uint16_t dport)
+{
+    struct inet_diag_msg m;
+    memset(&m, 0, sizeof(m));
+    m.idiag_family = family;
+    m.idiag_state = state;
+    m.id.idiag_sport = htons(sport);
+    m.id.idiag_dport = htons(dport);
+    void *p = put_header(r, SOCK_DIAG_BY_FAMILY, NLM_F_MULTI, sizeof(m),
+                         SEQ, PORTID);
+    memcpy(p, &m, sizeof(m));
+}
+
+static void
+test_by_port_and_family_mask(void)
+{
+    static uint16_t slots[65536];
+    fts_state_counts by_port[2];
+    struct reply r = {.len = 0};
+    struct fts_tally t;
+    struct fts_error e;
+    put_socket_ports(&r, AF_INET, 1, 443, 50000);
+    put_socket_ports(&r, AF_INET6, 1, 443, 50001);
+    put_socket_ports(&r, AF_INET6, 10, 8443, 0);
+    put_socket_ports(&r, AF_INET, 1, 22, 443);
+
+    memset(slots, 0, sizeof(slots));
+    memset(by_port, 0, sizeof(by_port));
+    slots[443] = 1;
+    slots[8443] = 2;
+    memset(&t, 0, sizeof(t));
+    t.port_slot = slots;
+    t.by_port = by_port;
+    CHECK(fts_walk(r.buf, r.len, SEQ, PORTID, &t, &e) == FTS_WALK_MORE);
+    CHECK(by_port[0][FTS_IDX_IPV4][1] == 1);
+    CHECK(by_port[0][FTS_IDX_IPV6][1] == 1);
+    CHECK(by_port[1][FTS_IDX_IPV6][10] == 1);
+    CHECK(t.n[FTS_IDX_IPV4][1] == 2);  /* totals keep every socket */
+
+    /* Keyed on the remote port. */
+    memset(by_port, 0, sizeof(by_port));
+    memset(&t, 0, sizeof(t));
+    t.port_slot = slots;
+    t.by_port = by_port;
+    t.by_remote = 1;
+    CHECK(fts_walk(r.buf, r.len, SEQ, PORTID, &t, &e) == FTS_WALK_MORE);
+    CHECK(by_port[0][FTS_IDX_IPV4][1] == 1);
+    CHECK(by_port[0][FTS_IDX_IPV6][1] == 0);
+    CHECK(by_port[1][FTS_IDX_IPV6][10] == 0);
+
+    /* The legacy request's single walk: keep one family only. */
+    memset(&t, 0, sizeof(t));
+    t.families = FTS_FAMILY_IPV6;
+    CHECK(fts_walk(r.buf, r.len, SEQ, PORTID, &t, &e) == FTS_WALK_MORE);
+    CHECK(t.n[FTS_IDX_IPV4][1] == 0);
+    CHECK(t.n[FTS_IDX_IPV6][1] == 1);
+    CHECK(t.n[FTS_IDX_IPV6][10] == 1);
 }
 
 int
@@ -373,6 +454,7 @@ main(void)
     test_dump_interrupted_flag();
     test_unaligned_buffer();
     test_build_requests();
+    test_by_port_and_family_mask();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

@@ -1,0 +1,152 @@
+"""The `netns=` argument: which network namespace to count.
+
+A namespace is named by a path (/var/run/netns/NAME, /proc/PID/ns/net) or
+by the pid of a process inside it.  The netlink backend opens its socket
+in the namespace (through a short-lived thread, see csrc/diag_sock.c);
+the /proc backend reads /proc/PID/net/tcp{,6}, which shows the namespace of
+PID without switching and so needs no privilege.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import threading
+from typing import List, Optional, Tuple, Union
+
+NetnsSpec = Union[str, "os.PathLike[str]", int, None]
+
+CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
+
+_PROC_PID_NS = re.compile(r"^/proc/(\d+)/ns/net$")
+
+PROCFS_HINT = (
+    "backend='procfs' with netns=PID reads /proc/PID/net/tcp{,6}, which needs "
+    "no namespace switch"
+)
+
+
+class Netns:
+    """A resolved netns argument: an open nsfs fd, and a pid if known."""
+
+    def __init__(self, spec: NetnsSpec) -> None:
+        self.spec = spec
+        self.pid: Optional[int] = None
+        if isinstance(spec, bool):
+            raise TypeError("netns must be a path or a pid (int), not bool")
+        if isinstance(spec, int):
+            if spec <= 0:
+                raise ValueError(f"netns: pid must be positive, not {spec}")
+            self.pid = spec
+            self.path = f"/proc/{spec}/ns/net"
+        elif isinstance(spec, (str, os.PathLike)):
+            self.path = os.fspath(spec)
+            match = _PROC_PID_NS.match(self.path)
+            if match:
+                self.pid = int(match.group(1))
+        else:
+            raise TypeError(
+                f"netns must be a path or a pid (int), not {type(spec).__name__}"
+            )
+        self.fd = -1
+
+    def _missing(self) -> FileNotFoundError:
+        what = f"no process with pid {self.pid}" if isinstance(self.spec, int) else "no such file"
+        return FileNotFoundError(errno.ENOENT, f"netns: {what}", self.path)
+
+    def check_proc_net(self) -> None:
+        """For the /proc backend with a pid: the process must exist."""
+        net_dir = self.proc_net_dir()
+        if net_dir is not None and not os.path.isdir(net_dir):
+            raise self._missing()
+
+    def open(self) -> int:
+        """Open (once) and check the namespace file; returns its fd."""
+        if self.fd < 0:
+            self.fd = self._open()
+        return self.fd
+
+    def _open(self) -> int:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise self._missing() from None
+        except PermissionError as exc:
+            raise PermissionError(
+                exc.errno,
+                f"netns: cannot open {self.path} ({exc.strerror}): opening another "
+                f"process's namespace needs ptrace access to it; {PROCFS_HINT}",
+            ) from None
+        try:
+            nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno == errno.ENOTTY:
+                raise ValueError(
+                    f"netns: {self.path} is not a namespace file "
+                    "(expected /var/run/netns/NAME or /proc/PID/ns/net)"
+                ) from None
+            raise
+        if nstype != CLONE_NEWNET:
+            os.close(fd)
+            raise ValueError(f"netns: {self.path} is a namespace, but not a network namespace")
+        return fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def proc_net_dir(self) -> Optional[str]:
+        """/proc/PID/net for a pid-named namespace, else None."""
+        return f"/proc/{self.pid}/net" if self.pid is not None else None
+
+    def open_proc_files(self, names: List[str]) -> List[Optional[int]]:
+        """Open /proc/thread-self/net/NAME files from inside the namespace.
+
+        A /proc/net file is bound to the namespace at open time, so a
+        short-lived thread enters the namespace, opens them and exits; the
+        caller's thread never switches.  Missing files give None.
+        """
+        result: List[Optional[int]] = []
+        failure: List[BaseException] = []
+
+        def visit() -> None:
+            try:
+                _setns(self.open())
+                for name in names:
+                    try:
+                        result.append(os.open(f"/proc/thread-self/net/{name}",
+                                              os.O_RDONLY | os.O_CLOEXEC))
+                    except FileNotFoundError:
+                        result.append(None)
+            except BaseException as exc:  # noqa: B902 - re-raised in the caller
+                failure.append(exc)
+
+        thread = threading.Thread(target=visit, name="fasttcpstat-netns")
+        thread.start()
+        thread.join()
+        if failure:
+            for fd in result:
+                if fd is not None:
+                    os.close(fd)
+            raise failure[0]
+        return result
+
+
+def _setns(fd: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns() into the network namespace: {os.strerror(err)}")
+
+
+def permission_message(target: Netns, exc: OSError) -> str:
+    return (
+        f"netns: entering the network namespace {target.path} needs CAP_SYS_ADMIN "
+        f"({exc.strerror or exc}); {PROCFS_HINT}"
+    )
