@@ -20,7 +20,7 @@ STRICT = os.environ.get("FASTTCPSTAT_STRICT") == "1"
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 LIMITED_API_HEX = "0x03080000"  # 3.8, as psutil: the oldest CPython in use on servers
 
-compile_args = ["-std=c11", "-D_GNU_SOURCE", "-pthread", "-Wall", "-Wextra", "-O2"]
+compile_args = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-O2"]
 if STRICT:
     compile_args.append("-Werror")
 
@@ -38,7 +38,6 @@ extension = Extension(
     include_dirs=["csrc"],
     define_macros=define_macros,
     extra_compile_args=compile_args,
-    extra_link_args=["-pthread"],
     py_limited_api=not FREE_THREADED,
     optional=not STRICT,
 )

@@ -10,7 +10,6 @@
 #include "Python.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -25,6 +24,10 @@ typedef struct {
     /* close() was called: do not reopen.  Read without the lock by the
      * `closed` getter, hence the atomic accesses. */
     int closed;
+    /* Whether a socket lost to fork() or an aborted dump may be reopened
+     * here.  Not for a socket opened in another network namespace: this
+     * thread would reopen it in its own. */
+    int reopen;
 } NetlinkCounter;
 
 /* Raise OSError(errno, "<step>: <strerror>"); OSError's constructor picks
@@ -60,16 +63,10 @@ lock_counter(NetlinkCounter *self)
 static PyObject *
 NetlinkCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"netns_fd", NULL};
-    int netns_fd = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$i:NetlinkCounter",
-                                     kwlist, &netns_fd)) {
-        return NULL;
-    }
-    if (netns_fd < -1) {
-        PyErr_Format(PyExc_ValueError,
-                     "netns_fd must be a file descriptor or -1, not %d",
-                     netns_fd);
+    static char *kwlist[] = {"reopen", NULL};
+    int reopen = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$p:NetlinkCounter",
+                                     kwlist, &reopen)) {
         return NULL;
     }
     allocfunc alloc = (allocfunc)PyType_GetSlot(type, Py_tp_alloc);
@@ -81,6 +78,7 @@ NetlinkCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->buf = NULL;
     self->lock = NULL;
     self->closed = 0;
+    self->reopen = reopen;
 
     self->buf = PyMem_Malloc(FTS_RECV_BUFSIZE);
     if (self->buf == NULL) {
@@ -93,24 +91,9 @@ NetlinkCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         goto error;
     }
     struct fts_error e = {0, NULL};
-    int rc = 0;
+    int rc;
     Py_BEGIN_ALLOW_THREADS
-    if (netns_fd >= 0) {
-        /* Our own copy: reopening after fork() or an aborted dump needs
-         * the namespace again, after the caller closed its fd. */
-        self->conn.netns_fd = fcntl(netns_fd, F_DUPFD_CLOEXEC, 0);
-        if (self->conn.netns_fd < 0) {
-            e.err = errno;
-            e.what = "duplicating the netns file descriptor";
-            rc = -1;
-        }
-        else {
-            rc = fts_check_netns_fd(self->conn.netns_fd, &e);
-        }
-    }
-    if (rc == 0) {
-        rc = fts_conn_open(&self->conn, &e);
-    }
+    rc = fts_conn_open(&self->conn, &e);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         raise_diag_error(&e, "cannot open the netlink socket");
@@ -128,9 +111,6 @@ NetlinkCounter_dealloc(NetlinkCounter *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     fts_conn_close(&self->conn);
-    if (self->conn.netns_fd >= 0) {
-        close(self->conn.netns_fd);
-    }
     if (self->lock != NULL) {
         PyThread_free_lock(self->lock);
     }
@@ -454,7 +434,15 @@ NetlinkCounter_count(NetlinkCounter *self, PyObject *args, PyObject *kwargs)
         fts_conn_close(&self->conn);
     }
     if (self->conn.fd < 0) {
-        rc = fts_conn_open(&self->conn, &e);
+        if (self->reopen) {
+            rc = fts_conn_open(&self->conn, &e);
+        }
+        else {
+            rc = -1;
+            e.err = ESTALE;
+            e.what = "the socket was lost (after fork() or an interrupted "
+                     "dump) and must be reopened in its namespace";
+        }
         if (rc < 0) {
             context = "cannot reopen the netlink socket";
         }
@@ -501,6 +489,17 @@ NetlinkCounter_close(NetlinkCounter *self, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
+NetlinkCounter_get_needs_reopen(NetlinkCounter *self,
+                                void *Py_UNUSED(closure))
+{
+    lock_counter(self);
+    int lost = !self->closed
+               && (self->conn.fd < 0 || self->conn.owner != getpid());
+    PyThread_release_lock(self->lock);
+    return PyBool_FromLong(lost);
+}
+
+static PyObject *
 NetlinkCounter_get_closed(NetlinkCounter *self, void *Py_UNUSED(closure))
 {
     return PyBool_FromLong(
@@ -517,15 +516,21 @@ static PyMethodDef NetlinkCounter_methods[] = {
 static PyGetSetDef NetlinkCounter_getset[] = {
     {"closed", (getter)NetlinkCounter_get_closed, NULL,
      "True after close().", NULL},
+    {"needs_reopen", (getter)NetlinkCounter_get_needs_reopen, NULL,
+     "True when the socket was lost (inherited through fork(), or dropped\n"
+     "after an interrupted or failed dump) and the next count must open a\n"
+     "new one.", NULL},
     {NULL, NULL, NULL, NULL, NULL}
 };
 
 PyDoc_STRVAR(NetlinkCounter_doc,
-"NetlinkCounter(netns_fd=-1)\n--\n\n"
+"NetlinkCounter(*, reopen=True)\n--\n\n"
 "A NETLINK_SOCK_DIAG socket that counts TCP sockets per state.\n\n"
-"It counts the network namespace it was created in, or the one netns_fd\n"
-"refers to (an open /proc/PID/ns/net or /var/run/netns/NAME; the switch\n"
-"is made by a short-lived thread, the caller's never changes namespace).\n"
+"It counts the network namespace of the thread that created it.  A\n"
+"socket lost to fork() or an interrupted dump is reopened by the next\n"
+"count, in the counting thread's namespace, unless reopen is False (for a\n"
+"socket created in another namespace): then count() raises OSError\n"
+"(ESTALE) and needs_reopen tells the owner to make a new one.\n"
 "Counts from several threads are serialised.");
 
 static PyType_Slot NetlinkCounter_slots[] = {

@@ -8,9 +8,8 @@
  *                can drive it with arbitrary bytes.
  *   diag_filter.c compiles port filters to inet_diag bytecode, also
  *                without system calls or allocation.
- *   diag_sock.c  owns the NETLINK_SOCK_DIAG socket: open (in another
- *                network namespace if asked), send, receive into one fixed
- *                buffer until NLMSG_DONE.
+ *   diag_sock.c  owns the NETLINK_SOCK_DIAG socket: open, send, receive
+ *                into one fixed buffer until NLMSG_DONE.
  */
 #ifndef FASTTCPSTAT_DIAG_H
 #define FASTTCPSTAT_DIAG_H
@@ -130,9 +129,6 @@ struct fts_conn {
     uint32_t portid;
     uint32_t seq;
     pid_t owner;
-    /* A network namespace (an nsfs fd owned by the conn) to open the
-     * socket in, or -1 for the caller's own. */
-    int netns_fd;
 };
 
 /* A compiled filter to send with each request (not owned). */
@@ -146,15 +142,10 @@ struct fts_filter {
 typedef int (*fts_interrupt_fn)(void *arg);
 
 void fts_conn_init(struct fts_conn *conn);
-/* Open the socket in conn->netns_fd's namespace if set.  The switch is
- * made by a short-lived thread, so the calling thread never leaves its
- * own namespace, whatever fails. */
+/* Open the socket in the calling thread's network namespace (the dump
+ * will always count that namespace). */
 int fts_conn_open(struct fts_conn *conn, struct fts_error *err);
-/* Close the socket; conn->netns_fd stays (a reopen needs it). */
 void fts_conn_close(struct fts_conn *conn);
-/* Check that `fd` refers to a network namespace: 0, or -1 with `err`
- * (EINVAL: some other file or namespace type). */
-int fts_check_netns_fd(int fd, struct fts_error *err);
 
 /* Dump the TCP sockets of `families` in `states` and add them to `tally`
  * (which the caller zeroes), keeping only sockets that pass `filter`

@@ -8,16 +8,11 @@
 #include "diag.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
-#include <sched.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <linux/netlink.h>
-#include <linux/nsfs.h>
 #include <linux/sock_diag.h>
 
 static int
@@ -35,11 +30,10 @@ fts_conn_init(struct fts_conn *conn)
     conn->portid = 0;
     conn->seq = 0;
     conn->owner = 0;
-    conn->netns_fd = -1;
 }
 
-static int
-open_here(struct fts_conn *conn, struct fts_error *err)
+int
+fts_conn_open(struct fts_conn *conn, struct fts_error *err)
 {
     struct sockaddr_nl addr;
     socklen_t addrlen = sizeof(addr);
@@ -69,67 +63,6 @@ open_here(struct fts_conn *conn, struct fts_error *err)
     conn->portid = addr.nl_pid;
     conn->owner = getpid();
     return 0;
-}
-
-int
-fts_check_netns_fd(int fd, struct fts_error *err)
-{
-    int type = ioctl(fd, NS_GET_NSTYPE);
-    if (type < 0) {
-        /* ENOTTY: not an nsfs file at all. */
-        return fail(err, errno == ENOTTY ? EINVAL : errno,
-                    "netns is not a namespace file");
-    }
-    if (type != CLONE_NEWNET) {
-        return fail(err, EINVAL, "netns is a namespace, but not a network "
-                                 "namespace");
-    }
-    return 0;
-}
-
-/* The thread that visits the other namespace: it switches, opens the
- * socket, and exits.  A thread's namespace dies with it, so no failure
- * can leave the caller's thread in the wrong namespace. */
-struct visit {
-    struct fts_conn *conn;
-    struct fts_error *err;
-    int rc;
-};
-
-static void *
-visit_netns(void *arg)
-{
-    struct visit *v = arg;
-    if (setns(v->conn->netns_fd, CLONE_NEWNET) < 0) {
-        v->rc = fail(v->err, errno, "setns() into the network namespace");
-        return NULL;
-    }
-    v->rc = open_here(v->conn, v->err);
-    return NULL;
-}
-
-int
-fts_conn_open(struct fts_conn *conn, struct fts_error *err)
-{
-    if (conn->netns_fd < 0) {
-        return open_here(conn, err);
-    }
-    struct visit v = {.conn = conn, .err = err, .rc = -1};
-    pthread_t thread;
-    int rc = pthread_create(&thread, NULL, visit_netns, &v);
-    if (rc != 0) {
-        return fail(err, rc, "starting a thread to enter the network "
-                             "namespace");
-    }
-    rc = pthread_join(thread, NULL);
-    if (rc != 0) {
-        return fail(err, rc, "joining the namespace thread");
-    }
-    if (v.rc == 0) {
-        /* The socket was opened by another thread of this process. */
-        conn->owner = getpid();
-    }
-    return v.rc;
 }
 
 void

@@ -1,6 +1,8 @@
 """Argument validation: clear TypeError/ValueError naming the argument."""
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 import fasttcpstat
@@ -91,11 +93,31 @@ class TestExtensionArguments:
 
     def test_constructor_arguments(self):
         with pytest.raises(TypeError):
-            _fasttcpstat.NetlinkCounter(1)  # netns_fd is keyword-only
-        with pytest.raises(ValueError, match="netns_fd"):
-            _fasttcpstat.NetlinkCounter(netns_fd=-5)
-        with pytest.raises(OSError, match="not a namespace file"):
-            _fasttcpstat.NetlinkCounter(netns_fd=0)
+            _fasttcpstat.NetlinkCounter(1)  # reopen is keyword-only
+        with pytest.raises(TypeError):
+            _fasttcpstat.NetlinkCounter(netns_fd=3)
+
+    def test_no_reopen_outside_its_namespace(self):
+        """A socket that may not be reopened here says so instead of
+        silently counting the wrong namespace."""
+        import os
+
+        counter = _fasttcpstat.NetlinkCounter(reopen=False)
+        assert counter.needs_reopen is False
+        pid = os.fork()
+        if pid == 0:  # the child: the inherited socket is the parent's
+            ok = counter.needs_reopen is True
+            try:
+                counter.count(3, _fasttcpstat.STATES_ALL, _fasttcpstat.FORM_V2)
+                ok = False
+            except OSError as exc:
+                ok = ok and exc.errno == errno.ESTALE and "reopened" in str(exc)
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        counter.count(3, _fasttcpstat.STATES_ALL, _fasttcpstat.FORM_V2)
+        counter.close()
+        assert counter.needs_reopen is False  # closed: nothing to reopen
 
     def test_filter_arguments(self):
         counter = _fasttcpstat.NetlinkCounter()

@@ -230,6 +230,22 @@ def test_count_another_namespace(require_netns, small_population, backend, by):
     assert _thread_netns() == before
 
 
+def test_namespace_counter_survives_fork(require_netns, small_population):
+    """After fork() the child must not share the parent's socket; a Counter
+    of another namespace reopens there, not in the child's namespace."""
+    pop = small_population
+    total = {s: pop.expected["ipv4"][s] + pop.expected["ipv6"][s] for s in STATES}
+    with fasttcpstat.Counter("netlink", netns=pop.ns_path) as counter:
+        assert counter.counts() == total
+        pid = os.fork()
+        if pid == 0:
+            ok = counter.counts() == total and _thread_netns() != pop.ns_path
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert counter.counts() == total
+
+
 def test_namespace_by_name_in_var_run_netns(require_netns, small_population, tmp_path):
     """`ip netns`-style names are bind mounts of a namespace file; any
     nsfs file that is not under /proc/PID works the same way."""

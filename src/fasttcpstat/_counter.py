@@ -106,9 +106,8 @@ class Counter:
         return ProcfsBackend(netns=self._netns)
 
     def _open_netlink(self, request: str) -> _netlink.NetlinkBackend:
-        fd = self._netns.open() if self._netns is not None else -1
         try:
-            return _netlink.NetlinkBackend(request, netns_fd=fd)
+            return _netlink.NetlinkBackend(request, netns=self._netns)
         except PermissionError as exc:
             if self._netns is None:
                 raise

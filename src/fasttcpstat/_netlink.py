@@ -8,10 +8,13 @@ inet_diag_req_v2 pair at 1M sockets); kernels that refuse it get the pair.
 from __future__ import annotations
 
 import errno
-from typing import Any, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
 from ._ports import Range
 from ._states import FAMILY_BOTH
+
+if TYPE_CHECKING:
+    from ._netns import Netns
 
 REQUEST_FORMS = ("auto", "v2", "legacy")
 
@@ -39,7 +42,7 @@ class NetlinkBackend:
 
     name = "netlink"
 
-    def __init__(self, request: str = "auto", netns_fd: int = -1) -> None:
+    def __init__(self, request: str = "auto", netns: "Optional[Netns]" = None) -> None:
         if request not in REQUEST_FORMS:
             raise ValueError(
                 f"request must be one of {', '.join(map(repr, REQUEST_FORMS))}, "
@@ -52,13 +55,25 @@ class NetlinkBackend:
                 "or use backend='procfs'"
             )
         self.request = request
-        self._counter = _fasttcpstat.NetlinkCounter(netns_fd=netns_fd)
+        self._netns = netns
+        self._counter = self._open()
+
+    def _open(self) -> Any:
+        if self._netns is None:
+            return _fasttcpstat.NetlinkCounter()
+        # Opened from inside the other namespace; the C side must then
+        # never reopen it from the counting thread, which is not there.
+        return self._netns.run_inside(lambda: _fasttcpstat.NetlinkCounter(reopen=False))
 
     def count(self, families: int, states_mask: int,
               local: Optional[List[Range]] = None, remote: Optional[List[Range]] = None,
               by_port: Sequence[int] = (), by_remote: bool = False) -> Any:
         """Raw tallies: (ipv4, ipv6), or ((ipv4, ipv6), per_port) with by_port."""
         global _legacy_refused
+        if self._netns is not None and self._counter.needs_reopen:
+            # Lost to fork() or an interrupted dump: back to the namespace.
+            self._counter.close()
+            self._counter = self._open()
         options = {"local": local or (), "remote": remote or (),
                    "by_port": by_port, "by_remote": by_remote}
         use_legacy = self.request == "legacy" or (

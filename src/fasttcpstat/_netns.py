@@ -13,7 +13,9 @@ import fcntl
 import os
 import re
 import threading
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, TypeVar, Union
+
+T = TypeVar("T")
 
 NetnsSpec = Union[str, "os.PathLike[str]", int, None]
 
@@ -103,25 +105,22 @@ class Netns:
         """/proc/PID/net for a pid-named namespace, else None."""
         return f"/proc/{self.pid}/net" if self.pid is not None else None
 
-    def open_proc_files(self, names: List[str]) -> List[Optional[int]]:
-        """Open /proc/thread-self/net/NAME files from inside the namespace.
+    def run_inside(self, func: Callable[[], T]) -> T:
+        """Call func() in a short-lived thread that entered the namespace.
 
-        A /proc/net file is bound to the namespace at open time, so a
-        short-lived thread enters the namespace, opens them and exits; the
-        caller's thread never switches.  Missing files give None.
+        Sockets and /proc/net files stay bound to the namespace they were
+        opened in, so what func() opens counts the target namespace; the
+        thread then exits, and the caller's thread never switched, whatever
+        failed.
         """
-        result: List[Optional[int]] = []
+        fd = self.open()
+        result: List[T] = []
         failure: List[BaseException] = []
 
         def visit() -> None:
             try:
-                _setns(self.open())
-                for name in names:
-                    try:
-                        result.append(os.open(f"/proc/thread-self/net/{name}",
-                                              os.O_RDONLY | os.O_CLOEXEC))
-                    except FileNotFoundError:
-                        result.append(None)
+                _setns(fd)
+                result.append(func())
             except BaseException as exc:  # noqa: B902 - re-raised in the caller
                 failure.append(exc)
 
@@ -129,11 +128,30 @@ class Netns:
         thread.start()
         thread.join()
         if failure:
-            for fd in result:
-                if fd is not None:
-                    os.close(fd)
             raise failure[0]
-        return result
+        return result[0]
+
+    def open_proc_files(self, names: List[str]) -> List[Optional[int]]:
+        """Open /proc/thread-self/net/NAME files of the namespace (None for
+        a missing one)."""
+
+        def open_all() -> List[Optional[int]]:
+            fds: List[Optional[int]] = []
+            try:
+                for name in names:
+                    try:
+                        fds.append(os.open(f"/proc/thread-self/net/{name}",
+                                           os.O_RDONLY | os.O_CLOEXEC))
+                    except FileNotFoundError:
+                        fds.append(None)
+            except BaseException:
+                for fd in fds:
+                    if fd is not None:
+                        os.close(fd)
+                raise
+            return fds
+
+        return self.run_inside(open_all)
 
 
 def _setns(fd: int) -> None:
