@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Iterable, List, Optional, Tuple, Union
 
-PortSpec = Union[int, Tuple[int, int], range, Iterable[Union[int, Tuple[int, int], range]]]
+# None means "no filter": every signature taking a PortSpec defaults to it.
+PortSpec = Union[int, Tuple[int, int], range, Iterable[Union[int, Tuple[int, int], range]], None]
 Range = Tuple[int, int]
 
 _HELP = "a port (0..65535), a (low, high) tuple, a range(), or a list of those"
@@ -50,7 +51,7 @@ def parse_ports(spec: object, name: str) -> Optional[List[Range]]:
     elif isinstance(spec, (str, bytes)) or not hasattr(spec, "__iter__"):
         raise TypeError(f"{name}: expected {_HELP}, got {type(spec).__name__}")
     else:
-        items = list(spec)  # type: ignore[call-overload]
+        items = list(spec)
         if not items:
             raise ValueError(f"{name}: no ports given; pass None for no filter")
     ranges = sorted(_one(item, name) for item in items)
@@ -72,7 +73,7 @@ def parse_port_list(ports: object, name: str, limit: int) -> Tuple[int, ...]:
     elif not hasattr(ports, "__iter__"):
         raise TypeError(f"{name}: expected a list of ports, got {type(ports).__name__}")
     else:
-        items = list(ports)  # type: ignore[call-overload]
+        items = list(ports)
     result: List[int] = []
     seen = set()
     for item in items:

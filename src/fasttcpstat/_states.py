@@ -1,7 +1,7 @@
 """TCP state names and the validation of counts()'s arguments."""
 from __future__ import annotations
 
-from typing import Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 #: The 11 TCP states in the kernel's order (include/net/tcp_states.h):
 #: STATES[i] is kernel state number i + 1.
@@ -90,13 +90,13 @@ def shape_result(
     per_family: Tuple[Tuple[int, ...], Tuple[int, ...]],
     families: int,
     names: Tuple[str, ...],
-) -> dict:
+) -> Dict[str, int]:
     """Sum the wanted families' tallies (indexed by kernel state number)
     into {name: count} for `names`, in kernel order."""
     v4, v6 = per_family
     use4 = bool(families & FAMILY_IPV4)
     use6 = bool(families & FAMILY_IPV6)
-    result = {}
+    result: Dict[str, int] = {}
     for name in names:
         number = _STATE_NUMBER[name]
         result[name] = (v4[number] if use4 else 0) + (v6[number] if use6 else 0)
