@@ -72,6 +72,25 @@ def test_state_filter_small(require_netns, small_population, backend, request_fo
     assert got["ipv6"] == pop.expected["ipv6"]
 
 
+@pytest.mark.parametrize("backend, request_form", METHODS, ids=METHOD_IDS)
+def test_counts_by_family_small(require_netns, small_population, backend, request_form):
+    """One dump, both families apart: what the CLI's --by-family and the
+    Prometheus family label report."""
+    def count():
+        with fasttcpstat.Counter(backend, request=request_form) as counter:
+            return (counter.counts_by_family(),
+                    counter.counts_by_family(["listen", "ESTABLISHED"]),
+                    counter.counts_by_family([]))
+
+    pop = small_population
+    full, subset, empty = pop.run(count)
+    assert full == pop.expected
+    assert list(full) == ["ipv4", "ipv6"]
+    assert subset == {f: {"ESTABLISHED": pop.expected[f]["ESTABLISHED"],
+                          "LISTEN": pop.expected[f]["LISTEN"]} for f in ("ipv4", "ipv6")}
+    assert empty == {"ipv4": {}, "ipv6": {}}
+
+
 def test_state_subsets(require_netns, small_population):
     pop = small_population
     wanted = ["time_wait", "SYN_RECV", "fin_wait2", "Listen"]

@@ -9,7 +9,16 @@ from . import _netlink
 from ._netns import Netns, NetnsSpec, permission_message
 from ._ports import PortSpec, parse_port_list, parse_ports
 from ._procfs import ProcfsBackend
-from ._states import parse_family, parse_states, shape_result, states_mask
+from ._states import (
+    FAMILIES,
+    FAMILY_BOTH,
+    FAMILY_IPV4,
+    FAMILY_IPV6,
+    parse_family,
+    parse_states,
+    shape_result,
+    states_mask,
+)
 
 BACKENDS = ("auto", "netlink", "procfs")
 SIDES = ("local", "remote")
@@ -199,6 +208,30 @@ class Counter:
         return {
             port: shape_result(tallies, families, names)
             for port, tallies in zip(port_list, per_port)
+        }
+
+    def counts_by_family(
+        self,
+        states: Optional[Iterable[str]] = None,
+        *,
+        local_ports: PortSpec = None,
+        remote_ports: PortSpec = None,
+    ) -> Dict[str, StateCounts]:
+        """``{"ipv4": {state: count}, "ipv6": {...}}`` from one dump.
+
+        The same as counts(family="ipv4") and counts(family="ipv6"), but
+        the kernel walks its tables once, and both halves come from the
+        same walk.
+        """
+        names = parse_states(states)
+        local = parse_ports(local_ports, "local_ports")
+        remote = parse_ports(remote_ports, "remote_ports")
+        if not names:
+            return {family: {} for family in FAMILIES}
+        tallies = self._count(FAMILY_BOTH, states_mask(names), local=local, remote=remote)
+        return {
+            "ipv4": shape_result(tallies, FAMILY_IPV4, names),
+            "ipv6": shape_result(tallies, FAMILY_IPV6, names),
         }
 
     def close(self) -> None:
