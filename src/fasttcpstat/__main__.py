@@ -1,19 +1,11 @@
-"""`python -m fasttcpstat`: print the TCP state counts as one JSON object."""
+"""`python -m fasttcpstat`: the fasttcpstat command (see _cli)."""
 from __future__ import annotations
 
-import json
 import sys
-from typing import List, Optional
 
-from ._counter import counts
+from ._cli import main
 
-
-def main(argv: Optional[List[str]] = None) -> int:
-    del argv  # the full command line comes later; this prints the report
-    json.dump(counts(), sys.stdout)
-    sys.stdout.write("\n")
-    return 0
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,96 @@
+"""One sample as the command line and the Prometheus collector report it.
+
+A sample is a list of series: a tuple of labels (family, port, side, in
+that order, each present only when asked for) and the {state: count} of
+that series.  The JSON, table and Prometheus renderings are all views of
+this one shape, so every option means the same thing in every format.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from ._counter import MAX_BY_PORT, SIDES, Counter, StateCounts
+from ._ports import PortSpec, parse_port_list, parse_ports
+from ._states import FAMILIES, parse_family, parse_states
+
+Labels = Tuple[Tuple[str, str], ...]
+Series = List[Tuple[Labels, StateCounts]]
+
+
+class Query:
+    """What to count and how to break it down.
+
+    Every argument is checked here, once, so a bad one fails before any
+    socket or server is opened and every later sample can reuse it.
+
+    family, states, local_ports, remote_ports: as for counts().
+    by_family: one series per family ("family" label) instead of the sum.
+    by_port: one series per listed port ("port" and "side" labels), as
+        counts_by_port(); `side` says which end's port.  It cannot be
+        combined with local_ports/remote_ports.
+    """
+
+    def __init__(
+        self,
+        *,
+        family: Optional[str] = None,
+        states: Optional[Iterable[str]] = None,
+        local_ports: PortSpec = None,
+        remote_ports: PortSpec = None,
+        by_family: bool = False,
+        by_port: Optional[Iterable[int]] = None,
+        side: str = "local",
+    ) -> None:
+        parse_family(family)
+        self.family = family.lower() if family is not None else None
+        # Canonical names in kernel order (all of them for None).
+        self.states = parse_states(states)
+        parse_ports(local_ports, "local_ports")
+        parse_ports(remote_ports, "remote_ports")
+        self.local_ports = local_ports
+        self.remote_ports = remote_ports
+        self.by_family = bool(by_family)
+        self.by_port: Optional[Tuple[int, ...]] = None
+        if by_port is not None:
+            self.by_port = parse_port_list(by_port, "by_port", MAX_BY_PORT)
+            if local_ports is not None or remote_ports is not None:
+                raise ValueError(
+                    "by_port cannot be combined with local_ports or remote_ports: "
+                    "the per-port breakdown is itself the port filter"
+                )
+        if side not in SIDES:
+            raise ValueError(f"side must be 'local' or 'remote', not {side!r}")
+        self.side = side
+
+    def families(self) -> Tuple[Optional[str], ...]:
+        """The family of each series group: (None,) when families are summed."""
+        if not self.by_family:
+            return (self.family,)
+        return (self.family,) if self.family is not None else FAMILIES
+
+
+def take(counter: Counter, query: Query) -> Series:
+    """Count once (one dump, or one per family with by_port and by_family)
+    and return the series the query asks for."""
+    if query.by_port is not None:
+        return _take_by_port(counter, query, query.by_port)
+    if query.by_family and query.family is None:
+        per_family: Dict[str, StateCounts] = counter.counts_by_family(
+            query.states, local_ports=query.local_ports, remote_ports=query.remote_ports)
+        return [((("family", family),), counts) for family, counts in per_family.items()]
+    counts = counter.counts(query.family, query.states, local_ports=query.local_ports,
+                            remote_ports=query.remote_ports)
+    labels: Labels = (("family", query.family),) if query.by_family and query.family else ()
+    return [(labels, counts)]
+
+
+def _take_by_port(counter: Counter, query: Query, ports: Tuple[int, ...]) -> Series:
+    series: Series = []
+    for family in query.families():
+        # counts_by_port() sums the families it is given, so a family
+        # breakdown costs one dump per family.
+        base: Labels = (("family", family),) if query.by_family and family else ()
+        per_port = counter.counts_by_port(ports, query.side, family=family, states=query.states)
+        for port, counts in per_port.items():
+            series.append((base + (("port", str(port)), ("side", query.side)), counts))
+    return series

@@ -1,0 +1,108 @@
+"""Prometheus integration through prometheus_client (the optional extra
+``fasttcpstat[prometheus]``).
+
+>>> from fasttcpstat.prometheus import register
+>>> collector = register()                      # doctest: +SKIP
+>>> register(by_family=True, by_port=[443, 8443])  # doctest: +SKIP
+
+Every scrape counts afresh: :class:`FastTCPStatCollector` keeps one
+:class:`fasttcpstat.Counter` (one netlink socket) and reports the gauge
+``fasttcpstat_connections`` with a ``state`` label in node_exporter's
+spellings, zeros included, plus ``family``, ``port`` and ``side`` labels
+when a breakdown is asked for.  The metric is the same as the one
+``fasttcpstat --format prometheus`` and ``--textfile`` print.
+
+This is the only module of the package that imports prometheus_client;
+``import fasttcpstat`` does not.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Optional, Tuple
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, CollectorRegistry
+
+from ._counter import Counter
+from ._formats import HELP, METRIC, state_label
+from ._netns import NetnsSpec
+from ._ports import PortSpec
+from ._report import Query, take
+
+__all__ = ["FastTCPStatCollector", "register"]
+
+
+class FastTCPStatCollector:
+    """A prometheus_client collector of TCP state counts.
+
+    family, states, local_ports, remote_ports: what to count, as for
+        :func:`fasttcpstat.counts`.
+    by_family: a ``family`` label ("ipv4", "ipv6") instead of the sum.
+    by_port: ports to break the counts down by (``port`` label, at most
+        MAX_BY_PORT): only a bounded list you choose, so the number of time
+        series stays bounded; ``side`` ("local" or "remote", also a label)
+        says whose port.
+    backend, netns, request: as for :class:`fasttcpstat.Counter`.
+
+    Arguments are checked and the counter is opened here, so a mistake
+    fails at registration, not at the first scrape.  Scrapes from several
+    threads are serialised by the counter.
+    """
+
+    def __init__(
+        self,
+        *,
+        family: Optional[str] = None,
+        states: Optional[Iterable[str]] = None,
+        local_ports: PortSpec = None,
+        remote_ports: PortSpec = None,
+        by_family: bool = False,
+        by_port: Optional[Iterable[int]] = None,
+        side: str = "local",
+        backend: str = "auto",
+        netns: NetnsSpec = None,
+        request: str = "auto",
+    ) -> None:
+        self.query = Query(family=family, states=states, local_ports=local_ports,
+                           remote_ports=remote_ports, by_family=by_family,
+                           by_port=by_port, side=side)
+        self.counter = Counter(backend, netns=netns, request=request)
+
+    def _label_names(self) -> Tuple[str, ...]:
+        names: Tuple[str, ...] = ()
+        if self.query.by_family:
+            names += ("family",)
+        if self.query.by_port is not None:
+            names += ("port", "side")
+        return names + ("state",)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The metric without samples: the registry learns its name (and
+        refuses a duplicate) without a count at registration."""
+        yield GaugeMetricFamily(METRIC, HELP, labels=self._label_names())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Count now and yield the gauge."""
+        gauge = GaugeMetricFamily(METRIC, HELP, labels=self._label_names())
+        for labels, counts in take(self.counter, self.query):
+            values = [value for _, value in labels]
+            for state, n in counts.items():
+                gauge.add_metric([*values, state_label(state)], n)
+        yield gauge
+
+    def close(self) -> None:
+        """Release the counter's socket.  Unregister the collector first."""
+        self.counter.close()
+
+
+def register(registry: CollectorRegistry = REGISTRY, **options: Any) -> FastTCPStatCollector:
+    """Create a :class:`FastTCPStatCollector` with `options` (its keyword
+    arguments) and register it in `registry` (prometheus_client's default
+    one unless given).  Returns the collector, e.g. to unregister it."""
+    collector = FastTCPStatCollector(**options)
+    try:
+        registry.register(collector)
+    except BaseException:
+        collector.close()
+        raise
+    return collector
+
