@@ -10,10 +10,9 @@ the whole old file or the whole new one.
 from __future__ import annotations
 
 import os
-import tempfile
 
 # node_exporter usually runs as another user than the writer (often as
-# nobody): the file must be readable by others.  mkstemp() makes it 0600.
+# nobody): the file must be readable by others, whatever the umask.
 FILE_MODE = 0o644
 
 
@@ -21,10 +20,13 @@ def write_atomically(path: str, text: str) -> None:
     """Replace `path` with `text` so that readers see the old or the new
     content, never a mix; the data is on disk before the rename."""
     directory = os.path.dirname(os.path.abspath(path))
-    # A dot name not ending in .prom: the collector reads only *.prom, so it
-    # never picks up a temporary file, nor one left by a killed writer.
-    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.",
-                                     suffix=".tmp", dir=directory)
+    # node_exporter's own advice: NAME.prom.$$ beside the file.  Hidden and
+    # not ending in .prom, so the collector never reads it, nor one left
+    # by a killed writer; the pid keeps concurrent writers apart.
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    # O_NOFOLLOW: a link planted under that name must not redirect the write.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                 | os.O_CLOEXEC, FILE_MODE)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             os.fchmod(f.fileno(), FILE_MODE)
