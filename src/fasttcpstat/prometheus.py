@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator, Optional, Tuple
 
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import REGISTRY, CollectorRegistry
+from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
 from ._counter import Counter
 from ._formats import HELP, METRIC, state_label
@@ -31,7 +31,9 @@ from ._report import Query, take
 __all__ = ["FastTCPStatCollector", "register"]
 
 
-class FastTCPStatCollector:
+# Collector is an ABC in older prometheus_client releases and a Protocol in
+# newer ones; subclassing it satisfies both.
+class FastTCPStatCollector(Collector):
     """A prometheus_client collector of TCP state counts.
 
     family, states, local_ports, remote_ports: what to count, as for
