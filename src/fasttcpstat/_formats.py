@@ -118,5 +118,3 @@ def render_prometheus(series: Series) -> str:
             lines.append(f"{METRIC}{{{text}}} {n}")
     return "\n".join(lines) + "\n"
 
-
-RENDERERS = {"json": render_json, "table": render_table}

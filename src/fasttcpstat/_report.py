@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from ._counter import MAX_BY_PORT, SIDES, Counter, StateCounts
+from ._counter import MAX_BY_PORT, Counter, StateCounts, _check_side
 from ._ports import PortSpec, parse_port_list, parse_ports
 from ._states import FAMILIES, parse_family, parse_states
 
@@ -58,15 +58,21 @@ class Query:
                     "by_port cannot be combined with local_ports or remote_ports: "
                     "the per-port breakdown is itself the port filter"
                 )
-        if side not in SIDES:
-            raise ValueError(f"side must be 'local' or 'remote', not {side!r}")
+        _check_side(side)
         self.side = side
+
+    def label_names(self) -> Tuple[str, ...]:
+        """The labels of every series take() returns, in order."""
+        names: Tuple[str, ...] = ("family",) if self.by_family else ()
+        if self.by_port is not None:
+            names += ("port", "side")
+        return names
 
     def families(self) -> Tuple[Optional[str], ...]:
         """The family of each series group: (None,) when families are summed."""
-        if not self.by_family:
-            return (self.family,)
-        return (self.family,) if self.family is not None else FAMILIES
+        if self.by_family and self.family is None:
+            return FAMILIES
+        return (self.family,)
 
 
 def take(counter: Counter, query: Query) -> Series:

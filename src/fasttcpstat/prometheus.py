@@ -17,7 +17,7 @@ This is the only module of the package that imports prometheus_client;
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Optional, Tuple
+from typing import Any, Iterable, Iterator, Optional
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
@@ -69,22 +69,17 @@ class FastTCPStatCollector(Collector):
                            by_port=by_port, side=side)
         self.counter = Counter(backend, netns=netns, request=request)
 
-    def _label_names(self) -> Tuple[str, ...]:
-        names: Tuple[str, ...] = ()
-        if self.query.by_family:
-            names += ("family",)
-        if self.query.by_port is not None:
-            names += ("port", "side")
-        return names + ("state",)
+    def _gauge(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(METRIC, HELP, labels=(*self.query.label_names(), "state"))
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         """The metric without samples: the registry learns its name (and
         refuses a duplicate) without a count at registration."""
-        yield GaugeMetricFamily(METRIC, HELP, labels=self._label_names())
+        yield self._gauge()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """Count now and yield the gauge."""
-        gauge = GaugeMetricFamily(METRIC, HELP, labels=self._label_names())
+        gauge = self._gauge()
         for labels, counts in take(self.counter, self.query):
             values = [value for _, value in labels]
             for state, n in counts.items():
