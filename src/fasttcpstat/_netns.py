@@ -119,7 +119,10 @@ class Netns:
 
         def visit() -> None:
             try:
-                _setns(fd)
+                try:
+                    _setns(fd)
+                except PermissionError as exc:
+                    raise PermissionError(exc.errno, permission_message(self, exc)) from None
                 result.append(func())
             except BaseException as exc:  # noqa: B902 - re-raised in the caller
                 failure.append(exc)
