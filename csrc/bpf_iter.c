@@ -19,13 +19,6 @@
 #  endif
 #endif
 
-static int
-fail(struct fts_error *err, int code, const char *what)
-{
-    err->err = code;
-    err->what = what;
-    return -1;
-}
 
 static int
 sys_bpf(int cmd, void *attr, size_t size)
@@ -142,14 +135,14 @@ fts_bpf_open(struct fts_bpf_counter *c, const struct fts_btf_layout *layout,
 {
     fts_bpf_init(c);
     if (emit_shift == 0 || emit_shift > 20) {
-        return fail(err, EINVAL, "emit interval must be 2^1..2^20 sockets");
+        return fts_fail(err, EINVAL, "emit interval must be 2^1..2^20 sockets");
     }
     /* One array entry holding all counters, mmapped so that reading them
      * costs no system call. */
     c->map_fd = map_create(FTS_BPF_MAP_TYPE_ARRAY, 4, FTS_BPF_VALUE_SIZE, 1,
                            FTS_BPF_F_MMAPABLE);
     if (c->map_fd < 0) {
-        return fail(err, errno, "bpf(BPF_MAP_CREATE) of the counter array "
+        return fts_fail(err, errno, "bpf(BPF_MAP_CREATE) of the counter array "
                                 "(needs CAP_BPF, or CAP_SYS_ADMIN)");
     }
     long page = sysconf(_SC_PAGESIZE);
@@ -159,7 +152,7 @@ fts_bpf_open(struct fts_bpf_counter *c, const struct fts_btf_layout *layout,
     if (m == MAP_FAILED) {
         int saved = errno;
         fts_bpf_close(c);
-        return fail(err, saved, "mmap() of the counter array (needs Linux "
+        return fts_fail(err, saved, "mmap() of the counter array (needs Linux "
                                 ">= 5.5)");
     }
     c->counters = m;
@@ -168,21 +161,21 @@ fts_bpf_open(struct fts_bpf_counter *c, const struct fts_btf_layout *layout,
     struct fts_bpf_insn *insns = calloc(cap, sizeof(*insns));
     if (insns == NULL) {
         fts_bpf_close(c);
-        return fail(err, ENOMEM, "generating the BPF program");
+        return fts_fail(err, ENOMEM, "generating the BPF program");
     }
     size_t n = fts_bpf_count_prog(insns, cap, layout, filter, c->map_fd,
                                   emit_shift);
     if (n == 0) {
         free(insns);
         fts_bpf_close(c);
-        return fail(err, EINVAL, "generating the BPF program");
+        return fts_fail(err, EINVAL, "generating the BPF program");
     }
     c->prog_fd = prog_load(insns, n, layout->iter_tcp_func_id, log, logsize);
     int saved = errno;
     free(insns);
     if (c->prog_fd < 0) {
         fts_bpf_close(c);
-        return fail(err, saved, "bpf(BPF_PROG_LOAD) of the iterator program "
+        return fts_fail(err, saved, "bpf(BPF_PROG_LOAD) of the iterator program "
                                 "(needs CAP_BPF + CAP_PERFMON, or "
                                 "CAP_SYS_ADMIN; Linux >= 5.9)");
     }
@@ -190,7 +183,7 @@ fts_bpf_open(struct fts_bpf_counter *c, const struct fts_btf_layout *layout,
     if (c->link_fd < 0) {
         saved = errno;
         fts_bpf_close(c);
-        return fail(err, saved, "bpf(BPF_LINK_CREATE) of the iterator");
+        return fts_fail(err, saved, "bpf(BPF_LINK_CREATE) of the iterator");
     }
     return 0;
 }
@@ -203,7 +196,7 @@ fts_bpf_iter_create(const struct fts_bpf_counter *c, struct fts_error *err)
     attr.link_fd = (uint32_t)c->link_fd;
     int fd = sys_bpf(FTS_BPF_ITER_CREATE, &attr, sizeof(attr));
     if (fd < 0) {
-        return fail(err, errno, "bpf(BPF_ITER_CREATE)");
+        return fts_fail(err, errno, "bpf(BPF_ITER_CREATE)");
     }
     return fd;
 }
@@ -230,12 +223,12 @@ fts_bpf_run(struct fts_bpf_counter *c, int iter_fd, struct fts_tally *tally,
         }
         if (errno == EINTR) {
             if (on_interrupt != NULL && on_interrupt(interrupt_arg)) {
-                rc = fail(err, EINTR, "reading the BPF iterator");
+                rc = fts_fail(err, EINTR, "reading the BPF iterator");
                 break;
             }
             continue;
         }
-        rc = fail(err, errno, "read() of the BPF iterator");
+        rc = fts_fail(err, errno, "read() of the BPF iterator");
         break;
     }
     close(iter_fd);
@@ -265,13 +258,13 @@ fts_bpf_pin_text(const struct fts_btf_layout *layout, const char *path,
     sessions = map_create(9 /* BPF_MAP_TYPE_LRU_HASH */, 8,
                           FTS_BPF_VALUE_SIZE, 4096, 0);
     if (sessions < 0) {
-        fail(err, errno, "bpf(BPF_MAP_CREATE) of the session map");
+        fts_fail(err, errno, "bpf(BPF_MAP_CREATE) of the session map");
         goto done;
     }
     strings = map_create(FTS_BPF_MAP_TYPE_ARRAY, 4, FTS_BPF_TEXT_SIZE, 1,
                          FTS_BPF_F_RDONLY_PROG);
     if (strings < 0) {
-        fail(err, errno, "bpf(BPF_MAP_CREATE) of the format strings");
+        fts_fail(err, errno, "bpf(BPF_MAP_CREATE) of the format strings");
         goto done;
     }
     char text[FTS_BPF_TEXT_SIZE];
@@ -283,30 +276,30 @@ fts_bpf_pin_text(const struct fts_btf_layout *layout, const char *path,
     elem.key = ptr_to_u64(&key);
     elem.value = ptr_to_u64(text);
     if (sys_bpf(FTS_BPF_MAP_UPDATE_ELEM, &elem, sizeof(elem)) < 0) {
-        fail(err, errno, "writing the format strings");
+        fts_fail(err, errno, "writing the format strings");
         goto done;
     }
     /* Frozen and read-only to the program: seq_printf formats must be. */
     struct fts_bpf_map_freeze_attr freeze = {.map_fd = (uint32_t)strings};
     if (sys_bpf(FTS_BPF_MAP_FREEZE, &freeze, sizeof(freeze)) < 0) {
-        fail(err, errno, "bpf(BPF_MAP_FREEZE) of the format strings");
+        fts_fail(err, errno, "bpf(BPF_MAP_FREEZE) of the format strings");
         goto done;
     }
     struct fts_bpf_insn insns[FTS_BPF_TEXT_PROG_MAXLEN];
     size_t n = fts_bpf_text_prog(insns, FTS_BPF_TEXT_PROG_MAXLEN, layout,
                                  sessions, strings, emit_shift);
     if (n == 0) {
-        fail(err, EINVAL, "generating the BPF text program");
+        fts_fail(err, EINVAL, "generating the BPF text program");
         goto done;
     }
     prog = prog_load(insns, n, layout->iter_tcp_func_id, log, logsize);
     if (prog < 0) {
-        fail(err, errno, "bpf(BPF_PROG_LOAD) of the text program");
+        fts_fail(err, errno, "bpf(BPF_PROG_LOAD) of the text program");
         goto done;
     }
     link = link_create(prog);
     if (link < 0) {
-        fail(err, errno, "bpf(BPF_LINK_CREATE) of the text iterator");
+        fts_fail(err, errno, "bpf(BPF_LINK_CREATE) of the text iterator");
         goto done;
     }
     struct fts_bpf_obj_pin_attr pin;
@@ -314,7 +307,7 @@ fts_bpf_pin_text(const struct fts_btf_layout *layout, const char *path,
     pin.pathname = ptr_to_u64(path);
     pin.bpf_fd = (uint32_t)link;
     if (sys_bpf(FTS_BPF_OBJ_PIN, &pin, sizeof(pin)) < 0) {
-        fail(err, errno, "bpf(BPF_OBJ_PIN) of the iterator (the path must "
+        fts_fail(err, errno, "bpf(BPF_OBJ_PIN) of the iterator (the path must "
                          "be in a mounted BPF filesystem, e.g. "
                          "/sys/fs/bpf)");
         goto done;

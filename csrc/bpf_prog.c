@@ -204,6 +204,40 @@ ld_map(struct assembler *a, int dst, int src_kind, int map_fd, int32_t off)
     emit(a, 0, 0, 0, 0, off);
 }
 
+/* counters[r8 + 8 * r9] += 1, where r1 holds the counters' address
+ * (r8: the family's base offset, r9: the state, both bounded so the
+ * verifier can prove the access stays inside the map value). */
+static void
+increment(struct assembler *a)
+{
+    mov_reg(a, R2, R9);
+    emit(a, ALU64 | OP_LSH | SRC_K, R2, 0, 0, 3);
+    emit(a, ALU64 | OP_ADD | SRC_X, R1, R2, 0, 0);
+    emit(a, ALU64 | OP_ADD | SRC_X, R1, R8, 0, 0);
+    load64(a, R2, R1, 0);
+    add_imm(a, R2, 1);
+    store64(a, R1, 0, R2);
+}
+
+/* r1 = the iterator's seq_file (ctx->meta->seq), the first argument of
+ * seq_write and seq_printf. */
+static void
+load_seq(struct assembler *a, const struct fts_btf_layout *l)
+{
+    load64(a, R1, R6, (int16_t)l->ctx_meta);
+    load64(a, R1, R1, (int16_t)l->meta_seq.offset);
+}
+
+/* r1 = the sessions map, r2 = &key on the stack: a map helper's first
+ * two arguments. */
+static void
+session_args(struct assembler *a, int sessions_fd, int16_t key)
+{
+    ld_map(a, R1, PSEUDO_MAP_FD, sessions_fd, 0);
+    mov_reg(a, R2, R10);
+    add_imm(a, R2, key);
+}
+
 /* Jump to `fail` unless the port in `reg` is in one of `ranges`. */
 static void
 port_group(struct assembler *a, int reg, const struct fts_port_range *r,
@@ -291,8 +325,7 @@ fts_bpf_count_prog(struct fts_bpf_insn *insns, size_t cap,
     ld_map(&a, R1, FTS_BPF_PSEUDO_MAP_VALUE, map_fd,
            FTS_BPF_SLOT_VISITED * 8);
     count_visit(&a, R1, emit_shift);
-    load64(&a, R1, R6, (int16_t)l->ctx_meta);
-    load64(&a, R1, R1, (int16_t)l->meta_seq.offset);
+    load_seq(&a, l);
     emit(&a, ST | MODE_MEM | SZ_B, R10, 0, -8, '.');
     mov_reg(&a, R2, R10);
     add_imm(&a, R2, -8);
@@ -315,13 +348,7 @@ fts_bpf_count_prog(struct fts_bpf_insn *insns, size_t cap,
     }
 
     ld_map(&a, R1, FTS_BPF_PSEUDO_MAP_VALUE, map_fd, 0);
-    mov_reg(&a, R2, R9);
-    emit(&a, ALU64 | OP_LSH | SRC_K, R2, 0, 0, 3);
-    emit(&a, ALU64 | OP_ADD | SRC_X, R1, R2, 0, 0);
-    emit(&a, ALU64 | OP_ADD | SRC_X, R1, R8, 0, 0);
-    load64(&a, R2, R1, 0);
-    add_imm(&a, R2, 1);
-    store64(&a, R1, 0, R2);
+    increment(&a);
 
     place(&a, L_EXIT);
     mov_imm(&a, R0, 0);
@@ -373,25 +400,19 @@ fts_bpf_text_prog(struct fts_bpf_insn *insns, size_t cap,
     load64(&a, R1, R6, (int16_t)l->ctx_meta);
     load64(&a, R1, R1, (int16_t)l->meta_session_id.offset);
     store64(&a, R10, STK_KEY, R1);
-    ld_map(&a, R1, PSEUDO_MAP_FD, sessions_fd, 0);
-    mov_reg(&a, R2, R10);
-    add_imm(&a, R2, STK_KEY);
+    session_args(&a, sessions_fd, STK_KEY);
     call(&a, FTS_BPF_FUNC_map_lookup_elem);
     jump(&a, JMP | J_JNE | SRC_K, R0, 0, 0, L_HAVE);
     for (int i = 0; i < FTS_BPF_NSLOTS; i++) {
         emit(&a, ST | MODE_MEM | SZ_DW, R10, 0, (int16_t)(STK_ZERO + 8 * i),
              0);
     }
-    ld_map(&a, R1, PSEUDO_MAP_FD, sessions_fd, 0);
-    mov_reg(&a, R2, R10);
-    add_imm(&a, R2, STK_KEY);
+    session_args(&a, sessions_fd, STK_KEY);
     mov_reg(&a, R3, R10);
     add_imm(&a, R3, STK_ZERO);
     mov_imm(&a, R4, 0);
     call(&a, FTS_BPF_FUNC_map_update_elem);
-    ld_map(&a, R1, PSEUDO_MAP_FD, sessions_fd, 0);
-    mov_reg(&a, R2, R10);
-    add_imm(&a, R2, STK_KEY);
+    session_args(&a, sessions_fd, STK_KEY);
     call(&a, FTS_BPF_FUNC_map_lookup_elem);
     jump(&a, JMP | J_JEQ | SRC_K, R0, 0, 0, L_EXIT);  /* map full */
     place(&a, L_HAVE);
@@ -405,8 +426,7 @@ fts_bpf_text_prog(struct fts_bpf_insn *insns, size_t cap,
     count_visit(&a, R1, emit_shift);
     load64(&a, R2, R8, FTS_BPF_SLOT_VISITED * 8);
     store64(&a, R10, STK_ARGS, R2);
-    load64(&a, R1, R6, (int16_t)l->ctx_meta);
-    load64(&a, R1, R1, (int16_t)l->meta_seq.offset);
+    load_seq(&a, l);
     ld_map(&a, R2, FTS_BPF_PSEUDO_MAP_VALUE, strings_fd, STR_PROGRESS);
     mov_imm(&a, R3, (int32_t)sizeof(FTS_BPF_TEXT_PROGRESS));
     mov_reg(&a, R4, R10);
@@ -420,20 +440,13 @@ fts_bpf_text_prog(struct fts_bpf_insn *insns, size_t cap,
     store64(&a, R10, STK_ARGS + 16, R1);  /* park the counters pointer */
     classify(&a, l, L_FINISH);
     load64(&a, R1, R10, STK_ARGS + 16);
-    mov_reg(&a, R2, R9);
-    emit(&a, ALU64 | OP_LSH | SRC_K, R2, 0, 0, 3);
-    emit(&a, ALU64 | OP_ADD | SRC_X, R1, R2, 0, 0);
-    emit(&a, ALU64 | OP_ADD | SRC_X, R1, R8, 0, 0);
-    load64(&a, R2, R1, 0);
-    add_imm(&a, R2, 1);
-    store64(&a, R1, 0, R2);
+    increment(&a);
     jump(&a, JMP | J_JA, 0, 0, 0, L_EXIT);
 
     /* The final call: print the header and one line per state. */
     place(&a, L_FINISH);
     load64(&a, R8, R10, STK_ARGS + 16);
-    load64(&a, R1, R6, (int16_t)l->ctx_meta);
-    load64(&a, R1, R1, (int16_t)l->meta_seq.offset);
+    load_seq(&a, l);
     ld_map(&a, R2, FTS_BPF_PSEUDO_MAP_VALUE, strings_fd, STR_HEADER);
     mov_imm(&a, R3, (int32_t)(sizeof(FTS_BPF_TEXT_HEADER) - 1));
     call(&a, FTS_BPF_FUNC_seq_write);
@@ -445,8 +458,7 @@ fts_bpf_text_prog(struct fts_bpf_insn *insns, size_t cap,
         store64(&a, R10, STK_ARGS + 8, R1);
         load64(&a, R1, R8, (int16_t)(8 * (16 + s + 1)));
         store64(&a, R10, STK_ARGS + 16, R1);
-        load64(&a, R1, R6, (int16_t)l->ctx_meta);
-        load64(&a, R1, R1, (int16_t)l->meta_seq.offset);
+        load_seq(&a, l);
         ld_map(&a, R2, FTS_BPF_PSEUDO_MAP_VALUE, strings_fd, STR_LINE);
         mov_imm(&a, R3, (int32_t)sizeof(FTS_BPF_TEXT_LINE));
         mov_reg(&a, R4, R10);
@@ -454,9 +466,7 @@ fts_bpf_text_prog(struct fts_bpf_insn *insns, size_t cap,
         mov_imm(&a, R5, 24);
         call(&a, FTS_BPF_FUNC_seq_printf);
     }
-    ld_map(&a, R1, PSEUDO_MAP_FD, sessions_fd, 0);
-    mov_reg(&a, R2, R10);
-    add_imm(&a, R2, STK_KEY);
+    session_args(&a, sessions_fd, STK_KEY);
     call(&a, FTS_BPF_FUNC_map_delete_elem);
 
     place(&a, L_EXIT);

@@ -50,13 +50,6 @@ struct btf_type {
     const unsigned char *extra;  /* what follows the record */
 };
 
-static int
-fail(struct fts_error *err, int code, const char *what)
-{
-    err->err = code;
-    err->what = what;
-    return -1;
-}
 
 static uint32_t
 read_u32(const unsigned char *p)
@@ -121,21 +114,21 @@ walk_records(struct btf *b, uint32_t *offsets, uint32_t *count,
     uint32_t n = 0;
     while (pos < b->types_len) {
         if (b->types_len - pos < TYPE_SIZE) {
-            return fail(err, EINVAL, "malformed BTF: truncated type record");
+            return fts_fail(err, EINVAL, "malformed BTF: truncated type record");
         }
         struct btf_type t;
         decode(b->types + pos, &t);
         long extra = extra_size(t.kind, t.vlen);
         if (extra < 0) {
-            return fail(err, EINVAL, "malformed BTF: unknown type kind");
+            return fts_fail(err, EINVAL, "malformed BTF: unknown type kind");
         }
         size_t need = TYPE_SIZE + (size_t)extra;
         if (need > b->types_len - pos) {
-            return fail(err, EINVAL, "malformed BTF: type record overruns "
+            return fts_fail(err, EINVAL, "malformed BTF: type record overruns "
                                      "its section");
         }
         if (n == UINT32_MAX - 1) {
-            return fail(err, EINVAL, "malformed BTF: too many types");
+            return fts_fail(err, EINVAL, "malformed BTF: too many types");
         }
         n++;
         if (offsets != NULL) {
@@ -153,30 +146,30 @@ open_btf(struct btf *b, const void *data, size_t len, struct fts_error *err)
     const unsigned char *p = data;
     memset(b, 0, sizeof(*b));
     if (len < HEADER_SIZE) {
-        return fail(err, EINVAL, "malformed BTF: truncated header");
+        return fts_fail(err, EINVAL, "malformed BTF: truncated header");
     }
     uint16_t magic;
     memcpy(&magic, p, sizeof(magic));
     if (magic != BTF_MAGIC) {
-        return fail(err, EINVAL, "malformed BTF: bad magic (or foreign "
+        return fts_fail(err, EINVAL, "malformed BTF: bad magic (or foreign "
                                  "byte order)");
     }
     if (p[2] != 1) {
-        return fail(err, EINVAL, "malformed BTF: unsupported version");
+        return fts_fail(err, EINVAL, "malformed BTF: unsupported version");
     }
     uint32_t hdr_len = read_u32(p + 4);
     uint32_t type_off = read_u32(p + 8), type_len = read_u32(p + 12);
     uint32_t str_off = read_u32(p + 16), str_len = read_u32(p + 20);
     if (hdr_len < HEADER_SIZE || hdr_len > len) {
-        return fail(err, EINVAL, "malformed BTF: bad header length");
+        return fts_fail(err, EINVAL, "malformed BTF: bad header length");
     }
     size_t body = len - hdr_len;
     if ((size_t)type_off > body || (size_t)type_len > body - type_off
         || (size_t)str_off > body || (size_t)str_len > body - str_off) {
-        return fail(err, EINVAL, "malformed BTF: section out of bounds");
+        return fts_fail(err, EINVAL, "malformed BTF: section out of bounds");
     }
     if ((type_off & 3) != 0 || (type_len & 3) != 0) {
-        return fail(err, EINVAL, "malformed BTF: misaligned type section");
+        return fts_fail(err, EINVAL, "malformed BTF: misaligned type section");
     }
     b->types = p + hdr_len + type_off;
     b->types_len = type_len;
@@ -189,7 +182,7 @@ open_btf(struct btf *b, const void *data, size_t len, struct fts_error *err)
     }
     b->offsets = calloc((size_t)count + 1, sizeof(uint32_t));
     if (b->offsets == NULL) {
-        return fail(err, ENOMEM, "indexing BTF types");
+        return fts_fail(err, ENOMEM, "indexing BTF types");
     }
     if (walk_records(b, b->offsets, &b->count, err) < 0) {
         free(b->offsets);
@@ -304,7 +297,7 @@ find_member(const struct btf *b, uint32_t id, const char *name,
             uint32_t bits = t.kflag ? (moff & 0xffffff) : moff;
             uint32_t bitfield = t.kflag ? (moff >> 24) : 0;
             if (bits > UINT32_MAX - base_bits) {
-                return fail(err, EINVAL, "malformed BTF: member offset "
+                return fts_fail(err, EINVAL, "malformed BTF: member offset "
                                          "overflows");
             }
             if (pass == 0) {
@@ -314,7 +307,7 @@ find_member(const struct btf *b, uint32_t id, const char *name,
                 uint32_t size;
                 if (bitfield != 0 || ((base_bits + bits) & 7) != 0
                     || scalar_size(b, mtype, &size) < 0) {
-                    return fail(err, EPROTO, "unexpected BTF layout: a "
+                    return fts_fail(err, EPROTO, "unexpected BTF layout: a "
                                              "needed member is not a "
                                              "byte-aligned scalar");
                 }
@@ -342,13 +335,13 @@ member(const struct btf *b, uint32_t struct_id, const char *name,
         return -1;
     }
     if (rc > 0) {
-        return fail(err, ENOENT, "BTF lacks a member the iterator needs "
+        return fts_fail(err, ENOENT, "BTF lacks a member the iterator needs "
                                  "(skc_state, skc_family, skc_num, "
                                  "skc_dport, tw_substate, seq or "
                                  "session_id)");
     }
     if (field->size != expected_size) {
-        return fail(err, EPROTO, "unexpected BTF layout: a needed member "
+        return fts_fail(err, EPROTO, "unexpected BTF layout: a needed member "
                                  "has an unexpected size");
     }
     return 0;
@@ -364,7 +357,7 @@ context_layout(const struct btf *b, uint32_t func_id,
     if (get_type(b, func_id, &func) < 0
         || get_type(b, func.size_or_type, &proto) < 0
         || proto.kind != KIND_FUNC_PROTO) {
-        return fail(err, EINVAL, "malformed BTF: bpf_iter_tcp has no "
+        return fts_fail(err, EINVAL, "malformed BTF: bpf_iter_tcp has no "
                                  "prototype");
     }
     int have_meta = 0, have_sk = 0;
@@ -380,7 +373,7 @@ context_layout(const struct btf *b, uint32_t func_id,
         }
     }
     if (!have_meta || !have_sk) {
-        return fail(err, ENOENT, "bpf_iter_tcp's prototype lacks meta or "
+        return fts_fail(err, ENOENT, "bpf_iter_tcp's prototype lacks meta or "
                                  "sk_common");
     }
     return 0;
@@ -418,12 +411,12 @@ fts_btf_layout(const void *data, size_t len, struct fts_btf_layout *layout,
     int rc = -1;
     memset(layout, 0, sizeof(*layout));
     if (func == 0) {
-        fail(err, ENOENT, "the kernel has no TCP BPF iterator "
+        fts_fail(err, ENOENT, "the kernel has no TCP BPF iterator "
                           "(FUNC bpf_iter_tcp; Linux >= 5.9)");
         goto done;
     }
     if (meta == 0 || skc == 0 || tw == 0) {
-        fail(err, ENOENT, "BTF lacks struct bpf_iter_meta, sock_common or "
+        fts_fail(err, ENOENT, "BTF lacks struct bpf_iter_meta, sock_common or "
                           "tcp_timewait_sock");
         goto done;
     }
@@ -454,18 +447,18 @@ read_all(int fd, size_t hint, unsigned char **out, size_t *len,
     size_t cap = hint > 0 ? hint + 1 : (size_t)1 << 20, used = 0;
     unsigned char *buf = malloc(cap);
     if (buf == NULL) {
-        return fail(err, ENOMEM, "reading BTF");
+        return fts_fail(err, ENOMEM, "reading BTF");
     }
     for (;;) {
         if (used == cap) {
             if (cap >= MAX_FILE_SIZE) {
                 free(buf);
-                return fail(err, EFBIG, "BTF file too large");
+                return fts_fail(err, EFBIG, "BTF file too large");
             }
             unsigned char *bigger = realloc(buf, cap * 2);
             if (bigger == NULL) {
                 free(buf);
-                return fail(err, ENOMEM, "reading BTF");
+                return fts_fail(err, ENOMEM, "reading BTF");
             }
             buf = bigger;
             cap *= 2;
@@ -477,7 +470,7 @@ read_all(int fd, size_t hint, unsigned char **out, size_t *len,
             }
             int saved = errno;
             free(buf);
-            return fail(err, saved, "read() of the kernel's BTF");
+            return fts_fail(err, saved, "read() of the kernel's BTF");
         }
         if (n == 0) {
             break;
@@ -498,7 +491,7 @@ fts_btf_layout_from_file(const char *path, struct fts_btf_layout *layout,
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        return fail(err, errno, "open() of the kernel's BTF "
+        return fts_fail(err, errno, "open() of the kernel's BTF "
                                 "(/sys/kernel/btf/vmlinux; needs "
                                 "CONFIG_DEBUG_INFO_BTF)");
     }
@@ -506,7 +499,7 @@ fts_btf_layout_from_file(const char *path, struct fts_btf_layout *layout,
     if (fstat(fd, &st) < 0) {
         int saved = errno;
         close(fd);
-        return fail(err, saved, "fstat() of the kernel's BTF");
+        return fts_fail(err, saved, "fstat() of the kernel's BTF");
     }
     int rc;
     size_t size = st.st_size > 0 ? (size_t)st.st_size : 0;

@@ -23,24 +23,6 @@ from .population import STATES
 from .test_filters_netns import _cases, _listen_ports, from_listing, ss_filtered, ss_listing
 
 
-def _bpf_available():
-    try:
-        with fasttcpstat.Counter("bpf"):
-            return True, ""
-    except (OSError, ImportError) as exc:
-        return False, str(exc)
-
-
-@pytest.fixture(scope="module")
-def require_bpf():
-    ok, reason = _bpf_available()
-    if ok:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail("the BPF iterator is required in CI: " + reason, pytrace=False)
-    pytest.skip("BPF iterator unavailable: " + reason)
-
-
 def _total(expected):
     return {s: expected["ipv4"][s] + expected["ipv6"][s] for s in STATES}
 

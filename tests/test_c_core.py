@@ -36,7 +36,7 @@ C_TESTS = {
 def _build(tmp_path: Path, name: str, sanitize: bool) -> Path:
     exe = tmp_path / name
     cmd = [_compiler(), *CFLAGS, *(SANITIZERS if sanitize else []),
-           f"-I{ROOT / 'csrc'}", str(ROOT / "tests/c" / (name + ".c")),
+           f"-I{ROOT / 'csrc'}", f"-I{ROOT / 'tests/c'}", str(ROOT / "tests/c" / (name + ".c")),
            *(str(ROOT / "csrc" / src) for src in C_TESTS[name]), "-o", str(exe)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return exe

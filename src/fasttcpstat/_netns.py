@@ -134,28 +134,6 @@ class Netns:
             raise failure[0]
         return result[0]
 
-    def open_proc_files(self, names: List[str]) -> List[Optional[int]]:
-        """Open /proc/thread-self/net/NAME files of the namespace (None for
-        a missing one)."""
-
-        def open_all() -> List[Optional[int]]:
-            fds: List[Optional[int]] = []
-            try:
-                for name in names:
-                    try:
-                        fds.append(os.open(f"/proc/thread-self/net/{name}",
-                                           os.O_RDONLY | os.O_CLOEXEC))
-                    except FileNotFoundError:
-                        fds.append(None)
-            except BaseException:
-                for fd in fds:
-                    if fd is not None:
-                        os.close(fd)
-                raise
-            return fds
-
-        return self.run_inside(open_all)
-
 
 def _setns(fd: int) -> None:
     import ctypes

@@ -11,6 +11,7 @@
  *  - generated programs have every jump resolved and in range.
  */
 #include "bpf_prog.h"
+#include "check.h"
 #include "btf.h"
 
 #include <errno.h>
@@ -20,19 +21,6 @@
 #include <unistd.h>
 #include <linux/bpf.h>
 
-static int passed, failed;
-
-#define CHECK(cond)                                                       \
-    do {                                                                  \
-        if (cond) {                                                       \
-            passed++;                                                     \
-        }                                                                 \
-        else {                                                            \
-            failed++;                                                     \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,        \
-                    __LINE__, #cond);                                     \
-        }                                                                 \
-    } while (0)
 
 /* ---- a BTF blob builder ------------------------------------------------ */
 
@@ -383,6 +371,5 @@ main(void)
     test_kernel_btf();
     test_abi_constants();
     test_programs();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    return report();
 }
