@@ -51,9 +51,19 @@ else:
 
 extension = Extension(
     "fasttcpstat._fasttcpstat",
-    sources=["csrc/_fasttcpstat.c", "csrc/diag_msg.c", "csrc/diag_sock.c",
-             "csrc/diag_filter.c"],
-    depends=["csrc/diag.h"],
+    sources=[
+        "csrc/_fasttcpstat.c",
+        "csrc/bind_util.c",
+        "csrc/bind_bpf.c",
+        "csrc/diag_msg.c",
+        "csrc/diag_sock.c",
+        "csrc/diag_filter.c",
+        "csrc/btf.c",
+        "csrc/bpf_prog.c",
+        "csrc/bpf_iter.c",
+    ],
+    depends=["csrc/diag.h", "csrc/bind.h", "csrc/btf.h", "csrc/bpf_abi.h",
+             "csrc/bpf_prog.h", "csrc/bpf_iter.h"],
     include_dirs=["csrc"],
     define_macros=define_macros,
     extra_compile_args=compile_args,

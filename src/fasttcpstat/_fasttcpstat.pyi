@@ -1,5 +1,5 @@
 """Type stubs for the C extension (csrc/_fasttcpstat.c)."""
-from typing import Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 FAMILY_IPV4: int
 FAMILY_IPV6: int
@@ -8,9 +8,45 @@ FORM_V2: int
 FORM_LEGACY: int
 RECV_BUFSIZE: int
 
+MAX_PORT_RANGES: int
+MAX_BY_PORT: int
+BPF_EMIT_SHIFT: int
+
+Tally = Tuple[Tuple[int, ...], Tuple[int, ...]]
+Ranges = Sequence[Tuple[int, int]]
+
 class NetlinkCounter:
-    def __init__(self) -> None: ...
-    def count(self, families: int, states: int, form: int, /) -> Tuple[Tuple[int, ...], Tuple[int, ...]]: ...
+    def __init__(self, *, reopen: bool = ...) -> None: ...
+    def count(
+        self,
+        families: int,
+        states: int,
+        form: int,
+        local: Ranges = ...,
+        remote: Ranges = ...,
+        by_port: Sequence[int] = ...,
+        by_remote: bool = ...,
+    ) -> Any: ...
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...
+    @property
+    def needs_reopen(self) -> bool: ...
+
+class BpfCounter:
+    def __init__(
+        self,
+        layout: Tuple[int, ...],
+        *,
+        local: Ranges = ...,
+        remote: Ranges = ...,
+        emit_shift: int = ...,
+    ) -> None: ...
+    def create_iter(self) -> int: ...
+    def run(self, iter_fd: int, families: int = ..., /) -> Tuple[Tally, int]: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+
+def btf_layout(path: Optional[str] = ...) -> Tuple[int, ...]: ...
+def bpf_pin(layout: Tuple[int, ...], path: str, emit_shift: int = ...) -> None: ...
