@@ -7,6 +7,13 @@
 
 #include "Python.h"
 
+/* PyMem_Calloc is in the stable ABI since 3.7, but the 3.8 and 3.9 headers
+ * declare it only outside the limited API (fixed in 3.10).  Without this,
+ * a build on 3.8/3.9 sees an implicit int-returning declaration. */
+#if defined(Py_LIMITED_API) && PY_VERSION_HEX < 0x030A0000
+PyAPI_FUNC(void *) PyMem_Calloc(size_t nelem, size_t elsize);
+#endif
+
 #include "diag.h"
 
 /* Raise OSError(errno, "<context>: <step>: <strerror>"); OSError's

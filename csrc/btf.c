@@ -495,14 +495,17 @@ fts_btf_layout_from_file(const char *path, struct fts_btf_layout *layout,
                                 "(/sys/kernel/btf/vmlinux; needs "
                                 "CONFIG_DEBUG_INFO_BTF)");
     }
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
+    /* The size through lseek(), not fstat(): glibc >= 2.33 exports fstat as
+     * a new symbol (GLIBC_2.33), which would make the wheel manylinux_2_34
+     * instead of manylinux2014.  Unknown (0): read_all() reads to EOF. */
+    off_t end = lseek(fd, 0, SEEK_END);
+    if (end > 0 && lseek(fd, 0, SEEK_SET) < 0) {
         int saved = errno;
         close(fd);
-        return fts_fail(err, saved, "fstat() of the kernel's BTF");
+        return fts_fail(err, saved, "lseek() of the kernel's BTF");
     }
     int rc;
-    size_t size = st.st_size > 0 ? (size_t)st.st_size : 0;
+    size_t size = end > 0 ? (size_t)end : 0;
     void *map = size > 0 ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0)
                          : MAP_FAILED;
     if (map != MAP_FAILED) {
