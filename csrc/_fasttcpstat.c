@@ -1,7 +1,7 @@
 /*
- * The Python binding of the sock_diag core: one type, NetlinkCounter, that
- * owns a NETLINK_SOCK_DIAG socket and a 32 KiB receive buffer, and returns
- * raw per-family tallies.  Python code (fasttcpstat/_netlink.py) names the
+ * The Python binding: the module, and NetlinkCounter, which owns a
+ * NETLINK_SOCK_DIAG socket and a 32 KiB receive buffer and returns raw
+ * per-family tallies (the BPF backend's type is in bind_bpf.c).  Python code (fasttcpstat/_netlink.py) names the
  * states and decides policy; this file only moves numbers and errors.
  *
  * Built against the limited API (abi3) unless the interpreter is
@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bind.h"
 #include "diag.h"
 
 typedef struct {
@@ -29,36 +30,6 @@ typedef struct {
      * thread would reopen it in its own. */
     int reopen;
 } NetlinkCounter;
-
-/* Raise OSError(errno, "<step>: <strerror>"); OSError's constructor picks
- * the subclass (PermissionError, FileNotFoundError, ...) from errno. */
-static void
-raise_diag_error(const struct fts_error *e, const char *context)
-{
-    PyObject *msg = PyUnicode_FromFormat("%s: %s: %s", context, e->what,
-                                         strerror(e->err));
-    if (msg == NULL) {
-        return;
-    }
-    PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iO", e->err, msg);
-    Py_DECREF(msg);
-    if (exc == NULL) {
-        return;
-    }
-    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-    Py_DECREF(exc);
-}
-
-/* Take the object's lock without holding the GIL while we wait. */
-static void
-lock_counter(NetlinkCounter *self)
-{
-    if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
-        Py_BEGIN_ALLOW_THREADS
-        PyThread_acquire_lock(self->lock, WAIT_LOCK);
-        Py_END_ALLOW_THREADS
-    }
-}
 
 static PyObject *
 NetlinkCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -96,7 +67,7 @@ NetlinkCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     rc = fts_conn_open(&self->conn, &e);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
-        raise_diag_error(&e, "cannot open the netlink socket");
+        fts_py_raise(&e, "cannot open the netlink socket");
         goto error;
     }
     return (PyObject *)self;
@@ -120,85 +91,6 @@ NetlinkCounter_dealloc(NetlinkCounter *self)
     Py_DECREF(tp);
 }
 
-/* On EINTR, let Python run its signal handlers; a KeyboardInterrupt (or
- * any exception they raise) aborts the dump. */
-struct interrupt_ctx {
-    PyThreadState *tstate;
-};
-
-static int
-check_signals(void *arg)
-{
-    struct interrupt_ctx *ctx = arg;
-    PyEval_RestoreThread(ctx->tstate);
-    int failed = PyErr_CheckSignals();
-    ctx->tstate = PyEval_SaveThread();
-    return failed != 0;
-}
-
-static PyObject *
-tally_to_tuple(const uint64_t counts[FTS_NSTATES])
-{
-    PyObject *t = PyTuple_New(FTS_NSTATES);
-    if (t == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < FTS_NSTATES; i++) {
-        PyObject *v = PyLong_FromUnsignedLongLong(counts[i]);
-        if (v == NULL) {
-            Py_DECREF(t);
-            return NULL;
-        }
-        PyTuple_SetItem(t, i, v);  /* steals v */
-    }
-    return t;
-}
-
-/* Read a sequence of (low, high) port ranges.  Returns the number read,
- * or -1 with an exception set. */
-static Py_ssize_t
-parse_ranges(PyObject *seq, const char *name, struct fts_port_range *out,
-             Py_ssize_t room)
-{
-    Py_ssize_t n = PySequence_Size(seq);
-    if (n < 0) {
-        return -1;
-    }
-    if (n > room) {
-        PyErr_Format(PyExc_ValueError, "%s: at most %d port ranges in all",
-                     name, FTS_MAX_PORT_RANGES);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_GetItem(seq, i);
-        if (item == NULL) {
-            return -1;
-        }
-        int low, high;
-        int ok = 0;
-        if (!PyTuple_Check(item)) {
-            PyErr_Format(PyExc_TypeError, "%s: each range must be a "
-                         "(low, high) tuple", name);
-        }
-        else {
-            ok = PyArg_ParseTuple(item, "ii", &low, &high);
-        }
-        Py_DECREF(item);
-        if (!ok) {
-            return -1;
-        }
-        if (low < 0 || high > 65535 || low > high) {
-            PyErr_Format(PyExc_ValueError,
-                         "%s: port range (%d, %d) is not within 0..65535 "
-                         "with low <= high", name, low, high);
-            return -1;
-        }
-        out[i].low = (uint16_t)low;
-        out[i].high = (uint16_t)high;
-    }
-    return n;
-}
-
 /* Compile the port filter; *bytecode is PyMem memory or NULL. */
 static int
 compile_filter(PyObject *local, PyObject *remote, void **bytecode,
@@ -211,12 +103,12 @@ compile_filter(PyObject *local, PyObject *remote, void **bytecode,
         return -1;
     }
     int rc = -1;
-    Py_ssize_t nlocal = parse_ranges(local, "local ports", ranges,
+    Py_ssize_t nlocal = fts_py_parse_ranges(local, "local ports", ranges,
                                      FTS_MAX_PORT_RANGES);
     if (nlocal < 0) {
         goto done;
     }
-    Py_ssize_t nremote = parse_ranges(remote, "remote ports",
+    Py_ssize_t nremote = fts_py_parse_ranges(remote, "remote ports",
                                       ranges + nlocal,
                                       FTS_MAX_PORT_RANGES - nlocal);
     if (nremote < 0) {
@@ -301,27 +193,9 @@ error:
 }
 
 static PyObject *
-tally_to_pair(const uint64_t counts[FTS_NFAMILIES][FTS_NSTATES])
-{
-    PyObject *v4 = tally_to_tuple(counts[FTS_IDX_IPV4]);
-    if (v4 == NULL) {
-        return NULL;
-    }
-    PyObject *v6 = tally_to_tuple(counts[FTS_IDX_IPV6]);
-    if (v6 == NULL) {
-        Py_DECREF(v4);
-        return NULL;
-    }
-    PyObject *pair = PyTuple_Pack(2, v4, v6);
-    Py_DECREF(v4);
-    Py_DECREF(v6);
-    return pair;
-}
-
-static PyObject *
 build_result(const struct fts_tally *tally, Py_ssize_t nports)
 {
-    PyObject *totals = tally_to_pair(tally->n);
+    PyObject *totals = fts_py_tally_pair(tally->n);
     if (totals == NULL || nports == 0) {
         return totals;
     }
@@ -331,7 +205,7 @@ build_result(const struct fts_tally *tally, Py_ssize_t nports)
         return NULL;
     }
     for (Py_ssize_t i = 0; i < nports; i++) {
-        PyObject *pair = tally_to_pair(
+        PyObject *pair = fts_py_tally_pair(
             (const uint64_t (*)[FTS_NSTATES])tally->by_port[i]);
         if (pair == NULL) {
             Py_DECREF(per_port);
@@ -419,14 +293,14 @@ NetlinkCounter_count(NetlinkCounter *self, PyObject *args, PyObject *kwargs)
     struct fts_error e = {0, NULL};
     const char *context = "netlink inet_diag dump";
     int rc = 0;
-    lock_counter(self);
+    fts_py_lock(self->lock);
     if (self->closed) {
         PyThread_release_lock(self->lock);
         PyErr_SetString(PyExc_ValueError,
                         "I/O operation on a closed NetlinkCounter");
         goto done;
     }
-    struct interrupt_ctx ctx;
+    struct fts_py_released ctx;
     ctx.tstate = PyEval_SaveThread();
     /* A socket inherited through fork() is shared with the parent; a
      * socket abandoned mid-dump holds stale replies: start afresh. */
@@ -450,7 +324,7 @@ NetlinkCounter_count(NetlinkCounter *self, PyObject *args, PyObject *kwargs)
     if (rc == 0) {
         rc = fts_count(&self->conn, families, states,
                        (enum fts_request_form)form, &filter, self->buf,
-                       FTS_RECV_BUFSIZE, &tally, check_signals, &ctx, &e);
+                       FTS_RECV_BUFSIZE, &tally, fts_py_check_signals, &ctx, &e);
         if (rc < 0) {
             fts_conn_close(&self->conn);
         }
@@ -460,7 +334,7 @@ NetlinkCounter_count(NetlinkCounter *self, PyObject *args, PyObject *kwargs)
 
     if (rc < 0) {
         if (!(e.err == EINTR && PyErr_Occurred())) {
-            raise_diag_error(&e, context);
+            fts_py_raise(&e, context);
         }
         /* else a signal handler raised, e.g. KeyboardInterrupt */
         goto done;
@@ -481,7 +355,7 @@ PyDoc_STRVAR(close_doc,
 static PyObject *
 NetlinkCounter_close(NetlinkCounter *self, PyObject *Py_UNUSED(ignored))
 {
-    lock_counter(self);
+    fts_py_lock(self->lock);
     fts_conn_close(&self->conn);
     __atomic_store_n(&self->closed, 1, __ATOMIC_RELEASE);
     PyThread_release_lock(self->lock);
@@ -492,7 +366,7 @@ static PyObject *
 NetlinkCounter_get_needs_reopen(NetlinkCounter *self,
                                 void *Py_UNUSED(closure))
 {
-    lock_counter(self);
+    fts_py_lock(self->lock);
     int lost = !self->closed
                && (self->conn.fd < 0 || self->conn.owner != getpid());
     PyThread_release_lock(self->lock);
@@ -574,6 +448,9 @@ fasttcpstat_exec(PyObject *module)
                                    FTS_MAX_PORT_RANGES) < 0
         || PyModule_AddIntConstant(module, "MAX_BY_PORT",
                                    FTS_MAX_BY_PORT) < 0) {
+        return -1;
+    }
+    if (fts_py_add_bpf(module) < 0) {
         return -1;
     }
     return 0;

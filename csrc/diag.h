@@ -86,6 +86,16 @@ struct fts_error {
     const char *what;
 };
 
+/* Fill `err` and return -1 (FTS_WALK_ERROR): the one failure idiom of
+ * the plain-C core. */
+static inline int
+fts_fail(struct fts_error *err, int code, const char *what)
+{
+    err->err = code;
+    err->what = what;
+    return -1;
+}
+
 /* Return values of fts_walk(), as in libmnl: error < 0, stop = 0, go on > 0. */
 #define FTS_WALK_ERROR (-1)
 #define FTS_WALK_DONE 0

@@ -85,13 +85,6 @@ fts_build_request(void *buf, size_t cap, enum fts_request_form form,
     return fixed + attr;
 }
 
-static int
-fail(struct fts_error *err, int code, const char *what)
-{
-    err->err = code;
-    err->what = what;
-    return FTS_WALK_ERROR;
-}
 
 /* NLMSG_ERROR carries the kernel's negative errno; 0 would be an ACK,
  * which a dump without NLM_F_ACK does not produce. */
@@ -101,21 +94,21 @@ on_error_message(const unsigned char *payload, size_t paylen,
 {
     int32_t code;
     if (paylen < sizeof(code)) {
-        return fail(err, EPROTO,
+        return fts_fail(err, EPROTO,
                     "malformed netlink reply: NLMSG_ERROR too short");
     }
     memcpy(&code, payload, sizeof(code));
     if (code == 0) {
-        return fail(err, EPROTO,
+        return fts_fail(err, EPROTO,
                     "malformed netlink reply: unexpected acknowledgement");
     }
     /* Normalise the sign: some senders use positive codes.  Guard the
      * one value whose negation overflows. */
     if (code == INT32_MIN) {
-        return fail(err, EPROTO,
+        return fts_fail(err, EPROTO,
                     "malformed netlink reply: NLMSG_ERROR code out of range");
     }
-    return fail(err, code < 0 ? -code : code, "kernel refused the request");
+    return fts_fail(err, code < 0 ? -code : code, "kernel refused the request");
 }
 
 /* NLMSG_DONE may carry the dump's final error code (an int). */
@@ -130,11 +123,11 @@ on_done_message(const unsigned char *payload, size_t paylen,
     memcpy(&code, payload, sizeof(code));
     if (code < 0) {
         if (code == INT32_MIN) {
-            return fail(err, EPROTO,
+            return fts_fail(err, EPROTO,
                         "malformed netlink reply: NLMSG_DONE code out of "
                         "range");
         }
-        return fail(err, -code, "kernel ended the dump with an error");
+        return fts_fail(err, -code, "kernel ended the dump with an error");
     }
     return FTS_WALK_DONE;
 }
@@ -146,7 +139,7 @@ on_socket_message(const unsigned char *payload, size_t paylen,
     /* Only the first two bytes are read, but a shorter message than an
      * inet_diag_msg is not one the kernel sends. */
     if (paylen < sizeof(struct inet_diag_msg)) {
-        return fail(err, EPROTO,
+        return fts_fail(err, EPROTO,
                     "malformed netlink reply: inet_diag_msg truncated");
     }
     uint8_t family = payload[offsetof(struct inet_diag_msg, idiag_family)];
@@ -163,11 +156,11 @@ on_socket_message(const unsigned char *payload, size_t paylen,
         idx = FTS_IDX_IPV6;
     }
     else {
-        return fail(err, EPROTO,
+        return fts_fail(err, EPROTO,
                     "malformed netlink reply: unexpected address family");
     }
     if (state >= FTS_NSTATES) {
-        return fail(err, EPROTO,
+        return fts_fail(err, EPROTO,
                     "malformed netlink reply: TCP state out of range");
     }
     if (tally->families != 0 && !(tally->families & (1u << idx))) {
@@ -195,20 +188,20 @@ fts_walk(const void *buf, size_t len, uint32_t seq, uint32_t portid,
     while (len > 0) {
         struct nlmsghdr h;
         if (len < sizeof(h)) {
-            return fail(err, EPROTO,
+            return fts_fail(err, EPROTO,
                         "malformed netlink reply: truncated header");
         }
         memcpy(&h, p, sizeof(h));
         if (h.nlmsg_len < sizeof(h) || h.nlmsg_len > len) {
-            return fail(err, EPROTO,
+            return fts_fail(err, EPROTO,
                         "malformed netlink reply: bad message length");
         }
         if (h.nlmsg_pid != portid) {
-            return fail(err, ESRCH,
+            return fts_fail(err, ESRCH,
                         "netlink reply addressed to another port id");
         }
         if (h.nlmsg_seq != seq) {
-            return fail(err, EPROTO,
+            return fts_fail(err, EPROTO,
                         "netlink reply with an unexpected sequence number");
         }
         if (h.nlmsg_flags & NLM_F_DUMP_INTR) {
@@ -227,13 +220,13 @@ fts_walk(const void *buf, size_t len, uint32_t seq, uint32_t portid,
         case NLMSG_DONE:
             return on_done_message(payload, paylen, err);
         case NLMSG_OVERRUN:
-            return fail(err, ENOBUFS, "netlink reported an overrun");
+            return fts_fail(err, ENOBUFS, "netlink reported an overrun");
         case SOCK_DIAG_BY_FAMILY:
         case TCPDIAG_GETSOCK:
             rc = on_socket_message(payload, paylen, tally, err);
             break;
         default:
-            return fail(err, EPROTO,
+            return fts_fail(err, EPROTO,
                         "malformed netlink reply: unexpected message type");
         }
         if (rc != FTS_WALK_MORE) {

@@ -15,13 +15,6 @@
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 
-static int
-fail(struct fts_error *err, int code, const char *what)
-{
-    err->err = code;
-    err->what = what;
-    return -1;
-}
 
 void
 fts_conn_init(struct fts_conn *conn)
@@ -39,7 +32,7 @@ fts_conn_open(struct fts_conn *conn, struct fts_error *err)
     socklen_t addrlen = sizeof(addr);
     int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
     if (fd < 0) {
-        return fail(err, errno, "socket(AF_NETLINK, NETLINK_SOCK_DIAG)");
+        return fts_fail(err, errno, "socket(AF_NETLINK, NETLINK_SOCK_DIAG)");
     }
     /* Binding to port id 0 lets the kernel pick a unique one; we learn it
      * to check that each reply is really addressed to us. */
@@ -48,16 +41,16 @@ fts_conn_open(struct fts_conn *conn, struct fts_error *err)
     if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
         int saved = errno;
         close(fd);
-        return fail(err, saved, "bind() of the netlink socket");
+        return fts_fail(err, saved, "bind() of the netlink socket");
     }
     if (getsockname(fd, (struct sockaddr *)&addr, &addrlen) < 0) {
         int saved = errno;
         close(fd);
-        return fail(err, saved, "getsockname() of the netlink socket");
+        return fts_fail(err, saved, "getsockname() of the netlink socket");
     }
     if (addrlen != sizeof(addr) || addr.nl_family != AF_NETLINK) {
         close(fd);
-        return fail(err, EPROTO, "getsockname() returned a foreign address");
+        return fts_fail(err, EPROTO, "getsockname() returned a foreign address");
     }
     conn->fd = fd;
     conn->portid = addr.nl_pid;
@@ -112,14 +105,14 @@ send_request(struct fts_conn *conn, const void *head, size_t headlen,
             return 0;
         }
         if (n >= 0) {
-            return fail(err, EIO, "sendmsg() of the inet_diag request was "
+            return fts_fail(err, EIO, "sendmsg() of the inet_diag request was "
                                   "cut short");
         }
         if (errno != EINTR) {
-            return fail(err, errno, "sendmsg() of the inet_diag request");
+            return fts_fail(err, errno, "sendmsg() of the inet_diag request");
         }
         if (on_interrupt != NULL && on_interrupt(interrupt_arg)) {
-            return fail(err, EINTR, "sending the inet_diag request");
+            return fts_fail(err, EINTR, "sending the inet_diag request");
         }
     }
 }
@@ -143,17 +136,17 @@ receive_chunk(struct fts_conn *conn, void *buf, size_t bufsize,
         ssize_t n = recvmsg(conn->fd, &msg, 0);
         if (n < 0) {
             if (errno != EINTR) {
-                fail(err, errno, "recvmsg() of the inet_diag dump");
+                fts_fail(err, errno, "recvmsg() of the inet_diag dump");
                 return -1;
             }
             if (on_interrupt != NULL && on_interrupt(interrupt_arg)) {
-                fail(err, EINTR, "receiving the inet_diag dump");
+                fts_fail(err, EINTR, "receiving the inet_diag dump");
                 return -1;
             }
             continue;
         }
         if (msg.msg_flags & MSG_TRUNC) {
-            fail(err, ENOSPC, "a netlink reply did not fit the receive "
+            fts_fail(err, ENOSPC, "a netlink reply did not fit the receive "
                               "buffer");
             return -1;
         }
@@ -163,7 +156,7 @@ receive_chunk(struct fts_conn *conn, void *buf, size_t bufsize,
             continue;
         }
         if (n == 0) {
-            fail(err, EPROTO, "the kernel sent an empty netlink reply");
+            fts_fail(err, EPROTO, "the kernel sent an empty netlink reply");
             return -1;
         }
         return n;
@@ -181,7 +174,7 @@ dump_one(struct fts_conn *conn, enum fts_request_form form, int family,
     size_t reqlen = fts_build_request(req, sizeof(req), form, family, states,
                                       seq, filter->len);
     if (reqlen == 0) {
-        return fail(err, EINVAL, "building the inet_diag request");
+        return fts_fail(err, EINVAL, "building the inet_diag request");
     }
     if (send_request(conn, req, reqlen, filter, on_interrupt, interrupt_arg,
                      err) < 0) {
@@ -215,10 +208,10 @@ fts_count(struct fts_conn *conn, unsigned families, uint32_t states,
         filter = &no_filter;
     }
     if (families == 0 || (families & ~FTS_FAMILY_BOTH) != 0) {
-        return fail(err, EINVAL, "families must be IPv4, IPv6 or both");
+        return fts_fail(err, EINVAL, "families must be IPv4, IPv6 or both");
     }
     if ((states & ~FTS_STATES_ALL) != 0) {
-        return fail(err, EINVAL, "state mask has bits outside TCP states "
+        return fts_fail(err, EINVAL, "state mask has bits outside TCP states "
                                  "1..11");
     }
     if (states == 0) {

@@ -17,19 +17,38 @@ from tests.population import SMALL_SPEC, Population, Spec, netns_supported  # no
 LARGE_TOTAL = 10_000
 
 
-@pytest.fixture(scope="session")
-def require_netns() -> None:
-    """Skip (locally) or fail (in CI) when network namespaces are unavailable.
+def require(ok: bool, what: str, reason: str) -> None:
+    """Skip (locally) or fail (in CI) when `what` is unavailable.
 
-    In CI a namespace test must never be skipped silently: a runner without
-    CAP_SYS_ADMIN would otherwise turn the whole suite green untested.
+    In CI a kernel-facing test must never be skipped silently: a runner
+    without the privilege would otherwise turn the whole suite green
+    untested.
     """
-    ok, reason = netns_supported()
     if ok:
         return
     if os.environ.get("CI") == "true":
-        pytest.fail("network namespaces are required in CI: " + reason, pytrace=False)
-    pytest.skip("network namespaces unavailable: " + reason)
+        pytest.fail(f"{what} required in CI: {reason}", pytrace=False)
+    pytest.skip(f"{what} unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def require_netns() -> None:
+    """Network namespaces (CAP_SYS_ADMIN)."""
+    ok, reason = netns_supported()
+    require(ok, "network namespaces", reason)
+
+
+@pytest.fixture(scope="session")
+def require_bpf() -> None:
+    """The BPF iterator backend (root, Linux >= 5.9 with BTF)."""
+    import fasttcpstat
+
+    try:
+        with fasttcpstat.Counter("bpf"):
+            ok, reason = True, ""
+    except (OSError, ImportError) as exc:
+        ok, reason = False, str(exc)
+    require(ok, "the BPF iterator", reason)
 
 
 @pytest.fixture(scope="module")

@@ -80,6 +80,9 @@ def test_refused_values_exit_1_with_one_line(capsys, argv, words):
     (["--serve", "9100", "--interval", "5"], ["--serve counts at every scrape"]),
     (["--serve", "localhost:http"], ["expected PORT or ADDR:PORT"]),
     (["--serve", "70000"], ["expected PORT or ADDR:PORT"]),
+    (["--backend", "pinned"], ["--backend pinned needs --pinned PATH"]),
+    (["--pinned", "/sys/fs/bpf/x", "--backend", "netlink"], ["--backend netlink does not apply"]),
+    (["pin", "/sys/fs/bpf/a", "/sys/fs/bpf/b"], ["unrecognized arguments"]),
 ])
 def test_usage_errors_exit_2(capsys, argv, words):
     code, out, err = _main(capsys, *argv)
@@ -87,7 +90,7 @@ def test_usage_errors_exit_2(capsys, argv, words):
     assert err.startswith("usage: fasttcpstat")
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("fasttcpstat: error: ")
+    assert last.startswith(("fasttcpstat: error: ", "fasttcpstat pin: error: "))
     for word in words:
         assert word in last, (word, last)
 
@@ -136,8 +139,7 @@ def test_permission_error_says_what_to_do(require_netns, small_population):
     done = subprocess.run([sys.executable, "-c", _AS_NOBODY, "--netns", pop.ns_path,
                            "--backend", "netlink"], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (1, "")
-    _assert_one_line_error(done.stderr, "cannot count", pop.ns_path,
-                           "--backend procfs --netns PID")
+    _assert_one_line_error(done.stderr, pop.ns_path, "--backend procfs --netns PID")
     # The alternative it names works without privileges.
     done = subprocess.run([sys.executable, "-c", _AS_NOBODY, "--netns", str(pop.holder_pid),
                            "--backend", "procfs", "--state", "listen"],
@@ -145,6 +147,37 @@ def test_permission_error_says_what_to_do(require_netns, small_population):
     assert (done.returncode, done.stderr) == (0, "")
     listen = pop.expected["ipv4"]["LISTEN"] + pop.expected["ipv6"]["LISTEN"]
     assert json.loads(done.stdout) == {"LISTEN": listen}
+
+
+def test_pin_then_count_through_the_pinned_file(require_netns, require_bpf, small_population):
+    """`fasttcpstat pin` as root; then nobody, inside the population's
+    namespace, counts it with --pinned."""
+    pop = small_population
+    path = f"/sys/fs/bpf/fasttcpstat-cli-test-{os.getpid()}"
+    if os.path.lexists(path):
+        os.unlink(path)
+    code, out, err = cli("pin", path)
+    try:
+        assert (code, out, err) == (0, path + "\n", "")
+        code, out, err = cli("pin", path)
+        assert (code, out) == (1, "")
+        _assert_one_line_error(err, "already exists", path)
+
+        def read_as_nobody():
+            return subprocess.run([sys.executable, "-c", _AS_NOBODY, "--pinned", path,
+                                   "--by-family"], capture_output=True, text=True, timeout=60)
+
+        done = pop.run(read_as_nobody)
+    finally:
+        os.unlink(path)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert json.loads(done.stdout) == pop.expected
+
+
+def test_pin_outside_a_bpf_filesystem(capsys, tmp_path):
+    code, out, err = _main(capsys, "pin", str(tmp_path / "x"))
+    assert (code, out) == (1, "")
+    _assert_one_line_error(err, "is not a BPF filesystem", "mount -t bpf")
 
 
 def test_version_and_help():

@@ -48,11 +48,18 @@ def _run_child(deny: str) -> dict:
     return json.loads(result.stdout)
 
 
+# bpf(2) is refused too, so "auto" goes down its whole list.
+DENY_BPF = "seccomp.deny('bpf', errno.EPERM)\n"
+
+
 def test_socket_refused_falls_back_at_open():
-    out = _run_child("seccomp.deny('socket', errno.EPERM, arg0=socket.AF_NETLINK)")
+    out = _run_child(DENY_BPF + "seccomp.deny('socket', errno.EPERM, arg0=socket.AF_NETLINK)")
     assert out["auto_backend"] == "procfs"
-    assert "socket(AF_NETLINK" in out["auto_reason"]
-    assert "Operation not permitted" in out["auto_reason"]
+    bpf_reason, netlink_reason = out["auto_reason"].split("; ")
+    assert bpf_reason.startswith("bpf: ") and "Operation not permitted" in bpf_reason
+    assert netlink_reason.startswith("netlink: ")
+    assert "socket(AF_NETLINK" in netlink_reason
+    assert "Operation not permitted" in netlink_reason
     assert out["auto_counts"] == out["procfs_counts"]
     assert out["module_counts"] == out["procfs_counts"]
     name, err, message = out["netlink_error"]
@@ -62,10 +69,11 @@ def test_socket_refused_falls_back_at_open():
 
 def test_dump_refused_falls_back_at_first_count():
     # socket() works, but the request cannot be sent: refused mid-way.
-    out = _run_child("seccomp.deny('sendmsg', errno.EACCES)")
+    out = _run_child(DENY_BPF + "seccomp.deny('sendmsg', errno.EACCES)")
     assert out["auto_backend"] == "netlink"
-    assert out["auto_reason"] is None
+    assert out["auto_reason"].startswith("bpf: ")
     assert out["auto_backend_after"] == "procfs"
+    assert out["auto_reason_after"].startswith(out["auto_reason"] + "; netlink: ")
     assert "sendmsg()" in out["auto_reason_after"]
     assert out["auto_counts"] == out["procfs_counts"]
     name, err, message = out["netlink_error"]

@@ -242,7 +242,7 @@ def test_namespace_counter_survives_fork(require_netns, small_population):
             ok = counter.counts() == total and _thread_netns() != pop.ns_path
             os._exit(0 if ok else 1)
         _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert status == 0  # exited with 0 (not os.waitstatus_to_exitcode: 3.9+)
         assert counter.counts() == total
 
 
@@ -319,7 +319,7 @@ def test_unprivileged_gets_permission_error(require_netns, small_population):
     for key in ("auto_path", "auto_pid"):
         backend, reason, counts = out[key]
         assert backend == "procfs", key
-        assert "refused" in reason
+        assert "netlink: " in reason and "CAP_SYS_ADMIN" in reason
         assert counts == total
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import warnings
 
 from . import _netlink
-from ._counter import BACKENDS, MAX_BY_PORT, Counter, counts, counts_by_port
+from ._bpf import pin
+from ._counter import BACKENDS, MAX_BY_PORT, Counter, auto_order, counts, counts_by_port
 from ._states import FAMILIES, STATES
 from ._summary import summary
 from ._version import __version__
@@ -24,8 +25,10 @@ __all__ = [
     "MAX_BY_PORT",
     "STATES",
     "Counter",
+    "auto_order",
     "counts",
     "counts_by_port",
+    "pin",
     "summary",
     "__version__",
 ]

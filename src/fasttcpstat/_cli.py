@@ -6,7 +6,8 @@ One run does one of:
 - --textfile PATH.prom [--interval ...]: write the Prometheus exposition
   atomically for node_exporter's textfile collector;
 - --watch: a live terminal view;
-- --serve [ADDR:]PORT: an HTTP /metrics endpoint (needs prometheus_client).
+- --serve [ADDR:]PORT: an HTTP /metrics endpoint (needs prometheus_client);
+and `fasttcpstat pin [PATH]` pins the BPF text iterator (see fasttcpstat.pin).
 
 Exit status: 0 done (a stop by SIGINT or SIGTERM included), 2 the command
 line is wrong (argparse), 1 a value was refused or the work failed; then
@@ -21,10 +22,10 @@ import select
 import signal
 import sys
 import time
-from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+from ._bpf import DEFAULT_PIN_PATH, pin
 from ._counter import BACKENDS, MAX_BY_PORT, SIDES, Counter
 from ._formats import render_json, render_prometheus, render_table
 from ._netns import PROCFS_HINT
@@ -119,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="count another network namespace: /var/run/netns/NAME, "
                            "/proc/PID/ns/net or a pid")
     what.add_argument("--backend", choices=BACKENDS, default="auto",
-                      help="auto (default): netlink, else /proc; or force one")
+                      help="auto (default): bpf, else netlink, else /proc; or force one")
+    what.add_argument("--pinned", metavar="PATH",
+                      help="count through an iterator pinned by `fasttcpstat pin` "
+                           "(any user, own namespace; implies --backend pinned)")
     split = parser.add_argument_group("breakdown")
     split.add_argument("--by-family", action="store_true",
                        help="ipv4 and ipv6 apart (a 'family' label)")
@@ -152,6 +156,10 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
                                       ("--serve", args.serve is not None)) if given]
     if len(modes) > 1:
         parser.error(f"{modes[0]} and {modes[1]} cannot be combined")
+    if args.pinned is not None and args.backend not in ("auto", "pinned"):
+        parser.error(f"--pinned reads a pinned iterator; --backend {args.backend} does not apply")
+    if args.backend == "pinned" and args.pinned is None:
+        parser.error("--backend pinned needs --pinned PATH")
     if args.count is not None and args.interval is None and not args.watch:
         parser.error("--count needs --interval (or --watch)")
     if args.side is not None and args.by_port is None:
@@ -210,6 +218,13 @@ def _by_port_items(values: Optional[List[str]]) -> Optional[List[int]]:
     return ports
 
 
+def _counter_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The keyword arguments of Counter (and of the Prometheus collector)."""
+    pinned = args.pinned is not None
+    return {"backend": "pinned" if pinned else args.backend, "netns": _netns(args.netns),
+            "path": args.pinned}
+
+
 def _netns(text: Optional[str]) -> Union[str, int, None]:
     # A bare number is a pid, as in the API; anything else a path.
     if text is not None and text.isdigit():
@@ -244,26 +259,30 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
-def _open_hint(exc: BaseException, args: argparse.Namespace) -> str:
-    """What to do after a failure to open the counter."""
-    if isinstance(exc, FileNotFoundError) and args.netns is not None:
+# Where the API's advice names its own arguments, the command names its options.
+_CLI_PROCFS_HINT = ("--backend procfs --netns PID reads /proc/PID/net/tcp{,6}, "
+                    "which needs no namespace switch")
+_FALLS_BACK_TO = {"bpf": "netlink", "netlink": "/proc/net/tcp"}
+
+
+def _hint(exc: BaseException, args: argparse.Namespace) -> str:
+    """What to do about an expected failure, when the message itself does
+    not say."""
+    netns, backend = getattr(args, "netns", None), getattr(args, "backend", None)
+    if isinstance(exc, FileNotFoundError) and netns is not None:
         return ("; --netns takes /var/run/netns/NAME, /proc/PID/ns/net or the pid "
                 "of a running process")
-    if isinstance(exc, OSError) and args.netns is None and args.backend == "netlink":
-        return "; --backend auto falls back to /proc/net/tcp where netlink is refused"
+    if isinstance(exc, OSError) and netns is None and backend in _FALLS_BACK_TO:
+        return f"; --backend auto falls back to {_FALLS_BACK_TO[backend]} where {backend} is refused"
     return ""
 
 
-@contextmanager
-def _opening(args: argparse.Namespace) -> Iterator[None]:
-    """Turn a failure to open the counter into one line naming what to do."""
-    try:
-        yield
-    except (OSError, ValueError, ImportError) as exc:
-        text = _describe(exc).replace(
-            PROCFS_HINT, "--backend procfs --netns PID reads /proc/PID/net/tcp{,6}, "
-                         "which needs no namespace switch")
-        raise CommandError(f"cannot count: {text}{_open_hint(exc, args)}") from exc
+def _explain(exc: BaseException, args: argparse.Namespace) -> str:
+    """An expected failure of the API (a refused value, a namespace or
+    backend out of reach) as one phrase naming what to do.  It may come
+    from setting up the counter or from a count: some backends set up
+    lazily."""
+    return _describe(exc).replace(PROCFS_HINT, _CLI_PROCFS_HINT) + _hint(exc, args)
 
 
 # ---- stopping on signals -----------------------------------------------------
@@ -423,9 +442,7 @@ def _serve(args: argparse.Namespace, options: Dict[str, Any]) -> int:
     # Handlers first: a SIGTERM right after the server starts must still
     # stop it cleanly.
     with _StopSignals() as stop:
-        with _opening(args):
-            collector = FastTCPStatCollector(backend=args.backend, netns=_netns(args.netns),
-                                             **options)
+        collector = FastTCPStatCollector(**_counter_options(args), **options)
         try:
             REGISTRY.register(collector)
             try:
@@ -450,9 +467,8 @@ def _run(args: argparse.Namespace) -> int:
     query = Query(**options)  # every value checked before anything opens
     if args.serve is not None:
         return _serve(args, options)
-    with _opening(args):
-        counter = Counter(args.backend, netns=_netns(args.netns))
-    with counter:
+    options = _counter_options(args)
+    with Counter(options.pop("backend"), **options) as counter:
         if args.watch:
             return _watch(counter, query, args)
         if args.textfile is not None:
@@ -460,14 +476,38 @@ def _run(args: argparse.Namespace) -> int:
         return _print_samples(counter, query, args)
 
 
+def build_pin_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fasttcpstat pin",
+        description="Pin the BPF text iterator at PATH (as root, once): then any user "
+                    "reads the counts of their own network namespace with `cat PATH` "
+                    "or `fasttcpstat --pinned PATH`.",
+    )
+    parser.add_argument("path", nargs="?", default=DEFAULT_PIN_PATH,
+                        help=f"a file in a BPF filesystem (default {DEFAULT_PIN_PATH})")
+    return parser
+
+
+def _run_pin(args: argparse.Namespace) -> int:
+    sys.stdout.write(pin(args.path) + "\n")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command with `argv` (default: sys.argv[1:]); returns the
     exit status.  Usage errors exit with status 2 from argparse."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _check_usage(parser, args)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["pin"]:
+        # A subcommand apart: the counting options mean nothing to it.
+        args = build_pin_parser().parse_args(arguments[1:])
+        run = _run_pin
+    else:
+        parser = build_parser()
+        args = parser.parse_args(arguments)
+        _check_usage(parser, args)
+        run = _run
     try:
-        return _run(args)
+        return run(args)
     except KeyboardInterrupt:
         # Ctrl-C outside a loop (which stops cleanly by itself): aborted,
         # with the shell's usual status for it, and no traceback.
@@ -481,7 +521,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     except CommandError as exc:
         message = str(exc)
-    except (OSError, ValueError) as exc:
-        message = _describe(exc)  # the API's messages name the argument and the rule
+    except (OSError, ValueError, ImportError) as exc:
+        if isinstance(exc, ModuleNotFoundError):
+            raise  # a broken installation, not an expected failure
+        # ImportError: the C extension is missing and the backend needs it.
+        message = _explain(exc, args)
     sys.stderr.write("fasttcpstat: error: " + " ".join(message.split()) + "\n")
     return 1

@@ -1,5 +1,5 @@
 """Type stubs for the C extension (csrc/_fasttcpstat.c)."""
-from typing import Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple
 
 FAMILY_IPV4: int
 FAMILY_IPV6: int
@@ -7,26 +7,46 @@ STATES_ALL: int
 FORM_V2: int
 FORM_LEGACY: int
 RECV_BUFSIZE: int
+
 MAX_PORT_RANGES: int
 MAX_BY_PORT: int
+BPF_EMIT_SHIFT: int
 
-# (ipv4, ipv6): counts indexed by the kernel's TCP state number.
-_Tallies = Tuple[Tuple[int, ...], Tuple[int, ...]]
+Tally = Tuple[Tuple[int, ...], Tuple[int, ...]]
+Ranges = Sequence[Tuple[int, int]]
 
 class NetlinkCounter:
-    def __init__(self, *, reopen: bool = True) -> None: ...
+    def __init__(self, *, reopen: bool = ...) -> None: ...
     def count(
         self,
         families: int,
         states: int,
         form: int,
-        local: Sequence[Tuple[int, int]] = (),
-        remote: Sequence[Tuple[int, int]] = (),
-        by_port: Sequence[int] = (),
-        by_remote: bool = False,
-    ) -> Union[_Tallies, Tuple[_Tallies, Tuple[_Tallies, ...]]]: ...
+        local: Ranges = ...,
+        remote: Ranges = ...,
+        by_port: Sequence[int] = ...,
+        by_remote: bool = ...,
+    ) -> Any: ...
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...
     @property
     def needs_reopen(self) -> bool: ...
+
+class BpfCounter:
+    def __init__(
+        self,
+        layout: Tuple[int, ...],
+        *,
+        local: Ranges = ...,
+        remote: Ranges = ...,
+        emit_shift: int = ...,
+    ) -> None: ...
+    def create_iter(self) -> int: ...
+    def run(self, iter_fd: int, families: int = ..., /) -> Tuple[Tally, int]: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+
+def btf_layout(path: Optional[str] = ...) -> Tuple[int, ...]: ...
+def bpf_pin(layout: Tuple[int, ...], path: str, emit_shift: int = ...) -> None: ...

@@ -119,7 +119,10 @@ class Netns:
 
         def visit() -> None:
             try:
-                _setns(fd)
+                try:
+                    _setns(fd)
+                except PermissionError as exc:
+                    raise PermissionError(exc.errno, permission_message(self, exc)) from None
                 result.append(func())
             except BaseException as exc:  # noqa: B902 - re-raised in the caller
                 failure.append(exc)
@@ -130,28 +133,6 @@ class Netns:
         if failure:
             raise failure[0]
         return result[0]
-
-    def open_proc_files(self, names: List[str]) -> List[Optional[int]]:
-        """Open /proc/thread-self/net/NAME files of the namespace (None for
-        a missing one)."""
-
-        def open_all() -> List[Optional[int]]:
-            fds: List[Optional[int]] = []
-            try:
-                for name in names:
-                    try:
-                        fds.append(os.open(f"/proc/thread-self/net/{name}",
-                                           os.O_RDONLY | os.O_CLOEXEC))
-                    except FileNotFoundError:
-                        fds.append(None)
-            except BaseException:
-                for fd in fds:
-                    if fd is not None:
-                        os.close(fd)
-                raise
-            return fds
-
-        return self.run_inside(open_all)
 
 
 def _setns(fd: int) -> None:

@@ -79,6 +79,26 @@ def _count_states(fd: int, tally: List[int]) -> None:
         _add(tally, _STATE_DIGIT.findall(data))
 
 
+def open_net_files(net_dir: str, names: List[str]) -> List[Optional[int]]:
+    """Open each of `names` in `net_dir`; a missing tcp6 (IPv6 disabled)
+    is None, any other missing file an error.  All or nothing."""
+    fds: List[Optional[int]] = []
+    try:
+        for name in names:
+            try:
+                fds.append(os.open(os.path.join(net_dir, name), os.O_RDONLY | os.O_CLOEXEC))
+            except FileNotFoundError:
+                if name != "tcp6":
+                    raise
+                fds.append(None)
+    except BaseException:
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
+        raise
+    return fds
+
+
 class _PortQuery:
     """Filters and per-port keys for the slow path that reads ports."""
 
@@ -125,26 +145,13 @@ class ProcfsBackend:
 
     def _open(self, names: List[str]) -> List[Optional[int]]:
         if self._netns is not None and self._netns.proc_net_dir() is None:
-            return self._netns.open_proc_files(names)
+            # /proc/net files bind to the namespace of whoever opens them.
+            return self._netns.run_inside(
+                lambda: open_net_files("/proc/thread-self/net", names))
         net_dir = self._net_dir or (
             self._netns.proc_net_dir() if self._netns is not None else None
         ) or proc_net_dir()
-        fds: List[Optional[int]] = []
-        try:
-            for name in names:
-                path = os.path.join(net_dir, name)
-                try:
-                    fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-                except FileNotFoundError:
-                    if name != "tcp6":
-                        raise
-                    fds.append(None)  # IPv6 disabled in this kernel: no IPv6 sockets
-        except BaseException:
-            for fd in fds:
-                if fd is not None:
-                    os.close(fd)
-            raise
-        return fds
+        return open_net_files(net_dir, names)
 
     def count(self, families: int, states_mask: int,
               local: Optional[List[Range]] = None, remote: Optional[List[Range]] = None,

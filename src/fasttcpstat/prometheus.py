@@ -43,7 +43,7 @@ class FastTCPStatCollector(Collector):
         MAX_BY_PORT): only a bounded list you choose, so the number of time
         series stays bounded; ``side`` ("local" or "remote", also a label)
         says whose port.
-    backend, netns, request: as for :class:`fasttcpstat.Counter`.
+    backend, netns, request, path: as for :class:`fasttcpstat.Counter`.
 
     Arguments are checked and the counter is opened here, so a mistake
     fails at registration, not at the first scrape.  Scrapes from several
@@ -63,11 +63,12 @@ class FastTCPStatCollector(Collector):
         backend: str = "auto",
         netns: NetnsSpec = None,
         request: str = "auto",
+        path: Optional[str] = None,
     ) -> None:
         self.query = Query(family=family, states=states, local_ports=local_ports,
                            remote_ports=remote_ports, by_family=by_family,
                            by_port=by_port, side=side)
-        self.counter = Counter(backend, netns=netns, request=request)
+        self.counter = Counter(backend, netns=netns, request=request, path=path)
 
     def _gauge(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(METRIC, HELP, labels=(*self.query.label_names(), "state"))

@@ -8,6 +8,7 @@
  * and for many random filters its verdict on sampled (and boundary) port
  * pairs must equal the filter's definition.
  */
+#include "check.h"
 #include "diag.h"
 
 #include <stdio.h>
@@ -15,19 +16,6 @@
 #include <string.h>
 #include <linux/inet_diag.h>
 
-static int passed, failed;
-
-#define CHECK(cond)                                                       \
-    do {                                                                  \
-        if (cond) {                                                       \
-            passed++;                                                     \
-        }                                                                 \
-        else {                                                            \
-            failed++;                                                     \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,        \
-                    __LINE__, #cond);                                     \
-        }                                                                 \
-    } while (0)
 
 static struct inet_diag_bc_op
 op_at(const unsigned char *bc, int offset)
@@ -290,6 +278,5 @@ main(void)
     test_examples();
     test_rejects();
     test_random_filters();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    return report();
 }

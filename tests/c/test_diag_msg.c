@@ -7,6 +7,7 @@
  * compiler has them).  Prints "N passed, N failed" and exits non-zero on
  * any failure.
  */
+#include "check.h"
 #include "diag.h"
 
 #include <errno.h>
@@ -23,19 +24,6 @@
 #define PORTID 4242u
 #define SEQ 7u
 
-static int passed, failed;
-
-#define CHECK(cond)                                                       \
-    do {                                                                  \
-        if (cond) {                                                       \
-            passed++;                                                     \
-        }                                                                 \
-        else {                                                            \
-            failed++;                                                     \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,        \
-                    __LINE__, #cond);                                     \
-        }                                                                 \
-    } while (0)
 
 /* A reply under construction, in a buffer with room to spare. */
 struct reply {
@@ -455,6 +443,5 @@ main(void)
     test_unaligned_buffer();
     test_build_requests();
     test_by_port_and_family_mask();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    return report();
 }

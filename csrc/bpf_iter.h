@@ -1,0 +1,57 @@
+/*
+ * Counting TCP sockets inside the kernel with a BPF `tcp` iterator, with
+ * the bpf(2) system call only: no libbpf, no compiler, no kernel module.
+ *
+ * One fts_bpf_counter owns a counter map (mmapped), a loaded counting
+ * program and its iterator link.  A count zeroes the counters, creates an
+ * iterator (which walks the network namespace of the calling thread),
+ * reads it to the end and collects the counters: only the counters cross
+ * into user space, never a per-socket record.
+ */
+#ifndef FASTTCPSTAT_BPF_ITER_H
+#define FASTTCPSTAT_BPF_ITER_H
+
+#include <stddef.h>
+
+#include "bpf_prog.h"
+#include "btf.h"
+#include "diag.h"
+
+struct fts_bpf_counter {
+    int map_fd;
+    int prog_fd;
+    int link_fd;
+    volatile uint64_t *counters;  /* the mmapped map value */
+    size_t mapped;
+};
+
+void fts_bpf_init(struct fts_bpf_counter *c);
+
+/* Create the map, load the program for `filter` (NULL: all sockets) and
+ * link it.  On a verifier refusal its log goes to `log` (may be NULL). */
+int fts_bpf_open(struct fts_bpf_counter *c,
+                 const struct fts_btf_layout *layout,
+                 const struct fts_bpf_filter *filter, unsigned emit_shift,
+                 char *log, size_t logsize, struct fts_error *err);
+
+void fts_bpf_close(struct fts_bpf_counter *c);
+
+/* Create an iterator: it will count the calling thread's namespace. */
+int fts_bpf_iter_create(const struct fts_bpf_counter *c,
+                        struct fts_error *err);
+
+/* Zero the counters, read iterator `iter_fd` to its end (closing it) and
+ * add the counters to `tally` (keeping `tally->families`).  `*output`
+ * receives the number of bytes the program wrote (its progress marks). */
+int fts_bpf_run(struct fts_bpf_counter *c, int iter_fd,
+                struct fts_tally *tally, size_t *output,
+                fts_interrupt_fn on_interrupt, void *interrupt_arg,
+                struct fts_error *err);
+
+/* Load the text program, link it and pin the link at `path` in a BPF
+ * filesystem: reading that file prints the reader's namespace's counts. */
+int fts_bpf_pin_text(const struct fts_btf_layout *layout, const char *path,
+                     unsigned emit_shift, char *log, size_t logsize,
+                     struct fts_error *err);
+
+#endif /* FASTTCPSTAT_BPF_ITER_H */
