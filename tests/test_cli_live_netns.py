@@ -17,7 +17,6 @@ import re
 import select
 import signal
 import struct
-import subprocess
 import sys
 import termios
 import time
