@@ -8,6 +8,11 @@ then keeps every socket alive until told to stop.  ``Population.run()`` forks
 a short-lived child that joins that namespace and calls a function there, so
 counting code under test sees only the population.
 
+Large populations (the benchmark's 100k-1M sockets) do not fit in one process's
+RLIMIT_NOFILE: ``Population(spec, workers="auto")`` splits the spec
+(:func:`split_spec`) over worker processes that the holder forks after
+unsharing, so they share its namespace; each builds and holds its part.
+
 ``Population.expected`` is derived from the spec alone (:func:`expected_counts`),
 never from a measurement; the holder's convergence wait compares the kernel's
 view against it and reports the difference if they never match.
@@ -15,6 +20,9 @@ view against it and reports the difference if they never match.
 Lifetimes: TIME_WAIT and orphaned FIN_WAIT2 sockets live ~60 s after the build,
 so a population is exact only for about a minute (see ``Population.fresh_until``).
 SYN_SENT lives ~4 min (tcp_syn_retries=7), SYN_RECV ~10 min (TCP_DEFER_ACCEPT).
+For long measurements, ``long_lived=True`` keeps SYN_SENT and SYN_RECV for
+hours, and ``Population.refresh_time_wait()`` replaces the TIME_WAIT sockets
+with fresh ones (another ~60 s).
 
 Only the standard library is used; Python >= 3.8 (no os.unshare/os.setns: libc
 is called through ctypes).
@@ -46,6 +54,7 @@ __all__ = [
     "SMALL_SPEC",
     "Population",
     "PopulationError",
+    "split_spec",
     "ChildTraceback",
     "expected_counts",
     "fds_needed",
@@ -70,6 +79,9 @@ CLONE_NEWNET = 0x40000000
 # explicitly in the namespace) so they never compete with connect()'s choice.
 LISTEN_PORT_FIRST = 10000
 LISTEN_PORT_LAST = 32767
+# The top of that range is kept for Population.refresh_time_wait(), whose
+# short-lived listeners must not collide with the ones the holder keeps.
+REFRESH_PORT_FIRST = 32700
 
 # At most this many connections go through one listener.  connect() picks a
 # local port unique per (src ip, dst ip, dst port), from ~28k ephemeral ports;
@@ -85,6 +97,9 @@ SMALL_BUF = 4096
 # Value for TCP_DEFER_ACCEPT: a bare ACK is dropped for this long, so the
 # server side stays a request socket (SYN_RECV) while the client is ESTABLISHED.
 DEFER_ACCEPT_SECONDS = 600
+# With long_lived=True: ~4 h, about as long as SYN_SENT with tcp_syn_retries
+# at its maximum (the kernel turns both into a retransmission count).
+LONG_DEFER_ACCEPT_SECONDS = 4 * 3600
 
 # TIME_WAIT (TCP_TIMEWAIT_LEN) and orphaned FIN_WAIT2 (tcp_fin_timeout) last
 # 60 s; leave a margin for the tests that count them.
@@ -108,6 +123,12 @@ NETNS_SYSCTLS = (
     ("net/ipv4/tcp_fin_timeout", "60"),
     # Pinned so LISTEN_PORT_* is guaranteed to be outside of it.
     ("net/ipv4/ip_local_port_range", "32768 60999"),
+)
+
+# Written after NETNS_SYSCTLS with long_lived=True.  SYN retries back off to
+# TCP_RTO_MAX (120 s), so 127 (MAX_TCP_SYNCNT) keeps SYN_SENT ~4 h.
+LONG_LIVED_SYSCTLS = (
+    ("net/ipv4/tcp_syn_retries", "127"),
 )
 
 # ioctls (linux/sockios.h)
@@ -314,6 +335,65 @@ def fds_needed(spec: Spec) -> int:
     # helper listeners, plus the queue filler's client + accepted-but-unaccepted
     # child (the child has no fd), during the build a transient listener too.
     return total + sum(helpers.values()) + helpers["syn_sent4"] + 1
+
+
+def _fd_budget() -> int:
+    """fds one process may use for sockets (RLIMIT_NOFILE hard limit less
+    the reserve), or 0 if unlimited."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 0 if hard == resource.RLIM_INFINITY else hard - FD_RESERVE
+
+
+def split_spec(spec: Spec, parts: "int | None" = None, budget: "int | None" = None) -> list:
+    """Split `spec` into specs for worker processes, each needing at most
+    `budget` fds (default: what RLIMIT_NOFILE allows one process).
+
+    Scenarios are dealt out in BUILD_ORDER, filling one part before the next,
+    so small scenarios stay whole (splitting SYN_SENT/SYN_RECV would add a
+    helper listener per part).  With `parts`, the fds are spread evenly over
+    that many parts instead (for parallel building); there may be more parts
+    if the budget requires it.  Expected counts of the parts add up to those
+    of the spec only approximately (helper listeners are per part): use
+    expected_counts() per part.
+    """
+    budget = budget or _fd_budget() or fds_needed(spec) + 1
+    # Helper listeners and queue fillers are not in SCENARIO_FDS: keep room.
+    slack = 8 + 3 * len(_chunks(max(1, spec.syn_sent4 + spec.syn_recv4 + spec.syn_recv6)))
+    room_per_part = budget - slack
+    if parts:
+        total_fds = sum(SCENARIO_FDS[name] * n for name, n in spec.as_dict().items())
+        room_per_part = min(room_per_part, -(-total_fds // parts))
+    if room_per_part < 2:
+        raise PopulationError("fd budget %d too small to split %r" % (budget, spec))
+    out = [dict.fromkeys(spec.as_dict(), 0)]
+    used = [0]
+    for name in BUILD_ORDER:
+        n = getattr(spec, name)
+        per = SCENARIO_FDS[name]
+        while n > 0:
+            take = n if per == 0 else min(n, (room_per_part - used[-1]) // per)
+            if take <= 0:
+                out.append(dict.fromkeys(spec.as_dict(), 0))
+                used.append(0)
+                continue
+            out[-1][name] += take
+            used[-1] += take * per
+            n -= take
+    specs = [Spec(**d) for d in out if any(d.values())]
+    for part in specs:
+        if fds_needed(part) > budget:
+            raise PopulationError("split_spec: a part needs %d fds, over the budget %d: %r"
+                                  % (fds_needed(part), budget, part))
+    return specs or [Spec()]
+
+
+def _sum_counts(many: list) -> dict:
+    out = _zero()
+    for counts in many:
+        for family in FAMILIES:
+            for state in STATES:
+                out[family][state] += counts[family][state]
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -571,10 +651,10 @@ def _bring_lo_up() -> None:
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
-def _write_sysctls() -> None:
+def _write_sysctls(long_lived: bool = False) -> None:
     # /proc/sys/net resolves to the writer's current namespace: these affect
     # only the freshly unshared one.
-    for key, value in NETNS_SYSCTLS:
+    for key, value in NETNS_SYSCTLS + (LONG_LIVED_SYSCTLS if long_lived else ()):
         with open("/proc/sys/" + key, "w") as f:
             f.write(value)
 
@@ -598,17 +678,21 @@ class _Builder:
     """Creates the sockets of a spec and keeps them referenced (a socket
     object that is garbage-collected closes its fd)."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, ports: "tuple[int, int]" = (
+                     LISTEN_PORT_FIRST, REFRESH_PORT_FIRST - 1),
+                 defer_accept: int = DEFER_ACCEPT_SECONDS) -> None:
         self.keep: list = []
         self.timeout = timeout            # per blocking socket operation
-        self._next_port = LISTEN_PORT_FIRST
+        self.defer_accept = defer_accept
+        self._next_port, self._last_port = ports
+        self._first_port = self._next_port
 
     # ---- primitives -----------------------------------------------------
 
     def port(self) -> int:
-        if self._next_port > LISTEN_PORT_LAST:
+        if self._next_port > self._last_port:
             raise PopulationError("out of listener ports (%d-%d)"
-                                  % (LISTEN_PORT_FIRST, LISTEN_PORT_LAST))
+                                  % (self._first_port, self._last_port))
         self._next_port += 1
         return self._next_port - 1
 
@@ -761,7 +845,7 @@ class _Builder:
             # is dropped: the server end stays a request socket (SYN_RECV),
             # the client (which sends nothing) is ESTABLISHED.  The backlog
             # must exceed the batch, else SYN cookies replace request socks.
-            lst = self.listener(*family, backlog=size + 64, defer_accept=DEFER_ACCEPT_SECONDS)
+            lst = self.listener(*family, backlog=size + 64, defer_accept=self.defer_accept)
             addr = lst.getsockname()[:2]
             self.keep.append(lst)
             for _ in range(size):
@@ -836,8 +920,8 @@ BUILD_ORDER = (
 assert sorted(BUILD_ORDER) == sorted(f.name for f in fields(Spec))
 
 
-def _build(spec: Spec, timeout: float) -> _Builder:
-    builder = _Builder(timeout)
+def _build(spec: Spec, timeout: float, **builder_options) -> _Builder:
+    builder = _Builder(timeout, **builder_options)
     for name in BUILD_ORDER:
         n = getattr(spec, name)
         if n:
@@ -861,21 +945,124 @@ def _wait_converged(expected: dict, timeout: float) -> dict:
         time.sleep(0.05)
 
 
-def _holder_main(spec: Spec, settle_timeout: float, control_r: int, status_w: int) -> None:
+def _ports_needed(spec: Spec) -> int:
+    """Listener ports _build(spec) binds (connection scenarios: one per chunk)."""
+    bound = spec.listen4 + spec.listen6 + spec.listen_dual + spec.bound_inactive4
+    return bound + sum(len(_chunks(n)) for name, n in spec.as_dict().items()
+                       if SCENARIO_YIELDS[name] and not name.startswith("listen"))
+
+
+def _port_ranges(parts: list) -> list:
+    """Disjoint listener port ranges, one per part, each as large as that
+    part needs plus an equal share of the spare ports."""
+    first, last = LISTEN_PORT_FIRST, REFRESH_PORT_FIRST - 1
+    needs = [_ports_needed(p) for p in parts]
+    spare = (last - first + 1) - sum(needs)
+    if spare < 0:
+        raise PopulationError("the spec needs %d listener ports, more than the %d "
+                              "available" % (sum(needs), last - first + 1))
+    ranges = []
+    for need in needs:
+        size = need + spare // len(parts)
+        ranges.append((first, first + size - 1))
+        first += size
+    return ranges
+
+
+def _worker_main(part: Spec, ports, options: dict, hold_r: int, status_w: int) -> None:
+    """Body of a worker process (forked by the holder, so in its namespace):
+    build one part, report, hold it until the holder goes away.  Never returns."""
+    try:
+        t0 = time.monotonic()
+        _raise_nofile()
+        builder = _build(part, ports=ports, **options)  # noqa: F841 - keeps the sockets
+        report = {"build_seconds": time.monotonic() - t0}
+    except BaseException:  # noqa: BLE001 - everything must reach the holder
+        report = {"error": "worker %d failed:\n%s" % (os.getpid(), traceback.format_exc())}
+    try:
+        _write_all(status_w, pickle.dumps(report))
+        os.close(status_w)
+    except OSError:
+        os._exit(3)
+    if "error" in report:
+        os._exit(2)
+    try:
+        os.read(hold_r, 1)          # EOF: the holder has exited
+    except BaseException:  # noqa: BLE001 - e.g. KeyboardInterrupt: just exit
+        pass
+    os._exit(0)
+
+
+def _build_in_workers(parts: list, options: dict, keep_fds: "tuple[int, ...]") -> list:
+    """Fork one worker per part, wait until each has built its part.
+    Returns the write ends of the pipes the workers hold on (close them, or
+    exit, to release the workers).  Raises PopulationError on any failure,
+    after killing the workers."""
+    pids, holds = [], []
+    try:
+        started = []
+        for part, ports in zip(parts, _port_ranges(parts)):
+            hold_r, hold_w = os.pipe()
+            status_r, status_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    # Our pipes to the parent and the other workers' ends:
+                    # a worker that kept them would hide EOFs.
+                    for fd in keep_fds + tuple(holds) + (hold_w, status_r):
+                        os.close(fd)
+                finally:
+                    _worker_main(part, ports, options, hold_r, status_w)
+            os.close(hold_r)
+            os.close(status_w)
+            pids.append(pid)
+            holds.append(hold_w)
+            started.append(status_r)
+        errors = []
+        for status_r in started:
+            try:
+                raw = _read_all(status_r)
+            finally:
+                os.close(status_r)
+            report = pickle.loads(raw) if raw else {"error": "a worker died without a report"}
+            if "error" in report:
+                errors.append(report["error"])
+        if errors:
+            raise PopulationError("%d of %d workers failed; first: %s"
+                                  % (len(errors), len(parts), errors[0]))
+        return holds
+    except BaseException:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        raise
+
+
+def _holder_main(spec: Spec, settle_timeout: float, control_r: int, status_w: int,
+                 parts: "list | None" = None, long_lived: bool = False) -> None:
     """Body of the holder process; never returns (os._exit)."""
     try:
         report = {"pid": os.getpid()}
         t0 = time.monotonic()
         _unshare_net()
         _bring_lo_up()
-        _write_sysctls()
+        _write_sysctls(long_lived)
         _raise_nofile()
         t1 = time.monotonic()
-        # `builder` references every socket: it must stay alive (this frame
-        # never returns) or the garbage collector would close them.
-        builder = _build(spec, timeout=max(5.0, settle_timeout))  # noqa: F841
+        options = {"timeout": max(5.0, settle_timeout),
+                   "defer_accept": LONG_DEFER_ACCEPT_SECONDS if long_lived else DEFER_ACCEPT_SECONDS}
+        # `builder` (or the workers' pipes) keeps every socket alive: it must
+        # stay referenced (this frame never returns).
+        if parts is None:
+            builder = _build(spec, **options)  # noqa: F841
+            expected = expected_counts(spec)
+        else:
+            builder = _build_in_workers(parts, options, (control_r, status_w))  # noqa: F841
+            expected = _sum_counts([expected_counts(p) for p in parts])
         t2 = time.monotonic()
-        diff = _wait_converged(expected_counts(spec), settle_timeout)
+        diff = _wait_converged(expected, settle_timeout)
         t3 = time.monotonic()
         report.update(setup_seconds=t1 - t0, build_seconds=t2 - t1, settle_seconds=t3 - t2)
         if diff:
@@ -908,16 +1095,41 @@ class Population:
     """A socket population held by a forked process in its own network
     namespace.  Use as a context manager, or call close()."""
 
-    def __init__(self, spec: Spec, *, settle_timeout: float = 30.0) -> None:
+    def __init__(self, spec: Spec, *, settle_timeout: float = 30.0,
+                 workers: "int | str | None" = None, long_lived: bool = False) -> None:
+        """workers: None builds and holds everything in the holder (the spec
+        must fit its RLIMIT_NOFILE); "auto" splits the spec over as few
+        worker processes as the fd limit allows; an int N spreads it over at
+        least N workers (building in parallel).
+        long_lived: keep SYN_SENT and SYN_RECV for hours instead of minutes."""
         self.spec = spec
-        self.expected = expected_counts(spec)
+        self.long_lived = long_lived
+        self.parts = None if workers is None else self._split(spec, workers)
+        if self.parts is None:
+            self.expected = expected_counts(spec)
+        else:
+            self.expected = _sum_counts([expected_counts(p) for p in self.parts])
         self.holder_pid = 0
         self.ns_path = ""
         self.timings: dict = {}
         self.fresh_until = 0.0          # time.monotonic() bound for exact counts
         self._control_w = -1
-        self._check_fd_budget()
+        if self.parts is None:
+            self._check_fd_budget()
         self._start(settle_timeout)
+
+    @staticmethod
+    def _split(spec: Spec, workers: "int | str") -> list:
+        if workers == "auto":
+            return split_spec(spec)
+        if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
+            return split_spec(spec, parts=workers)
+        raise ValueError("workers must be None, 'auto' or an int >= 1, not %r" % (workers,))
+
+    @property
+    def workers(self) -> int:
+        """Number of worker processes holding sockets (0: the holder alone)."""
+        return len(self.parts) if self.parts is not None else 0
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -925,14 +1137,10 @@ class Population:
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         need = fds_needed(self.spec) + FD_RESERVE
         if hard != resource.RLIM_INFINITY and need > hard:
-            # Splitting the spec over worker processes (each forked by the
-            # holder after unshare, so they share its namespace) would lift
-            # this; not implemented yet.
             raise PopulationError(
                 "spec needs ~%d file descriptors in one holder process but the "
-                "RLIMIT_NOFILE hard limit is %d (worker processes are not "
-                "implemented yet; reduce the fd-holding scenarios or raise the limit)"
-                % (need, hard))
+                "RLIMIT_NOFILE hard limit is %d (pass workers='auto' to split it "
+                "over worker processes, or raise the limit)" % (need, hard))
 
     def _start(self, settle_timeout: float) -> None:
         control_r, control_w = os.pipe()
@@ -945,7 +1153,8 @@ class Population:
                 os.close(control_w)
                 os.close(status_r)
             finally:
-                _holder_main(self.spec, settle_timeout, control_r, status_w)
+                _holder_main(self.spec, settle_timeout, control_r, status_w,
+                             self.parts, self.long_lived)
         os.close(control_r)
         os.close(status_w)
         self.holder_pid = pid
@@ -1002,6 +1211,23 @@ class Population:
         """False once TIME_WAIT / orphan FIN_WAIT2 sockets may start expiring."""
         return time.monotonic() < self.fresh_until
 
+    def refresh_time_wait(self) -> float:
+        """Replace the spec's TIME_WAIT sockets with new ones, exact for
+        another EXACT_FOR_SECONDS; returns the seconds it took.
+
+        The old ones are destroyed first (SOCK_DESTROY, through `ss -K`: the
+        kernel needs CONFIG_INET_DIAG_DESTROY), so the counts are the
+        expected ones again once this returns; while it runs they are not.
+        Orphaned FIN_WAIT2 sockets cannot be refreshed this way (their peer's
+        fd lives in the holder): a spec with them is refused."""
+        if self.spec.orphan_fin_wait2_4:
+            raise PopulationError("refresh_time_wait: orphaned FIN_WAIT2 sockets cannot "
+                                  "be refreshed; use a spec without orphan_fin_wait2_4")
+        t0 = time.monotonic()
+        self.run(_refresh_time_wait, self.spec.time_wait4, self.spec.time_wait6)
+        self.fresh_until = t0 + EXACT_FOR_SECONDS
+        return time.monotonic() - t0
+
     # ---- running code inside the namespace ---------------------------------
 
     def run(self, func, *args, **kwargs):
@@ -1022,6 +1248,34 @@ class Population:
             os.close(r)
             status = _reap(pid, 60.0)
         return _unpack_run_result(raw, func, status)
+
+
+TIME_WAIT_MASK = 1 << 6   # TCPF_TIME_WAIT: timewait socks whose substate is TIME_WAIT
+
+
+def _time_wait_counts() -> "tuple[int, int]":
+    return tuple(diag_counts(f, TIME_WAIT_MASK)["TIME_WAIT"] for f in FAMILIES)
+
+
+def _refresh_time_wait(n4: int, n6: int, timeout: float = 10.0) -> None:
+    """Body of refresh_time_wait(), in a run() child (in the namespace)."""
+    subprocess.run(["ss", "-K", "-tan", "state", "time-wait"], check=True,
+                   stdout=subprocess.DEVNULL)
+    left = _time_wait_counts()
+    if any(left):
+        raise PopulationError("`ss -K state time-wait` left %r TIME_WAIT sockets: "
+                              "SOCK_DESTROY unsupported by this kernel?" % (left,))
+    _raise_nofile()
+    # TIME_WAIT sockets hold no fd: they outlive this short-lived child.
+    builder = _Builder(timeout, ports=(REFRESH_PORT_FIRST, LISTEN_PORT_LAST))
+    builder.time_wait4(n4)
+    builder.time_wait6(n6)
+    deadline = time.monotonic() + timeout
+    while _time_wait_counts() != (n4, n6):
+        if time.monotonic() > deadline:
+            raise PopulationError("refresh_time_wait: expected (%d, %d) TIME_WAIT "
+                                  "sockets, have %r" % (n4, n6, _time_wait_counts()))
+        time.sleep(0.01)
 
 
 def _run_child(ns_path: str, w: int, func, args, kwargs) -> None:
