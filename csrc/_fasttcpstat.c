@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "diag.h"
@@ -21,6 +22,12 @@ typedef struct {
     void *buf;
     /* Serialises dumps: two threads must not share one socket mid-dump. */
     PyThread_type_lock lock;
+    /* The process the lock belongs to: a child of fork() gets a copy of it
+     * that may be held by a thread fork() did not copy (see lock_counter).
+     * The thread holding it, or 0, to refuse re-entry instead of
+     * deadlocking.  Both only change with the GIL held. */
+    pid_t lock_pid;
+    unsigned long holder;
     /* close() was called: do not reopen.  Read without the lock by the
      * `closed` getter, hence the atomic accesses. */
     int closed;
@@ -49,15 +56,49 @@ raise_diag_error(const struct fts_error *e, const char *context)
     Py_DECREF(exc);
 }
 
-/* Take the object's lock without holding the GIL while we wait. */
-static void
+/* Take the object's lock without holding the GIL while we wait.  Called
+ * with the GIL; returns -1 with an exception set instead of deadlocking:
+ *  - in a child of fork(), the copied lock may be held by a thread that
+ *    does not exist there (another thread was counting at fork time):
+ *    the child gets a fresh lock (the old one is left alone, as it may be
+ *    held; one lock per counter and fork);
+ *  - the thread holding it may come back through a signal handler (run
+ *    between chunks of its dump) or a finalizer: RuntimeError. */
+static int
 lock_counter(NetlinkCounter *self)
 {
+    if (self->lock_pid != getpid()) {
+        PyThread_type_lock fresh = PyThread_allocate_lock();
+        if (fresh == NULL) {
+            PyErr_SetString(PyExc_MemoryError, "cannot allocate a lock");
+            return -1;
+        }
+        self->lock = fresh;
+        self->lock_pid = getpid();
+        self->holder = 0;
+    }
+    unsigned long me = PyThread_get_thread_ident();
     if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+        if (self->holder == me) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "NetlinkCounter used again by the thread that "
+                            "is counting with it (from a signal handler or "
+                            "a finalizer?)");
+            return -1;
+        }
         Py_BEGIN_ALLOW_THREADS
         PyThread_acquire_lock(self->lock, WAIT_LOCK);
         Py_END_ALLOW_THREADS
     }
+    self->holder = me;
+    return 0;
+}
+
+static void
+unlock_counter(NetlinkCounter *self)
+{
+    self->holder = 0;
+    PyThread_release_lock(self->lock);
 }
 
 static PyObject *
@@ -86,6 +127,8 @@ NetlinkCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         goto error;
     }
     self->lock = PyThread_allocate_lock();
+    self->lock_pid = getpid();
+    self->holder = 0;
     if (self->lock == NULL) {
         PyErr_SetString(PyExc_MemoryError, "cannot allocate a lock");
         goto error;
@@ -120,16 +163,70 @@ NetlinkCounter_dealloc(NetlinkCounter *self)
     Py_DECREF(tp);
 }
 
-/* On EINTR, let Python run its signal handlers; a KeyboardInterrupt (or
- * any exception they raise) aborts the dump. */
+/* Let Python run its signal handlers during a dump: on EINTR, and every
+ * POLL_INTERVAL_NS between chunks (a netlink dump never blocks, so EINTR
+ * alone would leave Ctrl-C unseen until the end of a long dump).  A
+ * KeyboardInterrupt (or any exception a handler raises) aborts the dump.
+ * Only the main thread runs handlers: elsewhere the per-chunk look is
+ * skipped, since taking the GIL would only slow the dump down. */
+#define POLL_INTERVAL_NS 10000000L  /* 10 ms */
+
 struct interrupt_ctx {
     PyThreadState *tstate;
+    int poll;               /* look between chunks too */
+    struct timespec next;   /* not before then */
 };
 
 static int
-check_signals(void *arg)
+runs_signal_handlers(void)
+{
+    int result = 1;  /* when in doubt, look */
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *main = threading == NULL ? NULL
+        : PyObject_CallMethod(threading, "main_thread", NULL);
+    PyObject *ident = main == NULL ? NULL
+        : PyObject_GetAttrString(main, "ident");
+    if (ident != NULL) {
+        unsigned long id = PyLong_AsUnsignedLong(ident);
+        if (!PyErr_Occurred()) {
+            result = id == PyThread_get_thread_ident();
+        }
+    }
+    PyErr_Clear();
+    Py_XDECREF(ident);
+    Py_XDECREF(main);
+    Py_XDECREF(threading);
+    return result;
+}
+
+static void
+set_next_poll(struct interrupt_ctx *ctx)
+{
+    clock_gettime(CLOCK_MONOTONIC, &ctx->next);
+    ctx->next.tv_nsec += POLL_INTERVAL_NS;
+    if (ctx->next.tv_nsec >= 1000000000L) {
+        ctx->next.tv_sec++;
+        ctx->next.tv_nsec -= 1000000000L;
+    }
+}
+
+static int
+check_signals(void *arg, int interrupted)
 {
     struct interrupt_ctx *ctx = arg;
+    if (!interrupted) {
+        if (!ctx->poll) {
+            return 0;
+        }
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec < ctx->next.tv_sec
+            || (now.tv_sec == ctx->next.tv_sec
+                && now.tv_nsec < ctx->next.tv_nsec)) {
+            return 0;
+        }
+        set_next_poll(ctx);
+    }
     PyEval_RestoreThread(ctx->tstate);
     int failed = PyErr_CheckSignals();
     ctx->tstate = PyEval_SaveThread();
@@ -419,14 +516,19 @@ NetlinkCounter_count(NetlinkCounter *self, PyObject *args, PyObject *kwargs)
     struct fts_error e = {0, NULL};
     const char *context = "netlink inet_diag dump";
     int rc = 0;
-    lock_counter(self);
+    /* Before taking the lock: this runs Python code. */
+    struct interrupt_ctx ctx;
+    ctx.poll = runs_signal_handlers();
+    if (lock_counter(self) < 0) {
+        goto done;
+    }
     if (self->closed) {
-        PyThread_release_lock(self->lock);
+        unlock_counter(self);
         PyErr_SetString(PyExc_ValueError,
                         "I/O operation on a closed NetlinkCounter");
         goto done;
     }
-    struct interrupt_ctx ctx;
+    set_next_poll(&ctx);
     ctx.tstate = PyEval_SaveThread();
     /* A socket inherited through fork() is shared with the parent; a
      * socket abandoned mid-dump holds stale replies: start afresh. */
@@ -456,7 +558,7 @@ NetlinkCounter_count(NetlinkCounter *self, PyObject *args, PyObject *kwargs)
         }
     }
     PyEval_RestoreThread(ctx.tstate);
-    PyThread_release_lock(self->lock);
+    unlock_counter(self);
 
     if (rc < 0) {
         if (!(e.err == EINTR && PyErr_Occurred())) {
@@ -481,10 +583,12 @@ PyDoc_STRVAR(close_doc,
 static PyObject *
 NetlinkCounter_close(NetlinkCounter *self, PyObject *Py_UNUSED(ignored))
 {
-    lock_counter(self);
+    if (lock_counter(self) < 0) {
+        return NULL;
+    }
     fts_conn_close(&self->conn);
     __atomic_store_n(&self->closed, 1, __ATOMIC_RELEASE);
-    PyThread_release_lock(self->lock);
+    unlock_counter(self);
     Py_RETURN_NONE;
 }
 
@@ -492,10 +596,12 @@ static PyObject *
 NetlinkCounter_get_needs_reopen(NetlinkCounter *self,
                                 void *Py_UNUSED(closure))
 {
-    lock_counter(self);
+    if (lock_counter(self) < 0) {
+        return NULL;
+    }
     int lost = !self->closed
                && (self->conn.fd < 0 || self->conn.owner != getpid());
-    PyThread_release_lock(self->lock);
+    unlock_counter(self);
     return PyBool_FromLong(lost);
 }
 
@@ -585,11 +691,13 @@ static PyModuleDef_Slot fasttcpstat_slots[] = {
     /* No global state: every interpreter gets its own type object. */
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
 #endif
-#if !defined(Py_LIMITED_API) && defined(Py_mod_gil)
-    /* Safe without the GIL: each object's lock serialises its socket and
-     * buffer; nothing else is shared. */
-    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
-#endif
+    /* No {Py_mod_gil, Py_MOD_GIL_NOT_USED} slot: free-threaded builds keep
+     * the GIL for this module.  Declaring it GIL-free needs the thread
+     * tests (tests/test_hardening_threads.py) to run on a free-threaded
+     * CPython, and none could be installed where the tests run (Debian 12
+     * ships 3.11 only; PyPI has no interpreter builds).  Add the slot back,
+     * under #if !defined(Py_LIMITED_API) && defined(Py_mod_gil), together
+     * with a CI step that runs those tests on a 3.13t/3.14t build. */
     {0, NULL}
 };
 
