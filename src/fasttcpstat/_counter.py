@@ -54,6 +54,8 @@ def _check_backend(backend: object) -> str:
 
 def _check_side(side: object) -> bool:
     """True for "remote"."""
+    if not isinstance(side, str):
+        raise TypeError(f"side must be 'local' or 'remote', not {type(side).__name__}")
     if side not in SIDES:
         raise ValueError(f"side must be 'local' or 'remote', not {side!r}")
     return side == "remote"
@@ -79,6 +81,7 @@ class Counter:
     def __init__(self, backend: str = "auto", *, netns: NetnsSpec = None,
                  request: str = "auto") -> None:
         self._requested = _check_backend(backend)
+        _netlink.check_request(request)
         #: Why "auto" is not using netlink, or None.
         self.fallback_reason: Optional[str] = None
         self._netns = Netns(netns) if netns is not None else None
