@@ -861,11 +861,29 @@ def _wait_converged(expected: dict, timeout: float) -> dict:
         time.sleep(0.05)
 
 
-def _holder_main(spec: Spec, settle_timeout: float, control_r: int, status_w: int) -> None:
+def _own_ehash(entries: int) -> None:
+    """Go through an intermediate namespace whose tcp_child_ehash_entries
+    gives the next one a private established-hash table of `entries`
+    buckets (kernels >= 6.1).  Dumps and /proc/net/tcp then walk that small
+    table instead of the host's global one (262144 buckets on a 24 GiB
+    machine): ~20x faster counts, for tests that count thousands of times.
+    On older kernels the global table is used, which is only slower."""
+    _unshare_net()
+    try:
+        with open("/proc/sys/net/ipv4/tcp_child_ehash_entries", "w") as f:
+            f.write(str(entries))
+    except OSError:
+        pass
+
+
+def _holder_main(spec: Spec, settle_timeout: float, control_r: int, status_w: int,
+                 ehash_entries: int = 0) -> None:
     """Body of the holder process; never returns (os._exit)."""
     try:
         report = {"pid": os.getpid()}
         t0 = time.monotonic()
+        if ehash_entries:
+            _own_ehash(ehash_entries)
         _unshare_net()
         _bring_lo_up()
         _write_sysctls()
@@ -908,8 +926,12 @@ class Population:
     """A socket population held by a forked process in its own network
     namespace.  Use as a context manager, or call close()."""
 
-    def __init__(self, spec: Spec, *, settle_timeout: float = 30.0) -> None:
+    def __init__(self, spec: Spec, *, settle_timeout: float = 30.0,
+                 ehash_entries: int = 0) -> None:
+        """ehash_entries: give the namespace its own established-hash table
+        of that many buckets (see _own_ehash); 0 shares the host's."""
         self.spec = spec
+        self.ehash_entries = ehash_entries
         self.expected = expected_counts(spec)
         self.holder_pid = 0
         self.ns_path = ""
@@ -945,7 +967,8 @@ class Population:
                 os.close(control_w)
                 os.close(status_r)
             finally:
-                _holder_main(self.spec, settle_timeout, control_r, status_w)
+                _holder_main(self.spec, settle_timeout, control_r, status_w,
+                             self.ehash_entries)
         os.close(control_r)
         os.close(status_w)
         self.holder_pid = pid
