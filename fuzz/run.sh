@@ -124,3 +124,4 @@ if [ "$merge" = 1 ]; then
              "$(du -sk "fuzz/corpus/$t" | cut -f1) KiB"
     done
 fi
+echo "fuzz: ${#targets[@]} passed, 0 failed"

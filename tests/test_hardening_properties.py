@@ -15,7 +15,7 @@ import string
 import tempfile
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import fasttcpstat
@@ -30,11 +30,13 @@ from fasttcpstat._states import (ALL_STATES_MASK, FAMILY_BOTH, FAMILY_IPV4, FAMI
 
 from .hardening import scale
 
+pytestmark = pytest.mark.stress
+
 SETTINGS = settings(
-    max_examples=scale(1000, 150),
+    max_examples=scale(1000, 100),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.function_scoped_fixture],
+                           HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much],
 )
 
 # Ports come mostly from a small pool, so that filters and per-port
@@ -162,6 +164,9 @@ def test_proc_reader_matches_reference(monkeypatch, v4, v6, chunk, mask, familie
     if plain:  # the fast path: no port filter, no breakdown
         local = remote = None
         by_port = []
+    # Tiny chunks on huge lines cost quadratic copying (a test-only case:
+    # the reader uses 64 KiB, kernel lines are < 200 bytes): keep it short.
+    assume(chunk >= 64 or len(v4) + len(v6) < 20_000)
     monkeypatch.setattr(_procfs, "_CHUNK", chunk)
     with tempfile.TemporaryDirectory() as net_dir:
         for name, data in (("tcp", v4), ("tcp6", v6)):

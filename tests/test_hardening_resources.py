@@ -272,6 +272,7 @@ def test_the_bounds_would_catch_a_leak():
     n = 1000
     for fd in kept[-n:]:
         os.close(fd)
-    assert report["object"]["block_growth"] >= n
-    assert report["malloc"]["heap_growth"] > HEAP_BOUND
     assert report["fd"]["fds"][1] - report["fd"]["fds"][0] == n
+    if not SANITIZERS:  # ASan's malloc and PYTHONMALLOC=malloc hide these
+        assert report["object"]["block_growth"] >= n
+        assert report["malloc"]["heap_growth"] > HEAP_BOUND

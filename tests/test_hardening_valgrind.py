@@ -25,8 +25,6 @@ import pytest
 from .hardening import ROOT, SANITIZERS, require_or_skip
 from .population import Population, Spec
 
-pytestmark = pytest.mark.stress
-
 COUNTS = 1000
 SUPPRESSIONS = ROOT / "tests/valgrind/cpython.supp"
 
