@@ -1,7 +1,8 @@
 /*
  * The Python binding: the module, and NetlinkCounter, which owns a
  * NETLINK_SOCK_DIAG socket and a 32 KiB receive buffer and returns raw
- * per-family tallies (the BPF backend's type is in bind_bpf.c).  Python code (fasttcpstat/_netlink.py) names the
+ * per-family tallies (the BPF backend's type is in bind_bpf.c).  Python
+ * code (fasttcpstat/_netlink.py) names the
  * states and decides policy; this file only moves numbers and errors.
  *
  * Built against the limited API (abi3) unless the interpreter is
@@ -22,6 +23,12 @@ typedef struct {
     void *buf;
     /* Serialises dumps: two threads must not share one socket mid-dump. */
     PyThread_type_lock lock;
+    /* The process the lock belongs to: a child of fork() gets a copy of it
+     * that may be held by a thread fork() did not copy (see lock_counter).
+     * The thread holding it, or 0, to refuse re-entry instead of
+     * deadlocking.  Both only change with the GIL held. */
+    pid_t lock_pid;
+    unsigned long holder;
     /* close() was called: do not reopen.  Read without the lock by the
      * `closed` getter, hence the atomic accesses. */
     int closed;
@@ -30,6 +37,51 @@ typedef struct {
      * thread would reopen it in its own. */
     int reopen;
 } NetlinkCounter;
+
+/* Take the object's lock without holding the GIL while we wait.  Called
+ * with the GIL; returns -1 with an exception set instead of deadlocking:
+ *  - in a child of fork(), the copied lock may be held by a thread that
+ *    does not exist there (another thread was counting at fork time):
+ *    the child gets a fresh lock (the old one is left alone, as it may be
+ *    held; one lock per counter and fork);
+ *  - the thread holding it may come back through a signal handler (run
+ *    between chunks of its dump) or a finalizer: RuntimeError. */
+static int
+lock_counter(NetlinkCounter *self)
+{
+    if (self->lock_pid != getpid()) {
+        PyThread_type_lock fresh = PyThread_allocate_lock();
+        if (fresh == NULL) {
+            PyErr_SetString(PyExc_MemoryError, "cannot allocate a lock");
+            return -1;
+        }
+        self->lock = fresh;
+        self->lock_pid = getpid();
+        self->holder = 0;
+    }
+    unsigned long me = PyThread_get_thread_ident();
+    if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+        if (self->holder == me) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "NetlinkCounter used again by the thread that "
+                            "is counting with it (from a signal handler or "
+                            "a finalizer?)");
+            return -1;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(self->lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+    self->holder = me;
+    return 0;
+}
+
+static void
+unlock_counter(NetlinkCounter *self)
+{
+    self->holder = 0;
+    PyThread_release_lock(self->lock);
+}
 
 static PyObject *
 NetlinkCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -57,6 +109,8 @@ NetlinkCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         goto error;
     }
     self->lock = PyThread_allocate_lock();
+    self->lock_pid = getpid();
+    self->holder = 0;
     if (self->lock == NULL) {
         PyErr_SetString(PyExc_MemoryError, "cannot allocate a lock");
         goto error;
@@ -293,14 +347,19 @@ NetlinkCounter_count(NetlinkCounter *self, PyObject *args, PyObject *kwargs)
     struct fts_error e = {0, NULL};
     const char *context = "netlink inet_diag dump";
     int rc = 0;
-    fts_py_lock(self->lock);
+    /* Before taking the lock: this runs Python code. */
+    struct fts_py_released ctx;
+    fts_py_released_prepare(&ctx);
+    if (lock_counter(self) < 0) {
+        goto done;
+    }
     if (self->closed) {
-        PyThread_release_lock(self->lock);
+        unlock_counter(self);
         PyErr_SetString(PyExc_ValueError,
                         "I/O operation on a closed NetlinkCounter");
         goto done;
     }
-    struct fts_py_released ctx;
+    fts_py_released_start(&ctx);
     ctx.tstate = PyEval_SaveThread();
     /* A socket inherited through fork() is shared with the parent; a
      * socket abandoned mid-dump holds stale replies: start afresh. */
@@ -330,7 +389,7 @@ NetlinkCounter_count(NetlinkCounter *self, PyObject *args, PyObject *kwargs)
         }
     }
     PyEval_RestoreThread(ctx.tstate);
-    PyThread_release_lock(self->lock);
+    unlock_counter(self);
 
     if (rc < 0) {
         if (!(e.err == EINTR && PyErr_Occurred())) {
@@ -355,10 +414,12 @@ PyDoc_STRVAR(close_doc,
 static PyObject *
 NetlinkCounter_close(NetlinkCounter *self, PyObject *Py_UNUSED(ignored))
 {
-    fts_py_lock(self->lock);
+    if (lock_counter(self) < 0) {
+        return NULL;
+    }
     fts_conn_close(&self->conn);
     __atomic_store_n(&self->closed, 1, __ATOMIC_RELEASE);
-    PyThread_release_lock(self->lock);
+    unlock_counter(self);
     Py_RETURN_NONE;
 }
 
@@ -366,10 +427,12 @@ static PyObject *
 NetlinkCounter_get_needs_reopen(NetlinkCounter *self,
                                 void *Py_UNUSED(closure))
 {
-    fts_py_lock(self->lock);
+    if (lock_counter(self) < 0) {
+        return NULL;
+    }
     int lost = !self->closed
                && (self->conn.fd < 0 || self->conn.owner != getpid());
-    PyThread_release_lock(self->lock);
+    unlock_counter(self);
     return PyBool_FromLong(lost);
 }
 
@@ -450,10 +513,7 @@ fasttcpstat_exec(PyObject *module)
                                    FTS_MAX_BY_PORT) < 0) {
         return -1;
     }
-    if (fts_py_add_bpf(module) < 0) {
-        return -1;
-    }
-    return 0;
+    return fts_py_add_bpf(module);
 }
 
 static PyModuleDef_Slot fasttcpstat_slots[] = {
@@ -462,11 +522,13 @@ static PyModuleDef_Slot fasttcpstat_slots[] = {
     /* No global state: every interpreter gets its own type object. */
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
 #endif
-#if !defined(Py_LIMITED_API) && defined(Py_mod_gil)
-    /* Safe without the GIL: each object's lock serialises its socket and
-     * buffer; nothing else is shared. */
-    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
-#endif
+    /* No {Py_mod_gil, Py_MOD_GIL_NOT_USED} slot: free-threaded builds keep
+     * the GIL for this module.  Declaring it GIL-free needs the thread
+     * tests (tests/test_hardening_threads.py) to run on a free-threaded
+     * CPython, and none could be installed where the tests run (Debian 12
+     * ships 3.11 only; PyPI has no interpreter builds).  Add the slot back,
+     * under #if !defined(Py_LIMITED_API) && defined(Py_mod_gil), together
+     * with a CI step that runs those tests on a 3.13t/3.14t build. */
     {0, NULL}
 };
 

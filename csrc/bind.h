@@ -7,6 +7,8 @@
 
 #include "Python.h"
 
+#include <time.h>
+
 /* PyMem_Calloc is in the stable ABI since 3.7, but the 3.8 and 3.9 headers
  * declare it only outside the limited API (fixed in 3.10).  Without this,
  * a build on 3.8/3.9 sees an implicit int-returning declaration. */
@@ -23,13 +25,27 @@ void fts_py_raise(const struct fts_error *e, const char *context);
 /* Take a lock without holding the GIL while waiting. */
 void fts_py_lock(PyThread_type_lock lock);
 
-/* The thread state saved by PyEval_SaveThread() around a system call.
- * fts_py_check_signals(&it) is an fts_interrupt_fn: on EINTR it runs
- * Python's signal handlers; one that raises (KeyboardInterrupt) aborts. */
+/* Let Python run its signal handlers during a system call made with the
+ * GIL released: on EINTR, and every 10 ms between chunks of a dump (a
+ * netlink dump never blocks, so EINTR alone would leave Ctrl-C unseen until
+ * the end of a long dump).  A KeyboardInterrupt (or any exception a handler
+ * raises) aborts.  Only the main thread runs handlers: elsewhere the
+ * between-chunks look is skipped, since taking the GIL would only slow the
+ * dump down.
+ *   struct fts_py_released ctx;
+ *   fts_py_released_prepare(&ctx);        (with the GIL: runs Python)
+ *   fts_py_released_start(&ctx);
+ *   ctx.tstate = PyEval_SaveThread();
+ *   ... fts_count(..., fts_py_check_signals, &ctx, ...) ...
+ *   PyEval_RestoreThread(ctx.tstate); */
 struct fts_py_released {
     PyThreadState *tstate;
+    int poll;               /* look between chunks too */
+    struct timespec next;   /* not before then */
 };
-int fts_py_check_signals(void *arg);
+void fts_py_released_prepare(struct fts_py_released *ctx);
+void fts_py_released_start(struct fts_py_released *ctx);
+int fts_py_check_signals(void *arg, int interrupted);
 
 /* (ipv4, ipv6): two tuples of FTS_NSTATES counts. */
 PyObject *fts_py_tally_pair(const uint64_t counts[FTS_NFAMILIES][FTS_NSTATES]);

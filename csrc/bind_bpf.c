@@ -264,13 +264,14 @@ BpfCounter_run(BpfCounter *self, PyObject *args)
     size_t output = 0;
     int rc;
 
+    struct fts_py_released ctx;
+    fts_py_released_prepare(&ctx);
     fts_py_lock(self->lock);
     if (check_open(self) < 0) {
         PyThread_release_lock(self->lock);
         close(fd);
         return NULL;
     }
-    struct fts_py_released ctx;
     ctx.tstate = PyEval_SaveThread();
     rc = fts_bpf_run(&self->bpf, fd, &tally, &output, fts_py_check_signals,
                      &ctx, &e);

@@ -33,10 +33,66 @@ fts_py_lock(PyThread_type_lock lock)
     }
 }
 
+#define POLL_INTERVAL_NS 10000000L  /* 10 ms */
+
+static int
+runs_signal_handlers(void)
+{
+    int result = 1;  /* when in doubt, look */
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *main = threading == NULL ? NULL
+        : PyObject_CallMethod(threading, "main_thread", NULL);
+    PyObject *ident = main == NULL ? NULL
+        : PyObject_GetAttrString(main, "ident");
+    if (ident != NULL) {
+        unsigned long id = PyLong_AsUnsignedLong(ident);
+        if (!PyErr_Occurred()) {
+            result = id == PyThread_get_thread_ident();
+        }
+    }
+    PyErr_Clear();
+    Py_XDECREF(ident);
+    Py_XDECREF(main);
+    Py_XDECREF(threading);
+    return result;
+}
+
+void
+fts_py_released_prepare(struct fts_py_released *ctx)
+{
+    ctx->tstate = NULL;
+    ctx->poll = runs_signal_handlers();
+    fts_py_released_start(ctx);
+}
+
+void
+fts_py_released_start(struct fts_py_released *ctx)
+{
+    clock_gettime(CLOCK_MONOTONIC, &ctx->next);
+    ctx->next.tv_nsec += POLL_INTERVAL_NS;
+    if (ctx->next.tv_nsec >= 1000000000L) {
+        ctx->next.tv_sec++;
+        ctx->next.tv_nsec -= 1000000000L;
+    }
+}
+
 int
-fts_py_check_signals(void *arg)
+fts_py_check_signals(void *arg, int interrupted)
 {
     struct fts_py_released *ctx = arg;
+    if (!interrupted) {
+        if (!ctx->poll) {
+            return 0;
+        }
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec < ctx->next.tv_sec
+            || (now.tv_sec == ctx->next.tv_sec
+                && now.tv_nsec < ctx->next.tv_nsec)) {
+            return 0;
+        }
+        fts_py_released_start(ctx);
+    }
     PyEval_RestoreThread(ctx->tstate);
     int failed = PyErr_CheckSignals();
     ctx->tstate = PyEval_SaveThread();

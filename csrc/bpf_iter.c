@@ -222,7 +222,7 @@ fts_bpf_run(struct fts_bpf_counter *c, int iter_fd, struct fts_tally *tally,
             break;
         }
         if (errno == EINTR) {
-            if (on_interrupt != NULL && on_interrupt(interrupt_arg)) {
+            if (on_interrupt != NULL && on_interrupt(interrupt_arg, 1)) {
                 rc = fts_fail(err, EINTR, "reading the BPF iterator");
                 break;
             }

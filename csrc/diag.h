@@ -147,9 +147,14 @@ struct fts_filter {
     size_t len;
 };
 
-/* Called when a system call returns EINTR; a non-zero return aborts the
- * dump (the socket is then mid-dump and must be closed). */
-typedef int (*fts_interrupt_fn)(void *arg);
+/* Called when a system call returns EINTR (`interrupted` = 1) and after
+ * each chunk of a dump (`interrupted` = 0).  The second is what makes a
+ * signal seen during a long dump: recvmsg() of a netlink dump does not
+ * block (the kernel builds the next chunk inside the call), so it never
+ * returns EINTR and a signal would wait for the whole dump otherwise.
+ * A non-zero return aborts the dump (the socket is then mid-dump and
+ * must be closed).  The per-chunk call should be cheap. */
+typedef int (*fts_interrupt_fn)(void *arg, int interrupted);
 
 void fts_conn_init(struct fts_conn *conn);
 /* Open the socket in the calling thread's network namespace (the dump

@@ -111,7 +111,7 @@ send_request(struct fts_conn *conn, const void *head, size_t headlen,
         if (errno != EINTR) {
             return fts_fail(err, errno, "sendmsg() of the inet_diag request");
         }
-        if (on_interrupt != NULL && on_interrupt(interrupt_arg)) {
+        if (on_interrupt != NULL && on_interrupt(interrupt_arg, 1)) {
             return fts_fail(err, EINTR, "sending the inet_diag request");
         }
     }
@@ -139,7 +139,7 @@ receive_chunk(struct fts_conn *conn, void *buf, size_t bufsize,
                 fts_fail(err, errno, "recvmsg() of the inet_diag dump");
                 return -1;
             }
-            if (on_interrupt != NULL && on_interrupt(interrupt_arg)) {
+            if (on_interrupt != NULL && on_interrupt(interrupt_arg, 1)) {
                 fts_fail(err, EINTR, "receiving the inet_diag dump");
                 return -1;
             }
@@ -192,6 +192,9 @@ dump_one(struct fts_conn *conn, enum fts_request_form form, int family,
         }
         if (rc == FTS_WALK_ERROR) {
             return -1;
+        }
+        if (on_interrupt != NULL && on_interrupt(interrupt_arg, 0)) {
+            return fts_fail(err, EINTR, "receiving the inet_diag dump");
         }
     }
 }

@@ -64,3 +64,11 @@ def large_population(require_netns):
     """Spec.mixed(10_000): at least 10,000 visible sockets, every scenario."""
     with Population(Spec.mixed(LARGE_TOTAL)) as pop:
         yield pop
+
+
+def pytest_configure(config) -> None:
+    # Hardening tests that take a size from tests/hardening.py: small by
+    # default, the full size under FASTTCPSTAT_STRESS=1 (CI runs
+    # `FASTTCPSTAT_STRESS=1 pytest -m stress` after the default suite).
+    config.addinivalue_line(
+        "markers", "stress: hardening test with a stress size (FASTTCPSTAT_STRESS=1)")

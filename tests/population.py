@@ -1040,12 +1040,30 @@ def _build_in_workers(parts: list, options: dict, keep_fds: "tuple[int, ...]") -
         raise
 
 
+def _own_ehash(entries: int) -> None:
+    """Go through an intermediate namespace whose tcp_child_ehash_entries
+    gives the next one a private established-hash table of `entries`
+    buckets (kernels >= 6.1).  Dumps and /proc/net/tcp then walk that small
+    table instead of the host's global one (262144 buckets on a 24 GiB
+    machine): ~20x faster counts, for tests that count thousands of times.
+    On older kernels the global table is used, which is only slower."""
+    _unshare_net()
+    try:
+        with open("/proc/sys/net/ipv4/tcp_child_ehash_entries", "w") as f:
+            f.write(str(entries))
+    except OSError:
+        pass
+
+
 def _holder_main(spec: Spec, settle_timeout: float, control_r: int, status_w: int,
-                 parts: "list | None" = None, long_lived: bool = False) -> None:
+                 parts: "list | None" = None, long_lived: bool = False,
+                 ehash_entries: int = 0) -> None:
     """Body of the holder process; never returns (os._exit)."""
     try:
         report = {"pid": os.getpid()}
         t0 = time.monotonic()
+        if ehash_entries:
+            _own_ehash(ehash_entries)
         _unshare_net()
         _bring_lo_up()
         _write_sysctls(long_lived)
@@ -1096,14 +1114,18 @@ class Population:
     namespace.  Use as a context manager, or call close()."""
 
     def __init__(self, spec: Spec, *, settle_timeout: float = 30.0,
-                 workers: "int | str | None" = None, long_lived: bool = False) -> None:
+                 workers: "int | str | None" = None, long_lived: bool = False,
+                 ehash_entries: int = 0) -> None:
         """workers: None builds and holds everything in the holder (the spec
         must fit its RLIMIT_NOFILE); "auto" splits the spec over as few
         worker processes as the fd limit allows; an int N spreads it over at
         least N workers (building in parallel).
-        long_lived: keep SYN_SENT and SYN_RECV for hours instead of minutes."""
+        long_lived: keep SYN_SENT and SYN_RECV for hours instead of minutes.
+        ehash_entries: give the namespace its own established-hash table
+        of that many buckets (see _own_ehash); 0 shares the host's."""
         self.spec = spec
         self.long_lived = long_lived
+        self.ehash_entries = ehash_entries
         self.parts = None if workers is None else self._split(spec, workers)
         if self.parts is None:
             self.expected = expected_counts(spec)
@@ -1154,7 +1176,7 @@ class Population:
                 os.close(status_r)
             finally:
                 _holder_main(self.spec, settle_timeout, control_r, status_w,
-                             self.parts, self.long_lived)
+                             self.parts, self.long_lived, self.ehash_entries)
         os.close(control_r)
         os.close(status_w)
         self.holder_pid = pid

@@ -26,8 +26,10 @@ _OFF_NR, _OFF_ARCH, _OFF_ARG0 = 0, 4, 16
 
 _ARCH = {
     # machine: (AUDIT_ARCH_*, {syscall name: number})
-    "x86_64": (0xC000003E, {"socket": 41, "sendto": 44, "sendmsg": 46, "bpf": 321}),
-    "aarch64": (0xC00000B7, {"socket": 198, "sendto": 206, "sendmsg": 211, "bpf": 280}),
+    "x86_64": (0xC000003E, {"socket": 41, "sendto": 44, "sendmsg": 46, "recvmsg": 47,
+                            "bpf": 321}),
+    "aarch64": (0xC00000B7, {"socket": 198, "sendto": 206, "sendmsg": 211, "recvmsg": 212,
+                             "bpf": 280}),
 }
 
 

@@ -48,7 +48,7 @@ def _assert_one_line_error(err: str, *words: str) -> None:
     (["--by-port", "9000-9010"], ["--by-port", "single ports only"]),
     (["--by-port", ",".join(str(p) for p in range(1, 1100))], ["--by-port", "at most 1024"]),
     (["--state", "established,bogus"], ["unknown TCP state 'bogus'", "allowed: ESTABLISHED"]),
-    (["--netns", "/nonexistent/netns"], ["no such file: /nonexistent/netns",
+    (["--netns", "/nonexistent/netns"], ["netns: no such file", "/nonexistent/netns",
                                          "/var/run/netns/NAME"]),
     (["--netns", str(2 ** 22 + 12345)], ["no process with pid", "pid of a running process"]),
     (["--netns", "/proc/self/ns/uts"], ["not a network namespace"]),

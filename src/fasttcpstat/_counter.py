@@ -99,6 +99,8 @@ def _check_backend(backend: object) -> str:
 
 def _check_side(side: object) -> bool:
     """True for "remote"."""
+    if not isinstance(side, str):
+        raise TypeError(f"side must be 'local' or 'remote', not {type(side).__name__}")
     if side not in SIDES:
         raise ValueError(f"side must be 'local' or 'remote', not {side!r}")
     return side == "remote"
@@ -129,11 +131,7 @@ class Counter:
     def __init__(self, backend: str = "auto", *, netns: NetnsSpec = None,
                  request: str = "auto", path: "Optional[str]" = None) -> None:
         self._requested = _check_backend(backend)
-        if request not in _netlink.REQUEST_FORMS:
-            raise ValueError(
-                f"request must be one of {', '.join(map(repr, _netlink.REQUEST_FORMS))}, "
-                f"not {request!r}"
-            )
+        _netlink.check_request(request)
         if request != "auto" and self._requested not in ("netlink", "auto"):
             raise ValueError("request applies to the netlink backend only")
         if (path is not None) != (self._requested == "pinned"):

@@ -34,6 +34,16 @@ else:
 _legacy_refused = False
 
 
+def check_request(request: object) -> str:
+    """Validate Counter's `request` argument."""
+    allowed = ", ".join(map(repr, REQUEST_FORMS))
+    if not isinstance(request, str):
+        raise TypeError(f"request must be one of {allowed}, not {type(request).__name__}")
+    if request not in REQUEST_FORMS:
+        raise ValueError(f"request must be one of {allowed}, not {request!r}")
+    return request
+
+
 class NetlinkBackend:
     """Counts through one NETLINK_SOCK_DIAG socket, reused for every count.
 
@@ -43,11 +53,7 @@ class NetlinkBackend:
     name = "netlink"
 
     def __init__(self, request: str = "auto", netns: "Optional[Netns]" = None) -> None:
-        if request not in REQUEST_FORMS:
-            raise ValueError(
-                f"request must be one of {', '.join(map(repr, REQUEST_FORMS))}, "
-                f"not {request!r}"
-            )
+        check_request(request)
         if _fasttcpstat is None:
             raise ImportError(
                 "the netlink backend needs fasttcpstat's C extension, which is "

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import os
 import re
+import stat
 import threading
 from typing import Callable, List, Optional, TypeVar, Union
 
@@ -23,6 +24,8 @@ CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
 
 _PROC_PID_NS = re.compile(r"^/proc/(\d+)/ns/net$")
+
+EXPECTED = "expected /var/run/netns/NAME, /proc/PID/ns/net or the pid of a process"
 
 PROCFS_HINT = (
     "backend='procfs' with netns=PID reads /proc/PID/net/tcp{,6}, which needs "
@@ -56,7 +59,7 @@ class Netns:
 
     def _missing(self) -> FileNotFoundError:
         what = f"no process with pid {self.pid}" if isinstance(self.spec, int) else "no such file"
-        return FileNotFoundError(errno.ENOENT, f"netns: {what}", self.path)
+        return FileNotFoundError(errno.ENOENT, f"netns: {what} ({EXPECTED})", self.path)
 
     def check_proc_net(self) -> None:
         """For the /proc backend with a pid: the process must exist."""
@@ -71,9 +74,15 @@ class Netns:
         return self.fd
 
     def _open(self) -> int:
+        # stat() first: open() of a FIFO would block forever, and opening a
+        # device can have side effects.  Namespace files are regular files
+        # (of the nsfs filesystem); O_NONBLOCK covers a swap in between.
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+            info = os.stat(self.path)
+            if not stat.S_ISREG(info.st_mode):
+                raise ValueError(f"netns: {self.path} is not a namespace file ({EXPECTED})")
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except (FileNotFoundError, NotADirectoryError):
             raise self._missing() from None
         except PermissionError as exc:
             raise PermissionError(
@@ -81,14 +90,22 @@ class Netns:
                 f"netns: cannot open {self.path} ({exc.strerror}): opening another "
                 f"process's namespace needs ptrace access to it; {PROCFS_HINT}",
             ) from None
+        except ValueError as exc:
+            if str(exc).startswith("netns:"):
+                raise
+            # e.g. an embedded NUL byte
+            raise ValueError(f"netns: {self.path!r} is not a usable path ({exc}); "
+                             f"{EXPECTED}") from None
+        except OSError as exc:
+            raise OSError(exc.errno, f"netns: cannot open {self.path} ({exc.strerror}); "
+                                     f"{EXPECTED}") from None
         try:
             nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
         except OSError as exc:
             os.close(fd)
-            if exc.errno == errno.ENOTTY:
+            if exc.errno in (errno.ENOTTY, errno.EINVAL):
                 raise ValueError(
-                    f"netns: {self.path} is not a namespace file "
-                    "(expected /var/run/netns/NAME or /proc/PID/ns/net)"
+                    f"netns: {self.path} is not a namespace file ({EXPECTED})"
                 ) from None
             raise
         if nstype != CLONE_NEWNET:

@@ -27,7 +27,8 @@ def _one(item: object, name: str) -> Range:
             )
         low, high = (_check_port(v, name) for v in item)
         if low > high:
-            raise ValueError(f"{name}: range ({low}, {high}) has low > high")
+            raise ValueError(f"{name}: range ({low}, {high}) has low > high "
+                             "(a range is (low, high) with low <= high)")
         return low, high
     if isinstance(item, range):
         if item.step != 1 or len(item) == 0:

@@ -1,14 +1,13 @@
 /*
  * Unit tests of the port filter compiler (csrc/diag_filter.c).
  *
- * The programs are checked against a model of the kernel's two routines,
- * written here from their documented behaviour: the audit that accepts or
+ * The programs are checked against a model of the kernel's two routines
+ * (bc_model.h, shared with fuzz/fuzz_filter.c): the audit that accepts or
  * rejects a program (inet_diag_bc_audit) and the interpreter that runs it
  * per socket (inet_diag_bc_run).  Every program built must pass the audit,
  * and for many random filters its verdict on sampled (and boundary) port
  * pairs must equal the filter's definition.
  */
-#include "check.h"
 #include "diag.h"
 
 #include <stdio.h>
@@ -16,112 +15,9 @@
 #include <string.h>
 #include <linux/inet_diag.h>
 
+#include "bc_model.h"
+#include "check.h"
 
-static struct inet_diag_bc_op
-op_at(const unsigned char *bc, int offset)
-{
-    struct inet_diag_bc_op op;
-    memcpy(&op, bc + offset, sizeof(op));
-    return op;
-}
-
-/* Is `target` bytes from the start an op boundary (or the end)? */
-static int
-model_valid_target(const unsigned char *bc, int len, int target)
-{
-    int pos = 0;
-    while (pos < len) {
-        if (pos == target) {
-            return 1;
-        }
-        struct inet_diag_bc_op op = op_at(bc, pos);
-        if (op.yes < 4 || (op.yes & 3)) {
-            return 0;
-        }
-        pos += op.yes;
-    }
-    return pos == target;
-}
-
-/* The audit: ops walked by `yes`, jumps in range, aligned, and landing on
- * op boundaries; port comparisons carry a second op. */
-static int
-model_audit(const unsigned char *bc, int len)
-{
-    int pos = 0;
-    while (pos < len) {
-        int remaining = len - pos;
-        if (remaining < 4) {
-            return 0;
-        }
-        struct inet_diag_bc_op op = op_at(bc, pos);
-        int min_len = 4;
-        switch (op.code) {
-        case INET_DIAG_BC_S_GE:
-        case INET_DIAG_BC_S_LE:
-        case INET_DIAG_BC_D_GE:
-        case INET_DIAG_BC_D_LE:
-            if (remaining < 8) {
-                return 0;
-            }
-            min_len = 8;
-            break;
-        case INET_DIAG_BC_JMP:
-        case INET_DIAG_BC_NOP:
-            break;
-        default:
-            return 0;  /* no other op is ever emitted */
-        }
-        if (op.code != INET_DIAG_BC_NOP) {
-            if (op.no < min_len || op.no > remaining + 4 || (op.no & 3)) {
-                return 0;
-            }
-            if (op.no < remaining
-                && !model_valid_target(bc, len, pos + op.no)) {
-                return 0;
-            }
-        }
-        if (op.yes < min_len || op.yes > remaining + 4 || (op.yes & 3)) {
-            return 0;
-        }
-        pos += op.yes;
-    }
-    return pos == len;
-}
-
-/* The interpreter: accept iff execution ends exactly at the end. */
-static int
-model_run(const unsigned char *bc, int len, unsigned sport, unsigned dport)
-{
-    int pos = 0;
-    while (pos < len) {
-        struct inet_diag_bc_op op = op_at(bc, pos);
-        int yes = 1;
-        switch (op.code) {
-        case INET_DIAG_BC_NOP:
-            break;
-        case INET_DIAG_BC_JMP:
-            yes = 0;
-            break;
-        case INET_DIAG_BC_S_GE:
-            yes = sport >= op_at(bc, pos + 4).no;
-            break;
-        case INET_DIAG_BC_S_LE:
-            yes = sport <= op_at(bc, pos + 4).no;
-            break;
-        case INET_DIAG_BC_D_GE:
-            yes = dport >= op_at(bc, pos + 4).no;
-            break;
-        case INET_DIAG_BC_D_LE:
-            yes = dport <= op_at(bc, pos + 4).no;
-            break;
-        default:
-            return 0;
-        }
-        pos += yes ? op.yes : op.no;
-    }
-    return pos == len;
-}
 
 static int
 in_ranges(unsigned port, const struct fts_port_range *r, size_t n)
@@ -201,14 +97,15 @@ check_filter(const struct fts_port_range *local, size_t nlocal,
         return;
     }
     CHECK(len <= 0xFFFF - 4);
-    CHECK(model_audit(bc, (int)len));
+    /* An empty program is never sent (no attribute at all). */
+    CHECK(len == 0 || bc_model_audit(bc, (int)len));
     int mismatches = 0;
     for (unsigned k = 0; k < 400; k++) {
         unsigned s = probe(local, nlocal, k);
         unsigned d = probe(remote, nremote, k * 7 + 3);
         int want = in_ranges(s, local, nlocal) && in_ranges(d, remote,
                                                             nremote);
-        if (model_run(bc, (int)len, s, d) != want) {
+        if (bc_model_run(bc, (int)len, s, d) != want) {
             mismatches++;
         }
     }
@@ -232,10 +129,10 @@ test_examples(void)
     /* ss -tan 'sport = :443 or sport = :8443' */
     long len = fts_build_port_filter(bc, sizeof(bc), https, 2, NULL, 0);
     CHECK(len == 36);
-    CHECK(model_run(bc, (int)len, 443, 1));
-    CHECK(model_run(bc, (int)len, 8443, 1));
-    CHECK(!model_run(bc, (int)len, 444, 1));
-    CHECK(!model_run(bc, (int)len, 0, 443));
+    CHECK(bc_model_run(bc, (int)len, 443, 1));
+    CHECK(bc_model_run(bc, (int)len, 8443, 1));
+    CHECK(!bc_model_run(bc, (int)len, 444, 1));
+    CHECK(!bc_model_run(bc, (int)len, 0, 443));
 }
 
 static void
@@ -249,6 +146,80 @@ test_rejects(void)
     CHECK(fts_build_port_filter(bc, 8, ok, 1, NULL, 0) == -1);
     CHECK(fts_build_port_filter(bc, sizeof(bc), ok,
                                 FTS_MAX_PORT_RANGES + 1, NULL, 0) == -1);
+}
+
+static void
+put_raw(unsigned char *p, unsigned char code, unsigned char yes,
+        unsigned short no)
+{
+    struct inet_diag_bc_op op = {code, yes, no};
+    memcpy(p, &op, sizeof(op));
+}
+
+/* The model must reject what the kernel rejects, or the checks above and
+ * the fuzzer's would prove nothing. */
+static void
+test_model_rejects_bad_programs(void)
+{
+    unsigned char bc[64];
+    /* A good one first: S_GE 10 (accept), reject otherwise. */
+    put_raw(bc, INET_DIAG_BC_S_GE, 8, 12);
+    put_raw(bc + 4, INET_DIAG_BC_NOP, 0, 10);
+    CHECK(bc_model_audit(bc, 8));
+    CHECK(bc_model_run(bc, 8, 10, 0));
+    CHECK(!bc_model_run(bc, 8, 9, 0));
+
+    CHECK(bc_model_audit_slow(bc, 8));
+    CHECK(!bc_model_audit(bc, 0));            /* shorter than one op */
+    CHECK(!bc_model_audit(bc, 4));            /* comparison cut short */
+    put_raw(bc, INET_DIAG_BC_S_GE, 8, 16);    /* no: 8 past the end */
+    CHECK(!bc_model_audit(bc, 8));
+    put_raw(bc, INET_DIAG_BC_S_GE, 8, 6);     /* no: not a multiple of 4 */
+    CHECK(!bc_model_audit(bc, 8));
+    put_raw(bc, INET_DIAG_BC_S_GE, 4, 12);    /* yes: inside the op */
+    CHECK(!bc_model_audit(bc, 8));
+    put_raw(bc, INET_DIAG_BC_S_GE, 12, 12);   /* yes: overshoots the end */
+    CHECK(!bc_model_audit(bc, 8));
+    put_raw(bc, INET_DIAG_BC_S_EQ, 8, 12);    /* an op we never emit */
+    CHECK(!bc_model_audit(bc, 8));
+
+    /* A jump into the port-holding half of a comparison. */
+    put_raw(bc, INET_DIAG_BC_JMP, 4, 8);
+    put_raw(bc + 4, INET_DIAG_BC_S_LE, 8, 12);
+    put_raw(bc + 8, INET_DIAG_BC_NOP, 0, 80);
+    CHECK(!bc_model_audit(bc, 12));
+    put_raw(bc, INET_DIAG_BC_JMP, 4, 4);      /* to the comparison: fine */
+    CHECK(bc_model_audit(bc, 12));
+}
+
+/* The fast audit (boundaries marked once) answers like the kernel's
+ * quadratic one, on built programs and on randomly damaged copies. */
+static void
+test_fast_audit_matches_kernel_walk(void)
+{
+    static struct fts_port_range local[64], remote[64];
+    static unsigned char bc[FTS_MAX_PORT_RANGES * 24];
+    int disagreements = 0, rejected = 0;
+    srand(777);
+    for (int round = 0; round < 2000; round++) {
+        size_t nlocal = rnd(8), nremote = rnd(8);
+        random_ranges(local, nlocal);
+        random_ranges(remote, nremote);
+        long len = fts_build_port_filter(bc, sizeof(bc), local, nlocal,
+                                         remote, nremote);
+        if (len <= 0) {
+            continue;
+        }
+        for (int k = (int)rnd(4); k > 0; k--) {
+            bc[rnd((unsigned)len)] = (unsigned char)rnd(256);
+        }
+        int cut = rnd(5) == 0 ? (int)rnd((unsigned)len + 1) : (int)len;
+        int fast = bc_model_audit(bc, cut);
+        rejected += !fast;
+        disagreements += fast != bc_model_audit_slow(bc, cut);
+    }
+    CHECK(disagreements == 0);
+    CHECK(rejected > 100);  /* the damage did get programs rejected */
 }
 
 static void
@@ -277,6 +248,8 @@ main(void)
 {
     test_examples();
     test_rejects();
+    test_model_rejects_bad_programs();
+    test_fast_audit_matches_kernel_walk();
     test_random_filters();
     return report();
 }

@@ -1,0 +1,157 @@
+"""Threads: 16 threads counting at once get the exact counts, every time.
+
+The population is stable for minutes (no TIME_WAIT, no orphan FIN_WAIT2:
+tests/hardening.STABLE_SPEC), so every single answer must equal the one
+derived from the spec (or, for port filters and per-port breakdowns, the
+one computed single-threaded before the threads start, by two backends
+that must agree).  Half of the threads share one Counter (its lock
+serialises their dumps on one socket); the other half each own a Counter,
+over every backend and request form, and some call the one-shot module
+functions.  10 s under FASTTCPSTAT_STRESS=1, 2 s by default.
+
+Free-threading: the C module does not declare Py_mod_gil NOT_USED (see
+csrc/_fasttcpstat.c), so a free-threaded CPython re-enables the GIL when it
+loads it; the declaration may come back only with a CI run of this test on
+such a build.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import fasttcpstat
+
+from .hardening import STABLE_SPEC, open_fds, scale, total_expected
+from .population import Population
+
+pytestmark = pytest.mark.stress
+
+THREADS = 16
+DURATION = scale(10.0, 2.0)
+
+
+@pytest.fixture(scope="module")
+def stable_population(require_netns):
+    with Population(STABLE_SPEC, ehash_entries=4096) as pop:
+        yield pop
+
+
+def _queries(ports):
+    """name -> function(counter) for the queries the threads repeat."""
+    return {
+        "all": lambda c: c.counts(),
+        "ipv4": lambda c: c.counts(family="ipv4"),
+        "ipv6": lambda c: c.counts(family="ipv6"),
+        "states": lambda c: c.counts(states=["ESTABLISHED", "SYN_RECV", "LISTEN"]),
+        "local-ports": lambda c: c.counts(local_ports=[(ports[0], ports[-1])]),
+        "remote-ports": lambda c: c.counts(remote_ports=ports, states=["ESTABLISHED"]),
+        "by-port": lambda c: c.counts_by_port(ports),
+        "by-remote-port": lambda c: c.counts_by_port(ports, side="remote", family="ipv4"),
+    }
+
+
+def _hammer(expected: dict, duration: float, nthreads: int) -> dict:
+    """Runs in the namespace."""
+    fds_before = open_fds()
+    ports = list(range(10000, 10040))  # the population's listeners
+    queries = _queries(ports)
+
+    # Single-threaded answers: from the spec where it says, else from
+    # netlink and /proc, which must agree.
+    want = {}
+    with fasttcpstat.Counter("netlink") as nl, fasttcpstat.Counter("procfs") as pf:
+        for name, query in queries.items():
+            a, b = query(nl), query(pf)
+            assert a == b, (name, a, b)
+            want[name] = a
+    assert want["all"] == total_expected(expected)
+    assert want["ipv4"] == expected["ipv4"]
+    assert want["ipv6"] == expected["ipv6"]
+    assert any(sum(v.values()) for v in want["by-port"].values())
+
+    shared = fasttcpstat.Counter()
+    owned_kinds = [("netlink", "auto"), ("netlink", "v2"), ("netlink", "legacy"),
+                   ("procfs", "auto"), ("one-shot-netlink", None), ("one-shot-auto", None),
+                   ("netlink", "auto"), ("procfs", "auto")]
+    names = list(queries)
+    barrier = threading.Barrier(nthreads)
+    stats = [{"iterations": 0, "mismatches": [], "errors": []} for _ in range(nthreads)]
+
+    def worker(index: int) -> None:
+        stat = stats[index]
+        own = None
+        kind = None
+        if index >= nthreads // 2:
+            kind = owned_kinds[index % len(owned_kinds)]
+            if not kind[0].startswith("one-shot"):
+                own = fasttcpstat.Counter(kind[0], request=kind[1])
+        barrier.wait()
+        deadline = time.monotonic() + duration
+        i = index
+        try:
+            while time.monotonic() < deadline:
+                name = names[i % len(names)]
+                i += 1
+                try:
+                    if own is not None:
+                        got = queries[name](own)
+                    elif kind is not None:
+                        backend = "netlink" if kind[0] == "one-shot-netlink" else "auto"
+                        got = _one_shot(name, ports, backend)
+                    else:
+                        got = queries[name](shared)
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    stat["errors"].append(repr(exc))
+                    continue
+                stat["iterations"] += 1
+                if got != want[name] and len(stat["mismatches"]) < 3:
+                    stat["mismatches"].append((name, got, want[name]))
+        finally:
+            if own is not None:
+                own.close()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True)
+               for i in range(nthreads)]
+    for t in threads:
+        t.start()
+    # A thread stuck in a dump (say, two of them reading one socket) must
+    # fail the test, not hang it: this child then exits with them inside.
+    give_up = time.monotonic() + duration + 30
+    for t in threads:
+        t.join(max(0.0, give_up - time.monotonic()))
+    hung = [i for i, t in enumerate(threads) if t.is_alive()]
+    if hung:
+        return {"hung": hung, "stats": stats}
+    shared.close()
+    return {"hung": [], "stats": stats, "fds_before": fds_before, "fds_after": open_fds()}
+
+
+def _one_shot(name: str, ports, backend: str):
+    if name == "by-port":
+        return fasttcpstat.counts_by_port(ports, backend=backend)
+    if name == "by-remote-port":
+        return fasttcpstat.counts_by_port(ports, side="remote", family="ipv4", backend=backend)
+    kwargs = {
+        "all": {}, "ipv4": {"family": "ipv4"}, "ipv6": {"family": "ipv6"},
+        "states": {"states": ["ESTABLISHED", "SYN_RECV", "LISTEN"]},
+        "local-ports": {"local_ports": [(ports[0], ports[-1])]},
+        "remote-ports": {"remote_ports": ports, "states": ["ESTABLISHED"]},
+    }[name]
+    return fasttcpstat.counts(backend=backend, **kwargs)
+
+
+def test_sixteen_threads_exact_counts(stable_population):
+    pop = stable_population
+    result = pop.run(_hammer, pop.expected, DURATION, THREADS)
+    stats = result["stats"]
+    assert not result["hung"], f"threads {result['hung']} never finished their counts"
+    errors = [(i, s["errors"][:3]) for i, s in enumerate(stats) if s["errors"]]
+    mismatches = [(i, s["mismatches"]) for i, s in enumerate(stats) if s["mismatches"]]
+    assert not errors, errors
+    assert not mismatches, mismatches
+    # Every thread really counted, many times, while the others did.
+    iterations = [s["iterations"] for s in stats]
+    assert min(iterations) >= 5, iterations
+    assert result["fds_after"] == result["fds_before"]
