@@ -177,10 +177,14 @@ struct interrupt_ctx {
     struct timespec next;   /* not before then */
 };
 
+/* 1 if the calling thread is the main one, 0 if not, -1 with an exception
+ * set.  This runs Python code (threading.main_thread()), so a signal
+ * handler may run and raise here, e.g. KeyboardInterrupt: that must reach
+ * the caller, not be cleared. */
 static int
 runs_signal_handlers(void)
 {
-    int result = 1;  /* when in doubt, look */
+    int result = -1;
     PyObject *threading = PyImport_ImportModule("threading");
     PyObject *main = threading == NULL ? NULL
         : PyObject_CallMethod(threading, "main_thread", NULL);
@@ -192,7 +196,6 @@ runs_signal_handlers(void)
             result = id == PyThread_get_thread_ident();
         }
     }
-    PyErr_Clear();
     Py_XDECREF(ident);
     Py_XDECREF(main);
     Py_XDECREF(threading);
@@ -519,7 +522,7 @@ NetlinkCounter_count(NetlinkCounter *self, PyObject *args, PyObject *kwargs)
     /* Before taking the lock: this runs Python code. */
     struct interrupt_ctx ctx;
     ctx.poll = runs_signal_handlers();
-    if (lock_counter(self) < 0) {
+    if (ctx.poll < 0 || lock_counter(self) < 0) {
         goto done;
     }
     if (self->closed) {
