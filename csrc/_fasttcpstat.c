@@ -349,8 +349,7 @@ NetlinkCounter_count(NetlinkCounter *self, PyObject *args, PyObject *kwargs)
     int rc = 0;
     /* Before taking the lock: this runs Python code. */
     struct fts_py_released ctx;
-    fts_py_released_prepare(&ctx);
-    if (lock_counter(self) < 0) {
+    if (fts_py_released_prepare(&ctx) < 0 || lock_counter(self) < 0) {
         goto done;
     }
     if (self->closed) {
@@ -383,7 +382,8 @@ NetlinkCounter_count(NetlinkCounter *self, PyObject *args, PyObject *kwargs)
     if (rc == 0) {
         rc = fts_count(&self->conn, families, states,
                        (enum fts_request_form)form, &filter, self->buf,
-                       FTS_RECV_BUFSIZE, &tally, fts_py_check_signals, &ctx, &e);
+                       FTS_RECV_BUFSIZE, &tally, fts_py_check_signals, &ctx,
+                       &e);
         if (rc < 0) {
             fts_conn_close(&self->conn);
         }

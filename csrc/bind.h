@@ -33,7 +33,7 @@ void fts_py_lock(PyThread_type_lock lock);
  * between-chunks look is skipped, since taking the GIL would only slow the
  * dump down.
  *   struct fts_py_released ctx;
- *   fts_py_released_prepare(&ctx);        (with the GIL: runs Python)
+ *   if (fts_py_released_prepare(&ctx) < 0) fail;  (with the GIL: runs Python)
  *   fts_py_released_start(&ctx);
  *   ctx.tstate = PyEval_SaveThread();
  *   ... fts_count(..., fts_py_check_signals, &ctx, ...) ...
@@ -43,7 +43,8 @@ struct fts_py_released {
     int poll;               /* look between chunks too */
     struct timespec next;   /* not before then */
 };
-void fts_py_released_prepare(struct fts_py_released *ctx);
+/* Returns -1 with an exception set (a signal handler raised). */
+int fts_py_released_prepare(struct fts_py_released *ctx);
 void fts_py_released_start(struct fts_py_released *ctx);
 int fts_py_check_signals(void *arg, int interrupted);
 

@@ -265,7 +265,10 @@ BpfCounter_run(BpfCounter *self, PyObject *args)
     int rc;
 
     struct fts_py_released ctx;
-    fts_py_released_prepare(&ctx);
+    if (fts_py_released_prepare(&ctx) < 0) {
+        close(fd);
+        return NULL;
+    }
     fts_py_lock(self->lock);
     if (check_open(self) < 0) {
         PyThread_release_lock(self->lock);

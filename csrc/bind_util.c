@@ -35,10 +35,14 @@ fts_py_lock(PyThread_type_lock lock)
 
 #define POLL_INTERVAL_NS 10000000L  /* 10 ms */
 
+/* 1 if the calling thread is the main one, 0 if not, -1 with an exception
+ * set.  This runs Python code (threading.main_thread()), so a signal
+ * handler may run and raise here, e.g. KeyboardInterrupt: that must reach
+ * the caller, not be cleared. */
 static int
 runs_signal_handlers(void)
 {
-    int result = 1;  /* when in doubt, look */
+    int result = -1;
     PyObject *threading = PyImport_ImportModule("threading");
     PyObject *main = threading == NULL ? NULL
         : PyObject_CallMethod(threading, "main_thread", NULL);
@@ -50,19 +54,19 @@ runs_signal_handlers(void)
             result = id == PyThread_get_thread_ident();
         }
     }
-    PyErr_Clear();
     Py_XDECREF(ident);
     Py_XDECREF(main);
     Py_XDECREF(threading);
     return result;
 }
 
-void
+int
 fts_py_released_prepare(struct fts_py_released *ctx)
 {
     ctx->tstate = NULL;
     ctx->poll = runs_signal_handlers();
     fts_py_released_start(ctx);
+    return ctx->poll < 0 ? -1 : 0;
 }
 
 void

@@ -265,15 +265,17 @@ def test_the_bounds_would_catch_a_leak():
 
     libc = ctypes.CDLL(None)
     libc.malloc.restype = ctypes.c_void_p
-    kept = []
+    objects, pointers, fds = [], [], []
     report = _measure({
-        "object": lambda: kept.append(object()),
-        "malloc": lambda: kept.append(libc.malloc(64)),
-        "fd": lambda: kept.append(os.open("/dev/null", os.O_RDONLY)),
+        "object": lambda: objects.append(object()),
+        "malloc": lambda: pointers.append(libc.malloc(64)),
+        "fd": lambda: fds.append(os.open("/dev/null", os.O_RDONLY)),
     }, 1000)
     n = 1000
-    for fd in kept[-n:]:
+    for fd in fds:
         os.close(fd)
+    for pointer in pointers:
+        libc.free(ctypes.c_void_p(pointer))
     assert report["fd"]["fds"][1] - report["fd"]["fds"][0] == n
     if not SANITIZERS:  # ASan's malloc and PYTHONMALLOC=malloc hide these
         assert report["object"]["block_growth"] >= n
