@@ -123,9 +123,72 @@ def filter_seeds() -> dict:
     }
 
 
+def btf_blob(drop: str = "") -> bytes:
+    """A small BTF blob with the types the iterator needs, shaped like the
+    kernel's (anonymous union, embedded struct, typedef, bitfield-encoded
+    offsets), at offsets no real kernel uses.  `drop` renames one string."""
+    strs = [b""]
+    types = []
+
+    def name(text):
+        if not text:
+            return 0
+        if text == drop:
+            text = "x" + text[1:]
+        off = sum(len(x) + 1 for x in strs)
+        strs.append(text.encode())
+        return off
+
+    def typ(nm, kind, vlen=0, kflag=0, size_or_type=0, extra=b""):
+        types.append(struct.pack("<III", name(nm), (kind << 24) | vlen | (kflag << 31),
+                                 size_or_type) + extra)
+        return len(types)
+
+    def members(*ms):
+        return b"".join(struct.pack("<III", name(n), t, bits) for n, t, bits in ms)
+
+    u8 = typ("unsigned char", 1, size_or_type=1, extra=struct.pack("<I", 8))
+    u16 = typ("short unsigned int", 1, size_or_type=2, extra=struct.pack("<I", 16))
+    u64 = typ("long long unsigned int", 1, size_or_type=8, extra=struct.pack("<I", 64))
+    vu8 = typ("", 9, size_or_type=u8)
+    be16 = typ("__be16", 8, size_or_type=u16)
+    seqf = typ("seq_file", 4, size_or_type=0)
+    pseq = typ("", 2, size_or_type=seqf)
+    meta = typ("bpf_iter_meta", 4, 2, 0, 16, members(("seq", pseq, 0), ("session_id", u64, 64)))
+    ports = typ("", 4, 2, 0, 4, members(("skc_dport", be16, 0), ("skc_num", u16, 16)))
+    uni = typ("", 5, 2, 0, 8, members(("skc_portpair", u64, 0), ("", ports, 0)))
+    skc = typ("sock_common", 4, 3, 1, 64, members(("", uni, 320), ("skc_family", u16, 384),
+                                                  ("skc_state", vu8, 400)))
+    itw = typ("inet_timewait_sock", 4, 2, 0, 64, members(("__tw_common", skc, 0),
+                                                          ("tw_substate", u8, 480)))
+    typ("tcp_timewait_sock", 4, 1, 0, 96, members(("tw_sk", itw, 0)))
+    pmeta = typ("", 2, size_or_type=meta)
+    pskc = typ("", 2, size_or_type=skc)
+    proto = typ("", 13, 3, 0, 0, struct.pack("<IIIIII", name("meta"), pmeta,
+                                             name("sk_common"), pskc, name("uid"), u16))
+    typ("bpf_iter_tcp", 12, size_or_type=proto)
+    type_sec = b"".join(types)
+    str_sec = b"".join(x + b"\0" for x in strs)
+    header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(type_sec), len(type_sec),
+                         len(str_sec))
+    return header + type_sec + str_sec
+
+
+def btf_seeds() -> dict:
+    blob = btf_blob()
+    return {
+        "layout": blob,
+        "missing_member": btf_blob(drop="tw_substate"),
+        "missing_func": btf_blob(drop="bpf_iter_tcp"),
+        "truncated": blob[: len(blob) // 2],
+        "header_only": blob[:24],
+    }
+
+
 def main() -> None:
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "seeds")
-    for target, seeds in (("fuzz_walk", walk_seeds()), ("fuzz_filter", filter_seeds())):
+    for target, seeds in (("fuzz_walk", walk_seeds()), ("fuzz_filter", filter_seeds()),
+                          ("fuzz_btf", btf_seeds())):
         folder = os.path.join(out, target)
         os.makedirs(folder, exist_ok=True)
         for name, data in seeds.items():

@@ -20,15 +20,9 @@ cd "$(dirname "$0")/.."
 declare -A SOURCES=(
     [fuzz_walk]="csrc/diag_msg.c"
     [fuzz_filter]="csrc/diag_filter.c csrc/diag_msg.c"
-    # SLOT: fuzz_btf.  The BTF parser (csrc/btf.c, for the BPF iterator
-    # backend) does not exist yet.  When it lands: write fuzz/fuzz_btf.c
-    # (LLVMFuzzerTestOneInput over a raw .BTF blob: header, type section,
-    # string section; check every type id it resolves is in range), seed
-    # fuzz/seeds/fuzz_btf/ with a few real blobs (e.g. a small excerpt of
-    # /sys/kernel/btf/vmlinux), and uncomment:
-    # [fuzz_btf]="csrc/btf.c"
+    [fuzz_btf]="csrc/btf.c"
 )
-ORDER=(fuzz_walk fuzz_filter)   # add fuzz_btf here too
+ORDER=(fuzz_walk fuzz_filter fuzz_btf)
 
 mode=(-max_total_time=30)
 merge=0

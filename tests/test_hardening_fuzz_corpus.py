@@ -22,6 +22,7 @@ from .test_c_core import CFLAGS, SANITIZERS, _compiler, _sanitizers_available
 TARGETS = {
     "fuzz_walk": ["diag_msg.c"],
     "fuzz_filter": ["diag_filter.c", "diag_msg.c"],
+    "fuzz_btf": ["btf.c"],
 }
 
 
