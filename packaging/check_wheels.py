@@ -86,7 +86,8 @@ SDIST_REQUIRED = [
 ]
 # What the tests need besides the installed package (cibuildwheel's
 # test-sources in pyproject.toml lists the same).
-TEST_SOURCES = ["tests", "csrc", "pyproject.toml"]
+# fuzz/: the kept fuzz corpora and their seeds, replayed by a test.
+TEST_SOURCES = ["tests", "csrc", "fuzz", "pyproject.toml"]
 
 
 class CheckFailed(Exception):
@@ -357,7 +358,7 @@ def test_installed(python: str, wheel: Path, label: str) -> None:
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, testdir / name,
-                            ignore=shutil.ignore_patterns("__pycache__", ".population_ready"))
+                            ignore=shutil.ignore_patterns("__pycache__", ".population_ready", "out"))
         else:
             shutil.copy2(source, testdir / name)
     env = dict(os.environ, FASTTCPSTAT_TEST_INSTALLED="1", PYTHONDONTWRITEBYTECODE="1")
