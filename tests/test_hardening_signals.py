@@ -42,6 +42,11 @@ LATENCY_LIMIT = 0.100
 TRIALS = 20
 
 
+def _exit_code(status: int) -> int:
+    """os.waitstatus_to_exitcode, which needs Python 3.9."""
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+
+
 @pytest.fixture(scope="module")
 def big_population(require_netns):
     assert fds_needed(BIG_SPEC) < 100
@@ -343,7 +348,7 @@ def _fork_and_count(rounds: int) -> dict:
     _, status = os.waitpid(pid, 0)
     counter.close()
     return {"first": first, "parent_same": parent_same, "child": child,
-            "status": os.waitstatus_to_exitcode(status)}
+            "status": _exit_code(status)}
 
 
 def test_counting_in_a_child_after_fork(small):
@@ -377,7 +382,7 @@ def _fork_while_a_thread_counts(forks: int) -> dict:
                 ok = counter.counts() == expected
                 os._exit(0 if ok else 3)
             _, status = os.waitpid(pid, 0)
-            statuses.append(os.waitstatus_to_exitcode(status))
+            statuses.append(_exit_code(status))
     finally:
         stop.set()
         thread.join()
