@@ -10,8 +10,6 @@ netlink is refused, /proc/net/tcp{,6} is read instead.
 """
 from __future__ import annotations
 
-import warnings
-
 from . import _netlink
 from ._bpf import pin
 from ._counter import BACKENDS, MAX_BY_PORT, Counter, auto_order, counts, counts_by_port
@@ -34,6 +32,8 @@ __all__ = [
 ]
 
 if _netlink.IMPORT_ERROR is not None:
+    import warnings
+
     warnings.warn(
         "fasttcpstat's C extension is not available "
         f"({_netlink.IMPORT_ERROR}); counting falls back to /proc/net/tcp, "
