@@ -322,7 +322,7 @@ def test_pin_and_pinned_errors(require_bpf, tmp_path):
 
 
 def test_pinned_rejects_port_filters(pinned):
-    with pytest.raises(ValueError, match="pinned iterator counts every socket"):
+    with pytest.raises(ValueError, match="the pinned backend counts every socket"):
         fasttcpstat.counts(backend="pinned", path=pinned, local_ports=80)
     with fasttcpstat.Counter("pinned", path=pinned) as counter:
         # per-port breakdowns go through netlink

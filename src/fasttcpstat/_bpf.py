@@ -130,21 +130,36 @@ class BpfBackend(Backend):
 
 # --- pinned text iterator -------------------------------------------------
 
-BPFFS_MAGIC = 0xCAFE4A11
 DEFAULT_PIN_PATH = "/sys/fs/bpf/fasttcpstat"
 
 
 def _is_bpffs(directory: str) -> bool:
-    import ctypes  # only pin() and the pinned backend need it: not at import
+    """Whether `directory` is on a BPF filesystem.
 
-    class StatFs(ctypes.Structure):
-        _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 112)]
-
-    buf = StatFs()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.statfs(os.fsencode(directory), ctypes.byref(buf)) != 0:
+    Read from /proc/self/mountinfo (the innermost mount holding it) rather
+    than statfs(2): that would need ctypes, which costs milliseconds, and
+    a process that imported us as root and then dropped privileges (the
+    pinned file's very use) may no longer be able to import it.
+    """
+    if not os.path.isdir(directory):
         return False
-    return bool(buf.f_type & 0xFFFFFFFF == BPFFS_MAGIC)
+    path = os.path.realpath(directory)
+    fstype = ""
+    longest = -1
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            # "36 35 0:30 / /sys/fs/bpf rw,relatime shared:10 - bpf bpf rw"
+            fields, _, tail = line.partition(b" - ")
+            words = fields.split()
+            if len(words) < 5 or not tail:
+                continue
+            mount = os.fsdecode(words[4]).replace("\\040", " ")
+            inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+            # A later mount on the same point hides the earlier one.
+            if inside and len(mount) >= longest:
+                longest = len(mount)
+                fstype = os.fsdecode(tail.split()[0])
+    return fstype == "bpf"
 
 
 def _mount_bpffs(directory: str) -> None:

@@ -33,6 +33,11 @@ except ImportError as exc:  # a source install without a compiler
     IMPORT_ERROR: Optional[ImportError] = exc
 else:
     IMPORT_ERROR = None
+    # Every count of the extension asks threading.main_thread() whether it
+    # may poll signals (csrc/bind_util.c).  Import it now rather than at
+    # the first count: a daemon may chroot or drop privileges in between,
+    # and then it could no longer read the standard library.
+    import threading  # noqa: F401
 
 # Once a kernel refused the legacy form, later counters skip the attempt.
 _legacy_refused = False
