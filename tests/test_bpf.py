@@ -199,6 +199,72 @@ def test_threads_counting_at_once(require_netns, require_bpf, small_population):
     assert all(r == expected for r in results)
 
 
+def _filters_beyond_the_cache(ports):
+    """More distinct port filters than the program cache keeps (local,
+    remote, both), each a different program."""
+    filters = []
+    for i in range(_bpf.MAX_PROGRAMS + 6):
+        low = ports[i % len(ports)]
+        if i % 3 == 0:
+            filters.append({"local_ports": [(low, low + i)]})
+        elif i % 3 == 1:
+            filters.append({"remote_ports": [(low - i, low)]})
+        else:
+            filters.append({"local_ports": [(1, 65000 - i)], "remote_ports": [low]})
+    return filters
+
+
+def _cache_under_threads(nthreads, rounds):
+    """Runs in the namespace: threads share one Counter("bpf") and cycle
+    through more filters than it caches, switching every microsecond."""
+    ports = _listen_ports()
+    filters = _filters_beyond_the_cache(ports)
+    with fasttcpstat.Counter("netlink") as nl:
+        want = [nl.counts(**f) for f in filters]
+    assert sum(1 for w in want if sum(w.values())) >= len(filters) // 2, want
+    counter = fasttcpstat.Counter("bpf")
+    errors, wrong = [], []
+    barrier = threading.Barrier(nthreads)
+
+    def work(index):
+        barrier.wait()
+        for r in range(rounds):
+            i = (index * 5 + r) % len(filters)  # threads out of step: evictions
+            try:
+                got = counter.counts(**filters[i])
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(repr(exc))
+                continue
+            if got != want[i]:
+                wrong.append((filters[i], got, want[i]))
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(nthreads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    counter.close()
+    return errors, wrong, nthreads * rounds
+
+
+def test_program_cache_under_threads(require_netns, require_bpf):
+    """An evicted program is closed only once no thread counts with it,
+    and eviction keeps the right programs: every count equals netlink's."""
+    from .hardening import STABLE_SPEC
+    from .population import Population
+
+    with Population(STABLE_SPEC) as pop:
+        errors, wrong, total = pop.run(_cache_under_threads, 8, 60)
+    assert errors == []
+    assert wrong == []
+    assert total == 480
+
+
 def test_other_namespace(require_netns, require_bpf, small_population):
     before = os.readlink("/proc/thread-self/ns/net")
     with fasttcpstat.Counter("bpf", netns=small_population.ns_path) as counter:
