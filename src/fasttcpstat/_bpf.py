@@ -19,7 +19,7 @@ import stat
 
 from . import _netlink
 from ._backend import Backend, Lease, Tally
-from ._states import FAMILY_IPV4, FAMILY_IPV6, STATES, masked
+from ._states import ALL_STATES_MASK, FAMILY_IPV4, FAMILY_IPV6, STATES, masked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -118,6 +118,10 @@ class BpfBackend(Backend):
 
     def count(self, query: CountQuery) -> Tally:
         (v4, v6), _ = self.run(query)
+        if query.mask == ALL_STATES_MASK:
+            # Nothing to zero among the states a result reads (1..11), and
+            # ~3 µs saved on a count that may cost 40.
+            return Tally(v4, v6)
         return Tally(masked(v4, query.mask), masked(v6, query.mask))
 
     def close(self) -> None:

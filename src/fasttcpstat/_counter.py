@@ -6,7 +6,7 @@ tallies into {state: count}.
 """
 from __future__ import annotations
 
-from . import _netlink
+from . import _netlink, _sizing
 from ._netns import Netns
 from ._policy import AUTO_BACKENDS, CLOSED, ENV_BACKEND, Policy, auto_order, open_backend
 from ._query import (
@@ -76,6 +76,10 @@ class Counter:
     Counts from several threads are serialised.
     """
 
+    # The module functions count once: "auto" then weighs bpf's setup.
+    _one_count = False
+    _breakdown = False
+
     def __init__(self, backend: str = "auto", *, netns: NetnsSpec = None,
                  request: str = "auto", path: Optional[str] = None) -> None:
         self._requested = _check_backend(backend)
@@ -104,6 +108,12 @@ class Counter:
         if _netlink.IMPORT_ERROR is not None and "procfs" in order:
             # A source install without a compiler: only /proc is left.
             return ["procfs"], f"the C extension is not available ({_netlink.IMPORT_ERROR})"
+        if self._one_count and order == list(AUTO_BACKENDS) and (
+                self._breakdown
+                or (self._netns is None and _sizing.one_count_backend() == "netlink")):
+            # One count cannot pay back a BPF program load here (and a
+            # per-port breakdown is netlink's anyway).
+            order = ["netlink", "bpf", "procfs"]
         return order, None
 
     def _open(self, name: str) -> Backend:
@@ -222,6 +232,18 @@ class Counter:
         return f"<fasttcpstat.Counter backend={self.backend!r}>"
 
 
+class _OneCount(Counter):
+    """The Counter of counts(): used for one count."""
+
+    _one_count = True
+
+
+class _OneBreakdown(_OneCount):
+    """The Counter of counts_by_port(): one per-port count."""
+
+    _breakdown = True
+
+
 def counts(
     *,
     family: Optional[str] = None,
@@ -242,7 +264,10 @@ def counts(
         /proc/net/tcp6.
     states: an iterable of state names (case-insensitive), or None.
     backend: "auto" (bpf, else netlink, else /proc; see auto_order()),
-        "bpf", "netlink", "procfs", or "pinned" (with `path`).
+        "bpf", "netlink", "procfs", or "pinned" (with `path`).  For this
+        one count, "auto" takes netlink first where loading a BPF program
+        would cost more than its walk saves (a small, sparse table: see
+        _sizing.py); a reused Counter takes bpf, cheaper per count.
     local_ports, remote_ports: count only sockets whose local (remote) port
         is one of these: a port, a (low, high) inclusive range, a range(),
         or a list of those.  Both given: both must hold.  Netlink applies
@@ -257,7 +282,7 @@ def counts(
     # Parsed before opening anything, so bad arguments cost nothing; and
     # once, so iterators are read once.
     query = parse_counts(family, states, local_ports, remote_ports)
-    with Counter(backend, netns=netns, path=path) as counter:
+    with _OneCount(backend, netns=netns, path=path) as counter:
         return counter.count_query(query)
 
 
@@ -280,5 +305,5 @@ def counts_by_port(
     the breakdown is tallied in C.
     """
     query = parse_by_port(ports, side, family, states)
-    with Counter(backend, netns=netns) as counter:
+    with _OneBreakdown(backend, netns=netns) as counter:
         return counter.count_by_port_query(query)
