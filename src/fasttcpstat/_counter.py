@@ -153,9 +153,9 @@ class Counter:
         remote_ports: PortSpec = None,
     ) -> StateCounts:
         """Count TCP sockets per state; see :func:`fasttcpstat.counts`."""
-        return self.count_query(parse_counts(family, states, local_ports, remote_ports))
+        return self._count(parse_counts(family, states, local_ports, remote_ports))
 
-    def count_query(self, query: CountQuery) -> StateCounts:
+    def _count(self, query: CountQuery) -> StateCounts:
         """counts() for an already parsed query."""
         if self.closed:
             raise ValueError(CLOSED)
@@ -173,9 +173,9 @@ class Counter:
         states: Optional[Iterable[str]] = None,
     ) -> Dict[int, StateCounts]:
         """Per-port counts in one dump; see :func:`fasttcpstat.counts_by_port`."""
-        return self.count_by_port_query(parse_by_port(ports, side, family, states))
+        return self._count_by_port(parse_by_port(ports, side, family, states))
 
-    def count_by_port_query(self, query: CountQuery) -> Dict[int, StateCounts]:
+    def _count_by_port(self, query: CountQuery) -> Dict[int, StateCounts]:
         """counts_by_port() for an already parsed query."""
         if self.closed:
             raise ValueError(CLOSED)
@@ -200,9 +200,9 @@ class Counter:
         the kernel walks its tables once, and both halves come from the
         same walk.
         """
-        return self.count_by_family_query(parse_by_family(states, local_ports, remote_ports))
+        return self._count_by_family(parse_by_family(states, local_ports, remote_ports))
 
-    def count_by_family_query(self, query: CountQuery) -> Dict[str, StateCounts]:
+    def _count_by_family(self, query: CountQuery) -> Dict[str, StateCounts]:
         """counts_by_family() for an already parsed query (both families)."""
         if self.closed:
             raise ValueError(CLOSED)
@@ -283,7 +283,7 @@ def counts(
     # once, so iterators are read once.
     query = parse_counts(family, states, local_ports, remote_ports)
     with _OneCount(backend, netns=netns, path=path) as counter:
-        return counter.count_query(query)
+        return counter._count(query)
 
 
 def counts_by_port(
@@ -306,4 +306,4 @@ def counts_by_port(
     """
     query = parse_by_port(ports, side, family, states)
     with _OneBreakdown(backend, netns=netns) as counter:
-        return counter.count_by_port_query(query)
+        return counter._count_by_port(query)

@@ -84,9 +84,9 @@ def take(counter: Counter, query: Query) -> Series:
     if query.port_query is not None:
         return _take_by_port(counter, query, query.port_query)
     if query.by_family and query.family is None:
-        per_family = counter.count_by_family_query(query.query)
+        per_family = counter._count_by_family(query.query)
         return [((("family", family),), counts) for family, counts in per_family.items()]
-    counts = counter.count_query(query.query)
+    counts = counter._count(query.query)
     labels: Labels = (("family", query.family),) if query.by_family and query.family else ()
     return [(labels, counts)]
 
@@ -97,7 +97,7 @@ def _take_by_port(counter: Counter, query: Query, port_query: CountQuery) -> Ser
         # A per-port breakdown sums the families it is given, so a family
         # breakdown costs one dump per family.
         base: Labels = (("family", family),) if query.by_family and family else ()
-        per_port = counter.count_by_port_query(port_query.with_families(_FAMILY_MASK[family]))
+        per_port = counter._count_by_port(port_query.with_families(_FAMILY_MASK[family]))
         for port, counts in per_port.items():
             series.append((base + (("port", str(port)), ("side", query.side)), counts))
     return series

@@ -37,13 +37,13 @@ SAVED_NS_PER_BUCKET = 1.5
 SAVED_NS_PER_SOCKET = 60.0
 EXTRA_SETUP_NS = 200_000.0
 
-# A verdict holds this long per namespace, so that a loop of one-shot
-# counts does not re-read the sizes every time.
+# A verdict holds this long, so that a loop of one-shot counts does not
+# re-read the sizes every time.
 VERDICT_SECONDS = 1.0
 
 _lock = _thread.allocate_lock()
-_tables: Dict[int, Optional[int]] = {}           # netns inode -> buckets
-_verdicts: Dict[int, Tuple[float, bool]] = {}    # netns inode -> (until, bpf?)
+_tables: Dict[int, Optional[int]] = {}   # netns inode -> buckets
+_verdicts: Dict[Tuple[int, int], Tuple[float, bool]] = {}  # (pid, thread) -> (until, bpf?)
 
 
 def _read(path: str) -> bytes:
@@ -84,15 +84,20 @@ def one_count_prefers_bpf(buckets: Optional[int], sockets: int) -> bool:
 def one_count_backend() -> str:
     """"bpf" or "netlink": the cheaper for one count in the calling
     thread's namespace."""
+    # The verdict is kept per thread (a thread rarely changes namespace
+    # within a second, and a wrong guess costs time, never a count);
+    # the table size per namespace, which fixes it for its life.
+    thread = (os.getpid(), _thread.get_ident())
+    now = time.monotonic()
+    with _lock:
+        verdict = _verdicts.get(thread)
+    if verdict is not None and verdict[0] > now:
+        return "bpf" if verdict[1] else "netlink"
     try:
         ns = os.stat("/proc/thread-self/ns/net").st_ino
     except OSError:
         return "bpf"
-    now = time.monotonic()
     with _lock:
-        verdict = _verdicts.get(ns)
-        if verdict is not None and verdict[0] > now:
-            return "bpf" if verdict[1] else "netlink"
         if ns not in _tables:
             _tables[ns] = table_size()
         buckets = _tables[ns]
@@ -104,8 +109,9 @@ def one_count_backend() -> str:
         except (OSError, ValueError):
             bpf = True
     with _lock:
-        if len(_verdicts) > 64:  # namespaces come and go (and inodes are reused)
+        if len(_verdicts) > 64 or len(_tables) > 64:
+            # Threads and namespaces come and go (and inodes are reused).
             _verdicts.clear()
             _tables.clear()
-        _verdicts[ns] = (now + VERDICT_SECONDS, bpf)
+        _verdicts[thread] = (now + VERDICT_SECONDS, bpf)
     return "bpf" if bpf else "netlink"
