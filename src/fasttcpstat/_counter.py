@@ -37,7 +37,7 @@ BACKENDS = ("auto", "bpf", "netlink", "procfs", "pinned")
 __all__ = ["AUTO_BACKENDS", "BACKENDS", "ENV_BACKEND", "MAX_BY_PORT", "SIDES",
            "Counter", "StateCounts", "auto_order", "counts", "counts_by_port"]
 
-# Kept for importers of the old name (_report.py, _cli.py).
+# The old name, still imported by tests/test_hardening_properties.py.
 _check_side = check_side
 
 
