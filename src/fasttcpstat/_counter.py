@@ -93,7 +93,14 @@ class Counter:
         self._netns = Netns(netns) if netns is not None else None
         try:
             candidates, reason = self._candidates()
-            self._policy = Policy(self._open, candidates, netns=self._netns, reason=reason)
+            target = self._netns
+
+            def opener(name: str) -> Backend:
+                # Not a bound method: the policy must not hold the Counter
+                # (a cycle would keep every closed one for the collector).
+                return open_backend(name, target, request, path)
+
+            self._policy = Policy(opener, candidates, netns=target, reason=reason)
         except BaseException:
             if self._netns is not None:
                 self._netns.close()
@@ -115,9 +122,6 @@ class Counter:
             # per-port breakdown is netlink's anyway).
             order = ["netlink", "bpf", "procfs"]
         return order, None
-
-    def _open(self, name: str) -> Backend:
-        return open_backend(name, self._netns, self._request, self._path)
 
     @property
     def fallback_reason(self) -> Optional[str]:

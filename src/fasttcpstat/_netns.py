@@ -168,11 +168,17 @@ class Netns:
         return result[0]
 
 
-def _setns(fd: int) -> None:
-    import ctypes
+_libc_setns: Optional[Callable[[int, int], int]] = None
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
+
+def _setns(fd: int) -> None:
+    global _libc_setns
+    import ctypes  # not at import: only a Counter with netns= needs it
+
+    if _libc_setns is None:
+        # Once: each CDLL() builds classes, garbage for the collector.
+        _libc_setns = ctypes.CDLL(None, use_errno=True).setns
+    if _libc_setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns() into the network namespace: {os.strerror(err)}")
 
