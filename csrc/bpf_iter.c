@@ -255,7 +255,7 @@ fts_bpf_pin_text(const struct fts_btf_layout *layout, const char *path,
     int sessions = -1, strings = -1, prog = -1, link = -1, rc = -1;
     /* LRU: a reader that stops before the end never reaches the final
      * call that frees its entry; the oldest such entries get evicted. */
-    sessions = map_create(9 /* BPF_MAP_TYPE_LRU_HASH */, 8,
+    sessions = map_create(FTS_BPF_MAP_TYPE_LRU_HASH, 8,
                           FTS_BPF_VALUE_SIZE, 4096, 0);
     if (sessions < 0) {
         fts_fail(err, errno, "bpf(BPF_MAP_CREATE) of the session map");

@@ -29,7 +29,7 @@ def _compiler() -> str:
 C_TESTS = {
     "test_diag_msg": ["diag_msg.c"],
     "test_diag_filter": ["diag_filter.c"],
-    "test_btf": ["btf.c", "bpf_prog.c"],
+    "test_btf": ["bpf_prog.c"],  # includes btf.c to count its work
 }
 
 
