@@ -13,8 +13,9 @@ runs them (the main one).  The tests below check both paths:
   forever, as a blocked call hit by a signal would; SIGINT must still get
   through, within 100 ms.
 No fd may stay behind.  Re-entry from a signal handler raises instead of
-deadlocking.  fork(): a child counts with the parent's Counter on its own
-socket, even if another thread was mid-count at fork time.
+deadlocking.  fork(), on every backend and the default Counter(): a child
+counts with the parent's Counter on its own socket or counter map, even if
+another thread was mid-count at fork time.
 """
 from __future__ import annotations
 
@@ -308,24 +309,47 @@ def small(require_netns):
         yield pop
 
 
-def _netlink_inodes() -> set:
-    inodes = set()
+# Only states that never expire, so that every count stays exact, and
+# enough sockets (10,000) that parent's and child's counts overlap.
+FORK_SPEC = Spec(estab4=2_000, estab6=2_000, estab_mapped=1_000, listen4=5, listen6=3)
+# None: the default Counter() (as root, auto = bpf).
+FORK_BACKENDS = [None, "auto", "bpf", "netlink", "procfs"]
+
+
+@pytest.fixture(scope="module")
+def fork_population(require_netns):
+    with Population(FORK_SPEC, workers="auto") as pop:
+        yield pop
+
+
+def _kernel_objects() -> dict:
+    """What this process's fds hold that a fork() shares: netlink sockets
+    (by inode) and BPF maps (by id; the bpf backend's counters)."""
+    sockets, maps = set(), set()
     for fd in os.listdir("/proc/self/fd"):
         try:
             target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:["):
+                sockets.add(int(target[8:-1]))
+            elif target == "anon_inode:bpf-map":
+                with open(f"/proc/self/fdinfo/{fd}") as f:
+                    maps.update(int(line.split()[1]) for line in f
+                                if line.startswith("map_id:"))
         except OSError:
             continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
     with open("/proc/self/net/netlink") as f:
         netlink = {int(line.split()[-1]) for line in list(f)[1:]}
-    return inodes & netlink
+    return {"netlink": sorted(sockets & netlink), "bpf": sorted(maps)}
 
 
-def _fork_and_count(rounds: int) -> dict:
-    counter = fasttcpstat.Counter("netlink")
+def _counter(backend: "str | None") -> fasttcpstat.Counter:
+    return fasttcpstat.Counter() if backend is None else fasttcpstat.Counter(backend)
+
+
+def _fork_and_count(backend: "str | None", rounds: int) -> dict:
+    counter = _counter(backend)
     first = counter.counts()
-    parent_sockets = _netlink_inodes()
+    parent_objects = _kernel_objects()
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -333,36 +357,46 @@ def _fork_and_count(rounds: int) -> dict:
         try:
             os.close(r)
             results = [counter.counts() for _ in range(rounds)]
-            mine = _netlink_inodes()
-            os.write(w, json.dumps({"same": all(x == first for x in results),
-                                    "shares_parent_socket": bool(mine & parent_sockets),
-                                    "has_socket": bool(mine)}).encode())
+            os.write(w, json.dumps({"wrong": sum(x != first for x in results),
+                                    "objects": _kernel_objects()}).encode())
             code = 0
         finally:
             os._exit(code)
     os.close(w)
-    # Both count at the same time: a shared socket would mix the replies.
-    parent_same = all(counter.counts() == first for _ in range(rounds))
+    # Both count at the same time: a shared socket would mix the replies, a
+    # shared counter map would add up both walks.
+    parent_wrong = sum(counter.counts() != first for _ in range(rounds))
     with os.fdopen(r) as f:
         child = json.loads(f.read() or "{}")
     _, status = os.waitpid(pid, 0)
+    used = counter.backend
     counter.close()
-    return {"first": first, "parent_same": parent_same, "child": child,
+    return {"first": first, "parent_wrong": parent_wrong, "child": child,
+            "parent_objects": parent_objects, "backend": used,
             "status": _exit_code(status)}
 
 
-def test_counting_in_a_child_after_fork(small):
-    out = small.run(_fork_and_count, 200)
+@pytest.mark.parametrize("backend", FORK_BACKENDS, ids=lambda b: b or "default")
+def test_parent_and_child_count_concurrently_after_fork(fork_population, backend):
+    out = fork_population.run(_fork_and_count, backend, 100)
     assert out["status"] == 0
-    assert out["first"] == total_expected(small.expected)
-    assert out["parent_same"]
-    assert out["child"] == {"same": True, "shares_parent_socket": False, "has_socket": True}
+    assert out["first"] == total_expected(fork_population.expected)
+    assert out["parent_wrong"] == 0, out
+    assert out["child"]["wrong"] == 0, out
+    if backend is None and os.geteuid() == 0:
+        assert out["backend"] == "bpf"  # the root default is what is tested
+    # The child counted on kernel objects of its own, not the parent's.
+    kind = out["backend"]
+    if kind in ("netlink", "bpf"):
+        mine = set(out["child"]["objects"][kind])
+        assert mine, out
+        assert not mine & set(out["parent_objects"][kind]), out
 
 
-def _fork_while_a_thread_counts(forks: int) -> dict:
+def _fork_while_a_thread_counts(backend: "str | None", forks: int) -> dict:
     """The child inherits the Counter's lock as held by a thread it does
     not have: its count must not wait for that thread forever."""
-    counter = fasttcpstat.Counter("netlink")
+    counter = _counter(backend)
     expected = counter.counts()
     stop = threading.Event()
 
@@ -390,8 +424,9 @@ def _fork_while_a_thread_counts(forks: int) -> dict:
     return {"statuses": statuses}
 
 
-def test_fork_while_another_thread_counts(small):
-    out = small.run(_fork_while_a_thread_counts, 20)
+@pytest.mark.parametrize("backend", FORK_BACKENDS, ids=lambda b: b or "default")
+def test_fork_while_another_thread_counts(small, backend):
+    out = small.run(_fork_while_a_thread_counts, backend, 20)
     assert out["statuses"] == [0] * 20, out  # -14: SIGALRM, a deadlock
 
 
