@@ -400,6 +400,23 @@ static PyType_Spec NetlinkCounter_spec = {
     .slots = NetlinkCounter_slots,
 };
 
+static const struct fts_py_constant constants[] = {
+    {"FAMILY_IPV4", FTS_FAMILY_IPV4},
+    {"FAMILY_IPV6", FTS_FAMILY_IPV6},
+    {"FAMILY_BOTH", FTS_FAMILY_BOTH},
+    /* Tallies are indexed by the kernel's state number, 0..NSTATES-1;
+     * ALL_STATES_MASK has the bits of the 11 real states (1..11). */
+    {"NSTATES", FTS_NSTATES},
+    {"ALL_STATES_MASK", FTS_STATES_ALL},
+    {"STATES_ALL", FTS_STATES_ALL},
+    {"FORM_V2", FTS_FORM_V2},
+    {"FORM_LEGACY", FTS_FORM_LEGACY},
+    {"RECV_BUFSIZE", FTS_RECV_BUFSIZE},
+    {"MAX_PORT_RANGES", FTS_MAX_PORT_RANGES},
+    {"MAX_BY_PORT", FTS_MAX_BY_PORT},
+    {NULL, 0}
+};
+
 static int
 fasttcpstat_exec(PyObject *module)
 {
@@ -411,19 +428,7 @@ fasttcpstat_exec(PyObject *module)
         Py_DECREF(type);
         return -1;
     }
-    if (PyModule_AddIntConstant(module, "FAMILY_IPV4", FTS_FAMILY_IPV4) < 0
-        || PyModule_AddIntConstant(module, "FAMILY_IPV6",
-                                   FTS_FAMILY_IPV6) < 0
-        || PyModule_AddIntConstant(module, "STATES_ALL", FTS_STATES_ALL) < 0
-        || PyModule_AddIntConstant(module, "FORM_V2", FTS_FORM_V2) < 0
-        || PyModule_AddIntConstant(module, "FORM_LEGACY",
-                                   FTS_FORM_LEGACY) < 0
-        || PyModule_AddIntConstant(module, "RECV_BUFSIZE",
-                                   FTS_RECV_BUFSIZE) < 0
-        || PyModule_AddIntConstant(module, "MAX_PORT_RANGES",
-                                   FTS_MAX_PORT_RANGES) < 0
-        || PyModule_AddIntConstant(module, "MAX_BY_PORT",
-                                   FTS_MAX_BY_PORT) < 0) {
+    if (fts_py_add_constants(module, constants) < 0) {
         return -1;
     }
     return fts_py_add_bpf(module);

@@ -123,6 +123,17 @@ int fts_py_filter_parse(PyObject *local, PyObject *remote,
                         struct fts_py_filter *out);
 void fts_py_filter_free(struct fts_py_filter *f);
 
+/* Integer constants the extension exports: the one source of every
+ * number Python shares with C (tests/test_constants.py ties Python's
+ * copies to them). */
+struct fts_py_constant {
+    const char *name;
+    long value;
+};
+/* Add a table ending with {NULL, 0}; -1 with an exception set. */
+int fts_py_add_constants(PyObject *module,
+                         const struct fts_py_constant *table);
+
 /* Add the BPF iterator backend's type and functions (bind_bpf.c). */
 int fts_py_add_bpf(PyObject *module);
 

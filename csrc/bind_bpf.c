@@ -393,6 +393,13 @@ static PyMethodDef bpf_functions[] = {
     {NULL, NULL, 0, NULL}
 };
 
+static const struct fts_py_constant bpf_constants[] = {
+    {"BPF_EMIT_SHIFT", FTS_BPF_EMIT_SHIFT},
+    {"BPF_MAP_TYPE_ARRAY", FTS_BPF_MAP_TYPE_ARRAY},
+    {"BPF_MAP_TYPE_LRU_HASH", FTS_BPF_MAP_TYPE_LRU_HASH},
+    {NULL, 0}
+};
+
 int
 fts_py_add_bpf(PyObject *module)
 {
@@ -407,6 +414,5 @@ fts_py_add_bpf(PyObject *module)
     if (PyModule_AddFunctions(module, bpf_functions) < 0) {
         return -1;
     }
-    return PyModule_AddIntConstant(module, "BPF_EMIT_SHIFT",
-                                   FTS_BPF_EMIT_SHIFT);
+    return fts_py_add_constants(module, bpf_constants);
 }

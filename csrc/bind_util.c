@@ -156,3 +156,14 @@ fts_py_filter_free(struct fts_py_filter *f)
     PyMem_Free(f->ranges);
     f->ranges = NULL;
 }
+
+int
+fts_py_add_constants(PyObject *module, const struct fts_py_constant *table)
+{
+    for (; table->name != NULL; table++) {
+        if (PyModule_AddIntConstant(module, table->name, table->value) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
