@@ -91,6 +91,26 @@ int_type(struct blob *b, const char *name, uint32_t bytes)
     return id;
 }
 
+/* FUNC bpf_iter_tcp(struct bpf_iter_meta *meta, struct sock_common
+ * *sk_common[, uid]): pointer types, the prototype, the function; a `uid`
+ * parameter of that type unless 0. */
+static void
+iter_tcp(struct blob *b, uint32_t meta, uint32_t skc, uint32_t uid)
+{
+    uint32_t pmeta = type(b, NULL, 2, 0, 0, meta);
+    uint32_t pskc = type(b, NULL, 2, 0, 0, skc);
+    uint32_t proto = type(b, NULL, 13, uid ? 3 : 2, 0, 0);
+    put32(b, str(b, "meta"));
+    put32(b, pmeta);
+    put32(b, str(b, "sk_common"));
+    put32(b, pskc);
+    if (uid) {
+        put32(b, str(b, "uid"));
+        put32(b, uid);
+    }
+    type(b, "bpf_iter_tcp", 12, 0, 0, proto);
+}
+
 /* Types shaped like the kernel's, with different offsets than any real
  * kernel so nothing can pass by accident. */
 static void
@@ -131,17 +151,7 @@ build_blob(struct blob *b)
     /* struct tcp_timewait_sock { inet_timewait_sock tw_sk @0; ... } */
     uint32_t ttw = type(b, "tcp_timewait_sock", 4, 1, 0, 96); /* 13 */
     member_(b, "tw_sk", itw, 0);
-    uint32_t pmeta = type(b, NULL, 2, 0, 0, meta);          /* 14 */
-    uint32_t pskc = type(b, NULL, 2, 0, 0, skc);            /* 15 */
-    /* FUNC_PROTO (meta, sk_common, uid) */
-    uint32_t proto = type(b, NULL, 13, 3, 0, 0);            /* 16 */
-    put32(b, str(b, "meta"));
-    put32(b, pmeta);
-    put32(b, str(b, "sk_common"));
-    put32(b, pskc);
-    put32(b, str(b, "uid"));
-    put32(b, u16);
-    type(b, "bpf_iter_tcp", 12, 0, 0, proto);               /* 17 */
+    iter_tcp(b, meta, skc, u16);                            /* 14..17 */
     (void)ttw;
 }
 
@@ -236,14 +246,7 @@ build_self_referencing(struct blob *b, uint32_t copies)
     }
     type(b, "tcp_timewait_sock", 4, 1, 0, 8);                  /* 4 */
     member_(b, "tw_sk", skc, 0);
-    uint32_t pmeta = type(b, NULL, 2, 0, 0, meta);              /* 5 */
-    uint32_t pskc = type(b, NULL, 2, 0, 0, skc);                /* 6 */
-    uint32_t proto = type(b, NULL, 13, 2, 0, 0);                /* 7 */
-    put32(b, str(b, "meta"));
-    put32(b, pmeta);
-    put32(b, str(b, "sk_common"));
-    put32(b, pskc);
-    type(b, "bpf_iter_tcp", 12, 0, 0, proto);                   /* 8 */
+    iter_tcp(b, meta, skc, 0);                                  /* 5..8 */
 }
 
 static void
