@@ -147,6 +147,14 @@ fts_py_filter_parse(PyObject *local, PyObject *remote,
     }
     out->nlocal = (size_t)nlocal;
     out->nremote = (size_t)nremote;
+    /* A BpfCounter keeps its filter for life (to reload after fork()):
+     * keep only what was read. */
+    size_t used = out->nlocal + out->nremote;
+    void *fitted = PyMem_Realloc(out->ranges,
+                                 (used ? used : 1) * sizeof(*out->ranges));
+    if (fitted != NULL) {
+        out->ranges = fitted;
+    }
     return 0;
 }
 
