@@ -388,7 +388,7 @@ def test_interrupt_just_before_the_dump_is_not_lost(small):
 
 
 # --------------------------------------------------------------------------
-# fork() and sub-interpreters, on a small population
+# fork() and sub-interpreters, on a population that does not expire
 # --------------------------------------------------------------------------
 
 
@@ -398,15 +398,16 @@ def small(require_netns):
         yield pop
 
 
-# Only states that never expire, so that every count stays exact, and
-# enough sockets (10,000) that parent's and child's counts overlap.
+# Only states that never expire, so that every count stays exact however
+# long these tests take (ASan on a busy machine: minutes), and enough
+# sockets (10,000) that parent's and child's counts overlap.
 FORK_SPEC = Spec(estab4=2_000, estab6=2_000, estab_mapped=1_000, listen4=5, listen6=3)
 # None: the default Counter() (as root, auto = bpf).
 FORK_BACKENDS = [None, "auto", "bpf", "netlink", "procfs"]
 
 
 @pytest.fixture(scope="module")
-def fork_population(require_netns):
+def stable(require_netns):
     with Population(FORK_SPEC, workers="auto") as pop:
         yield pop
 
@@ -466,10 +467,10 @@ def _fork_and_count(backend: "str | None", rounds: int) -> dict:
 
 
 @pytest.mark.parametrize("backend", FORK_BACKENDS, ids=lambda b: b or "default")
-def test_parent_and_child_count_concurrently_after_fork(fork_population, backend):
-    out = fork_population.run(_fork_and_count, backend, 100)
+def test_parent_and_child_count_concurrently_after_fork(stable, backend):
+    out = stable.run(_fork_and_count, backend, 100)
     assert out["status"] == 0
-    assert out["first"] == total_expected(fork_population.expected)
+    assert out["first"] == total_expected(stable.expected)
     assert out["parent_wrong"] == 0, out
     assert out["child"]["wrong"] == 0, out
     if backend is None and os.geteuid() == 0:
@@ -514,8 +515,8 @@ def _fork_while_a_thread_counts(backend: "str | None", forks: int) -> dict:
 
 
 @pytest.mark.parametrize("backend", FORK_BACKENDS, ids=lambda b: b or "default")
-def test_fork_while_another_thread_counts(small, backend):
-    out = small.run(_fork_while_a_thread_counts, backend, 20)
+def test_fork_while_another_thread_counts(stable, backend):
+    out = stable.run(_fork_while_a_thread_counts, backend, 20)
     assert out["statuses"] == [0] * 20, out  # -14: SIGALRM, a deadlock
 
 
@@ -556,19 +557,19 @@ def _in_subinterpreter() -> dict:
     return result
 
 
-def test_counting_in_a_subinterpreter(small):
-    out = small.run(_in_subinterpreter)
+def test_counting_in_a_subinterpreter(stable):
+    out = stable.run(_in_subinterpreter)
     if "skip" in out:
         pytest.skip(out["skip"])
     assert "error" not in out, out["error"]
-    expected = total_expected(small.expected)
+    expected = total_expected(stable.expected)
     assert out["netlink"] == expected
     assert out["procfs"] == expected
     assert out["main"] == expected
     assert sum(sum(v.values()) for v in out["by_port"].values()) > 0
 
 
-def test_subinterpreter_from_a_fresh_process(small):
+def test_subinterpreter_from_a_fresh_process(stable):
     """The same, in a process that imports fasttcpstat only inside the
     sub-interpreter (the extension is initialised there first)."""
     code = (
@@ -586,7 +587,7 @@ def test_subinterpreter_from_a_fresh_process(small):
         return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               timeout=60)
 
-    result = small.run(run)
+    result = stable.run(run)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert out["netlink"] == total_expected(small.expected)
+    assert out["netlink"] == total_expected(stable.expected)
