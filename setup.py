@@ -53,6 +53,7 @@ extension = Extension(
     "fasttcpstat._fasttcpstat",
     sources=[
         "csrc/_fasttcpstat.c",
+        "csrc/bind_core.c",
         "csrc/bind_util.c",
         "csrc/bind_bpf.c",
         "csrc/diag_msg.c",

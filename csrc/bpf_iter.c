@@ -114,6 +114,13 @@ fts_bpf_init(struct fts_bpf_counter *c)
     c->link_fd = -1;
     c->counters = NULL;
     c->mapped = 0;
+    c->owner = 0;
+}
+
+int
+fts_bpf_owned(const struct fts_bpf_counter *c)
+{
+    return c->link_fd >= 0 && c->owner == getpid();
 }
 
 void
@@ -134,6 +141,7 @@ fts_bpf_open(struct fts_bpf_counter *c, const struct fts_btf_layout *layout,
              char *log, size_t logsize, struct fts_error *err)
 {
     fts_bpf_init(c);
+    c->owner = getpid();
     if (emit_shift == 0 || emit_shift > 20) {
         return fts_fail(err, EINVAL, "emit interval must be 2^1..2^20 sockets");
     }
@@ -206,16 +214,23 @@ fts_bpf_run(struct fts_bpf_counter *c, int iter_fd, struct fts_tally *tally,
             size_t *output, fts_interrupt_fn on_interrupt,
             void *interrupt_arg, struct fts_error *err)
 {
-    char sink[4096];
+    /* One byte per read: the kernel stops a read once it has `size`
+     * bytes, so each read returns after one progress mark (every
+     * 2^emit_shift sockets), and signals are looked at in between. */
+    char mark;
     size_t written = 0;
     int rc = 0;
     for (int i = 0; i < FTS_BPF_NSLOTS; i++) {
         c->counters[i] = 0;
     }
     for (;;) {
-        ssize_t n = read(iter_fd, sink, sizeof(sink));
+        ssize_t n = read(iter_fd, &mark, 1);
         if (n > 0) {
             written += (size_t)n;
+            if (on_interrupt != NULL && on_interrupt(interrupt_arg, 0)) {
+                rc = fts_fail(err, EINTR, "reading the BPF iterator");
+                break;
+            }
             continue;
         }
         if (n == 0) {
@@ -255,7 +270,7 @@ fts_bpf_pin_text(const struct fts_btf_layout *layout, const char *path,
     int sessions = -1, strings = -1, prog = -1, link = -1, rc = -1;
     /* LRU: a reader that stops before the end never reaches the final
      * call that frees its entry; the oldest such entries get evicted. */
-    sessions = map_create(9 /* BPF_MAP_TYPE_LRU_HASH */, 8,
+    sessions = map_create(FTS_BPF_MAP_TYPE_LRU_HASH, 8,
                           FTS_BPF_VALUE_SIZE, 4096, 0);
     if (sessions < 0) {
         fts_fail(err, errno, "bpf(BPF_MAP_CREATE) of the session map");

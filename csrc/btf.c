@@ -24,6 +24,12 @@
 #define MAX_CHAIN 32         /* typedef/const/volatile chains */
 #define MAX_FILE_SIZE (256u << 20)
 
+/* Called once per struct or union a member search enters; a test defines
+ * it to count the work (tests/c/test_btf_bound.c). */
+#ifndef FTS_BTF_VISIT
+#define FTS_BTF_VISIT() ((void)0)
+#endif
+
 enum btf_kind {
     KIND_INT = 1, KIND_PTR = 2, KIND_ARRAY = 3, KIND_STRUCT = 4,
     KIND_UNION = 5, KIND_ENUM = 6, KIND_FWD = 7, KIND_TYPEDEF = 8,
@@ -39,6 +45,11 @@ struct btf {
     size_t strs_len;
     uint32_t *offsets;  /* offsets[id] of each record; [0] unused */
     uint32_t count;     /* ids 1..count */
+    /* One bit per id: entered by the current member search.  Each struct
+     * is searched at most once, so a search is linear in the input even
+     * when (malformed) structs hold many copies of themselves.  Shares the
+     * offsets' allocation. */
+    uint32_t *entered;
 };
 
 struct btf_type {
@@ -180,7 +191,8 @@ open_btf(struct btf *b, const void *data, size_t len, struct fts_error *err)
     if (walk_records(b, NULL, &count, err) < 0) {
         return -1;
     }
-    b->offsets = calloc((size_t)count + 1, sizeof(uint32_t));
+    size_t words = (size_t)count / 32 + 1;
+    b->offsets = calloc((size_t)count + 1 + words, sizeof(uint32_t));
     if (b->offsets == NULL) {
         return fts_fail(err, ENOMEM, "indexing BTF types");
     }
@@ -189,6 +201,7 @@ open_btf(struct btf *b, const void *data, size_t len, struct fts_error *err)
         b->offsets = NULL;
         return -1;
     }
+    b->entered = b->offsets + count + 1;
     return 0;
 }
 
@@ -276,8 +289,23 @@ scalar_size(const struct btf *b, uint32_t id, uint32_t *size)
     }
 }
 
+/* Mark struct `id` entered; 0 if it already was. */
+static int
+enter_once(const struct btf *b, uint32_t id)
+{
+    uint32_t bit = 1u << (id % 32);
+    if (b->entered[id / 32] & bit) {
+        return 0;
+    }
+    b->entered[id / 32] |= bit;
+    return 1;
+}
+
 /* Find member `name` in struct/union `id`, looking into nested structs
- * and unions (anonymous ones and embedded ones such as tw_sk). */
+ * and unions (anonymous ones and embedded ones such as tw_sk).  A struct
+ * already entered is not entered again: it did not hold `name` (or this
+ * search would have ended), and in well-formed BTF a type is the same
+ * wherever it is embedded. */
 static int
 find_member(const struct btf *b, uint32_t id, const char *name,
             uint32_t base_bits, int depth, struct fts_btf_field *field,
@@ -286,9 +314,11 @@ find_member(const struct btf *b, uint32_t id, const char *name,
     struct btf_type t;
     uint32_t rid;
     if (depth > MAX_DEPTH || resolve(b, id, &rid, &t) < 0
-        || (t.kind != KIND_STRUCT && t.kind != KIND_UNION)) {
+        || (t.kind != KIND_STRUCT && t.kind != KIND_UNION)
+        || !enter_once(b, rid)) {
         return 1;  /* not here */
     }
+    FTS_BTF_VISIT();
     for (int pass = 0; pass < 2; pass++) {
         for (uint32_t i = 0; i < t.vlen; i++) {
             const unsigned char *m = t.extra + 12 * (size_t)i;
@@ -330,6 +360,7 @@ member(const struct btf *b, uint32_t struct_id, const char *name,
        uint32_t expected_size, struct fts_btf_field *field,
        struct fts_error *err)
 {
+    memset(b->entered, 0, ((size_t)b->count / 32 + 1) * sizeof(uint32_t));
     int rc = find_member(b, struct_id, name, 0, 0, field, err);
     if (rc < 0) {
         return -1;
