@@ -46,3 +46,48 @@ int fts_btf_layout_from_file(const char *path, struct fts_btf_layout *layout,
                              struct fts_error *err);
 
 #endif /* FASTTCPSTAT_BTF_H */
+
+/* ---- General queries (the walk backend: csrc/btf_walk.c) --------------
+ * The iterator needs a fixed set of scalar members; the walk also needs
+ * struct sizes, embedded structs, pointer targets and kfunc ids.  A parsed
+ * blob answers any number of such questions. */
+struct fts_btf;
+
+#define FTS_BTF_KIND_STRUCT 4
+#define FTS_BTF_KIND_FUNC 12
+
+/* Parse `len` bytes of BTF (kept by reference: `data` must outlive the
+ * result).  Returns NULL with `err` set. */
+struct fts_btf *fts_btf_open(const void *data, size_t len,
+                             struct fts_error *err);
+
+/* Read the whole file (`path` NULL: the running kernel's) and parse it;
+ * the result owns its copy. */
+struct fts_btf *fts_btf_open_file(const char *path, struct fts_error *err);
+
+void fts_btf_close(struct fts_btf *b);
+
+/* The id of the first type of `kind` named `name`, or 0. */
+uint32_t fts_btf_find(const struct fts_btf *b, const char *name,
+                      unsigned kind);
+
+/* What a member is: byte offset in the queried type, its type with
+ * typedefs and qualifiers resolved, that type's kind and size (8 for a
+ * pointer) and, for a pointer, the resolved id it points to. */
+struct fts_btf_member {
+    uint32_t offset;
+    uint32_t type_id;
+    uint32_t kind;
+    uint32_t size;
+    uint32_t target_id;
+};
+
+/* Member `name` of struct or union `id`, also found inside anonymous
+ * members (not inside named ones: name those in the query).  Returns 0,
+ * or -1 with `err` set (ENOENT: no such member; EPROTO: a bitfield or
+ * an unaligned member). */
+int fts_btf_member_of(const struct fts_btf *b, uint32_t id, const char *name,
+                      struct fts_btf_member *out, struct fts_error *err);
+
+/* The size in bytes of struct/union/scalar `id` (0 if it has none). */
+uint32_t fts_btf_size_of(const struct fts_btf *b, uint32_t id);
