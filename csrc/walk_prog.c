@@ -36,6 +36,7 @@
 #define R8 8
 #define R9 9
 
+#define HELPER_ktime_get_ns 5
 #define HELPER_get_current_task_btf 158
 #define HELPER_loop 181
 
@@ -105,6 +106,8 @@ main_program(struct fts_asm *a, const struct fts_walk_layout *l, int map_fd)
     fts_store_imm(a, R6, CTL(status), FTS_WALK_ST_OK, 4);
     fts_store_imm(a, R6, CTL(loops), 0, 8);
     fts_call_kfunc(a, l->kf_rcu_read_lock);
+    fts_call(a, HELPER_ktime_get_ns);
+    fts_store(a, R6, CTL(held_ns), R0, 8);
 
     /* r7 = current->nsproxy->net_ns->ipv4.tcp_death_row.hashinfo */
     fts_call(a, HELPER_get_current_task_btf);
@@ -129,9 +132,10 @@ main_program(struct fts_asm *a, const struct fts_walk_layout *l, int map_fd)
     fts_load(a, R1, R7, (int16_t)l->hi_lhash2_mask, 4);
     fts_store(a, R6, CTL(lhash2_mask), R1, 4);
 
-    /* bpf_loop(ctl.budget + slack, step, NULL, 0) */
+    /* bpf_loop(ctl.budget + ctl.slack, step, NULL, 0) */
     fts_load(a, R1, R6, CTL(budget), 8);
-    fts_alu_imm(a, FTS_OP_ADD, R1, FTS_WALK_SLACK);
+    fts_load(a, R2, R6, CTL(slack), 8);
+    fts_alu_reg(a, FTS_OP_ADD, R1, R2);
     fts_ld_func(a, R2, L_CALLBACK);
     fts_mov_imm(a, R3, 0);
     fts_mov_imm(a, R4, 0);
@@ -139,6 +143,10 @@ main_program(struct fts_asm *a, const struct fts_walk_layout *l, int map_fd)
     fts_store(a, R6, CTL(loops), R0, 8);
 
     fts_place(a, L_UNLOCK);
+    fts_call(a, HELPER_ktime_get_ns);
+    fts_load(a, R1, R6, CTL(held_ns), 8);
+    fts_alu_reg(a, FTS_OP_SUB, R0, R1);
+    fts_store(a, R6, CTL(held_ns), R0, 8);
     fts_call_kfunc(a, l->kf_rcu_read_unlock);
     fts_exit_imm(a, 0);
 }
@@ -292,7 +300,7 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R1, 0, 0, L_STEP);
 
     /* At a bucket boundary past the budget: end the run here (bpf_loop
-     * was given FTS_WALK_SLACK more iterations to reach one). */
+     * was given ctl.slack more iterations to reach one). */
     fts_load(a, R2, R6, CTL(budget), 8);
     fts_jump(a, FTS_J_JGE | FTS_SRC_X, R7, R2, 0, L_STOP);
 

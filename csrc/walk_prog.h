@@ -10,9 +10,9 @@
  *
  * The program and user space share one mmapped array-map value: a control
  * block (struct fts_walk_ctl) and a tally table (struct fts_walk_slot[]).
- * Each run makes at most ctl.budget loop iterations (one per bucket start,
- * socket or chain end) and stops at a bucket boundary or mid-bucket; user
- * space resumes it.  A chain that ends in another bucket's nulls value
+ * Each run makes loop iterations (one per bucket start, socket or chain
+ * end) until the first bucket boundary after ctl.budget of them, or at
+ * most budget + slack; user space resumes it.  A chain that ends in another bucket's nulls value
  * (a socket moved while we read) stops the run with FTS_WALK_ST_RESCAN;
  * user space undoes the bucket's increments (ctl.log) and rescans it.
  */
@@ -70,8 +70,8 @@ struct fts_walk_layout {
 #define FTS_WALK_LOG 1024
 
 /* A run stops at the first bucket boundary after ctl.budget iterations;
- * past budget + slack it stops mid-bucket (user space then undoes the
- * bucket and the next run walks it again). */
+ * past budget + ctl.slack it stops mid-bucket (user space then undoes the
+ * bucket and the next run walks it again).  The default slack: */
 #define FTS_WALK_SLACK 1024
 
 #define FTS_WALK_TABLE_EHASH 0
@@ -87,6 +87,7 @@ struct fts_walk_layout {
  * sets it; "cursor": the program's position, kept between runs. */
 struct fts_walk_ctl {
     uint64_t budget;       /* in: loop iterations per run */
+    uint64_t slack;        /* in: more iterations to reach a boundary */
     uint64_t only_inum;    /* in: 0 = every namespace, else only this one */
     uint64_t node;         /* cursor: next chain node; 0 = bucket start */
     uint64_t scratch;      /* turns a typed pointer into a number */
@@ -94,6 +95,7 @@ struct fts_walk_ctl {
     uint64_t ehash;        /* bucket arrays, as numbers */
     uint64_t lhash2;
     uint64_t loops;        /* out: iterations of the last run */
+    uint64_t held_ns;      /* out: the last run's RCU read-side section */
     uint32_t ehash_mask;
     uint32_t lhash2_mask;
     uint32_t table;        /* cursor: FTS_WALK_TABLE_* */

@@ -98,6 +98,7 @@ fts_walker_init(struct fts_walker *w)
     memset(w, 0, sizeof(*w));
     w->map_fd = -1;
     w->prog_fd = -1;
+    w->slack = FTS_WALK_SLACK;
 }
 
 void
@@ -297,6 +298,9 @@ run_once(struct fts_walker *w, struct fts_walk_stats *st,
     }
     st->runs++;
     st->loops += w->ctl->loops;
+    if (w->ctl->held_ns > st->longest_held_ns) {
+        st->longest_held_ns = w->ctl->held_ns;
+    }
     if (took > st->longest_run_ns) {
         st->longest_run_ns = took;
     }
@@ -373,6 +377,7 @@ fts_walker_pass(struct fts_walker *w, uint32_t budget, uint32_t only_inum,
     }
     memset(c, 0, fts_walk_value_size(w->nslots));
     c->budget = budget;
+    c->slack = w->slack;
     c->only_inum = only_inum;
     uint32_t tries = 0;
     for (;;) {
@@ -405,8 +410,11 @@ fts_walker_pass(struct fts_walker *w, uint32_t budget, uint32_t only_inum,
             if (c->table == start_table && c->bucket == start_bucket) {
                 give_up(w, st);
             }
-            else if (undo_bucket(w) < 0) {
-                st->log_overflow++;
+            else {
+                st->undone++;
+                if (undo_bucket(w) < 0) {
+                    st->log_overflow++;
+                }
             }
         }
         else {

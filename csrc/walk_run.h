@@ -30,6 +30,7 @@ struct fts_walker {
     struct fts_walk_ctl *ctl;        /* the mmapped map value */
     struct fts_walk_slot *slots;     /* after it */
     uint32_t insns;                  /* program length, instructions */
+    uint32_t slack;                  /* FTS_WALK_SLACK; tests lower it */
 };
 
 /* What a pass found besides the tallies.  Any of the anomaly counters
@@ -42,8 +43,10 @@ struct fts_walk_stats {
     uint64_t filtered;
     uint64_t buckets;
     uint64_t rescans;         /* buckets walked again (not an anomaly) */
+    uint64_t undone;          /* runs that ended mid-bucket, taken back */
     uint64_t hashinfo;        /* the table's identity */
-    uint64_t longest_run_ns;  /* the longest run (RCU held), wall clock */
+    uint64_t longest_run_ns;  /* the longest run: bpf(2) call, wall clock */
+    uint64_t longest_held_ns; /* the longest RCU read-side section */
     /* anomalies */
     uint64_t giveups;         /* buckets skipped after FTS_WALK_MAX_TRIES */
     uint64_t unreadable;
