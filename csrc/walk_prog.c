@@ -52,7 +52,7 @@
 #define TCP_NEW_SYN_RECV 12
 
 enum label {
-    L_UNLOCK, L_CALLBACK, L_STEP, L_EHASH_DONE, L_LHASH2, L_HEAD,
+    L_UNLOCK, L_CALLBACK, L_STEP, L_EHASH_DONE, L_TO_LHASH2, L_LHASH2, L_HEAD,
     L_FINISHED, L_STOP, L_UNREADABLE, L_NEXT_BUCKET, L_CHAIN_END,
     L_RESCAN, L_NOT_REQ, L_STATE_CHECK, L_STATE_OK, L_BAD_STATE, L_FAM4,
     L_FAM6, L_BAD_FAMILY, L_FAM_DONE, L_STATES_OK, L_LOCAL_OK, L_REMOTE_OK, L_SKIP,
@@ -310,6 +310,10 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     bucket_head(a, CTL(ehash_mask), CTL(ehash), l->ehash_size,
                 l->ehash_head, L_EHASH_DONE);
     fts_place(a, L_EHASH_DONE);
+    fts_load(a, R1, R6, CTL(tables), 8);
+    fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, FTS_WALK_LHASH2, L_TO_LHASH2);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_FINISHED);
+    fts_place(a, L_TO_LHASH2);
     fts_store_imm(a, R6, CTL(table), FTS_WALK_TABLE_LHASH2, 4);
     fts_store_imm(a, R6, CTL(bucket), 0, 4);
     fts_exit_imm(a, 0);

@@ -74,6 +74,13 @@ struct fts_walk_layout {
  * bucket and the next run walks it again).  The default slack: */
 #define FTS_WALK_SLACK 1024
 
+/* Which tables a pass walks.  A namespace with its own table
+ * (net.ipv4.tcp_child_ehash_entries) has its own ehash but shares the
+ * host's lhash2 (inet_pernet_hashinfo_alloc() copies the pointer): every
+ * listener is in the one lhash2, walked once. */
+#define FTS_WALK_EHASH 1u
+#define FTS_WALK_LHASH2 2u
+
 #define FTS_WALK_TABLE_EHASH 0
 #define FTS_WALK_TABLE_LHASH2 1
 #define FTS_WALK_TABLE_DONE 2
@@ -89,6 +96,7 @@ struct fts_walk_ctl {
     uint64_t budget;       /* in: loop iterations per run */
     uint64_t slack;        /* in: more iterations to reach a boundary */
     uint64_t only_inum;    /* in: 0 = every namespace, else only this one */
+    uint64_t tables;       /* in: FTS_WALK_EHASH | FTS_WALK_LHASH2 */
     uint64_t node;         /* cursor: next chain node; 0 = bucket start */
     uint64_t scratch;      /* turns a typed pointer into a number */
     uint64_t hashinfo;     /* out: the table walked (its identity) */

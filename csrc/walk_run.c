@@ -366,7 +366,8 @@ give_up(struct fts_walker *w, struct fts_walk_stats *st)
 }
 
 int
-fts_walker_pass(struct fts_walker *w, uint32_t budget, uint32_t only_inum,
+fts_walker_pass(struct fts_walker *w, unsigned tables, uint32_t budget,
+                uint32_t only_inum,
                 struct fts_walk_stats *st, fts_interrupt_fn on_interrupt,
                 void *interrupt_arg, struct fts_error *err)
 {
@@ -375,10 +376,17 @@ fts_walker_pass(struct fts_walker *w, uint32_t budget, uint32_t only_inum,
     if (budget == 0) {
         return fts_fail(err, EINVAL, "budget must be at least 1");
     }
+    if (tables == 0 || (tables & ~(FTS_WALK_EHASH | FTS_WALK_LHASH2)) != 0) {
+        return fts_fail(err, EINVAL, "tables must be FTS_WALK_EHASH and/or "
+                                     "FTS_WALK_LHASH2");
+    }
     memset(c, 0, fts_walk_value_size(w->nslots));
     c->budget = budget;
     c->slack = w->slack;
     c->only_inum = only_inum;
+    c->tables = tables;
+    c->table = (tables & FTS_WALK_EHASH) ? FTS_WALK_TABLE_EHASH
+                                         : FTS_WALK_TABLE_LHASH2;
     uint32_t tries = 0;
     for (;;) {
         uint32_t start_table = c->table, start_bucket = c->bucket;

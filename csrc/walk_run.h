@@ -73,11 +73,12 @@ int fts_walker_open(struct fts_walker *w, const struct fts_walk_layout *l,
 
 void fts_walker_close(struct fts_walker *w);
 
-/* One pass over the calling thread's namespace's table: every namespace
- * found there gets a slot (or only `only_inum`, if non-zero).  `budget`:
- * loop iterations per run (>= 1).  Returns 0 (read the slots and `st`),
- * or -1 with `err` set (EINTR if `on_interrupt` said stop). */
-int fts_walker_pass(struct fts_walker *w, uint32_t budget,
+/* One pass over the calling thread's namespace's tables (`tables`:
+ * FTS_WALK_EHASH and/or FTS_WALK_LHASH2): every namespace found there gets
+ * a slot (or only `only_inum`, if non-zero).  `budget`: loop iterations
+ * per run (>= 1).  Returns 0 (read the slots and `st`), or -1 with `err`
+ * set (EINTR if `on_interrupt` said stop). */
+int fts_walker_pass(struct fts_walker *w, unsigned tables, uint32_t budget,
                     uint32_t only_inum, struct fts_walk_stats *st,
                     fts_interrupt_fn on_interrupt, void *interrupt_arg,
                     struct fts_error *err);

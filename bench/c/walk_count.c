@@ -10,8 +10,9 @@
  * instructions the verifier processed and the load time.
  *
  *   walk_count [--passes N] [--budget N] [--slots N] [--states MASK]
- *              [--slack N] [--only INUM] [--local LO[-HI]]... [--remote LO[-HI]]...
+ *              [--tables 1|2|3] [--slack N] [--only INUM] [--local LO[-HI]]... [--remote LO[-HI]]...
  *              [--quiet]   (no per-namespace counts)
+ * --tables: 1 ehash, 2 lhash2 (listeners), 3 both (the default).
  *
  * Build: cc -O2 -Icsrc bench/c/walk_count.c csrc/walk_run.c
  *        csrc/walk_prog.c csrc/btf_walk.c csrc/btf.c
@@ -120,6 +121,7 @@ int
 main(int argc, char **argv)
 {
     int passes = 1, quiet = 0;
+    unsigned tables = FTS_WALK_EHASH | FTS_WALK_LHASH2;
     unsigned long budget = 16384, slots = 1024, only = 0, slack = 0;
     struct fts_port_range local[MAX_RANGES], remote[MAX_RANGES];
     struct fts_walk_filter filter = {0, local, 0, remote, 0};
@@ -139,6 +141,9 @@ main(int argc, char **argv)
         }
         else if (strcmp(a, "--budget") == 0) {
             budget = strtoul(v, NULL, 0);
+        }
+        else if (strcmp(a, "--tables") == 0) {
+            tables = (unsigned)strtoul(v, NULL, 0);
         }
         else if (strcmp(a, "--slack") == 0) {
             slack = strtoul(v, NULL, 0);
@@ -195,7 +200,7 @@ main(int argc, char **argv)
     for (int p = 0; p < passes; p++) {
         struct fts_walk_stats st;
         double c1 = cpu_ms(), w1 = wall_ms();
-        if (fts_walker_pass(&w, (uint32_t)budget, (uint32_t)only, &st, NULL,
+        if (fts_walker_pass(&w, tables, (uint32_t)budget, (uint32_t)only, &st, NULL,
                             NULL, &err) < 0) {
             fprintf(stderr, "walk_count: %s: %s\n", err.what,
                     strerror(err.err));
