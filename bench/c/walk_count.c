@@ -122,7 +122,8 @@ main(int argc, char **argv)
 {
     int passes = 1, quiet = 0;
     unsigned tables = FTS_WALK_EHASH | FTS_WALK_LHASH2;
-    unsigned long budget = 16384, slots = 1024, only = 0, slack = 0;
+    unsigned long budget = 16384, slots = 1024, only = 0;
+    long slack = -1;
     struct fts_port_range local[MAX_RANGES], remote[MAX_RANGES];
     struct fts_walk_filter filter = {0, local, 0, remote, 0};
     for (int i = 1; i < argc; i++) {
@@ -146,7 +147,7 @@ main(int argc, char **argv)
             tables = (unsigned)strtoul(v, NULL, 0);
         }
         else if (strcmp(a, "--slack") == 0) {
-            slack = strtoul(v, NULL, 0);
+            slack = strtol(v, NULL, 0);
         }
         else if (strcmp(a, "--slots") == 0) {
             slots = strtoul(v, NULL, 0);
@@ -190,7 +191,7 @@ main(int argc, char **argv)
                 strerror(err.err), log);
         return 1;
     }
-    if (slack != 0) {
+    if (slack >= 0) {
         w.slack = (uint32_t)slack;
     }
     printf("{\"load\": {\"insns\": %u, \"verified_insns\": %u, "
