@@ -45,8 +45,6 @@ int fts_btf_layout(const void *data, size_t len,
 int fts_btf_layout_from_file(const char *path, struct fts_btf_layout *layout,
                              struct fts_error *err);
 
-#endif /* FASTTCPSTAT_BTF_H */
-
 /* ---- General queries (the walk backend: csrc/btf_walk.c) --------------
  * The iterator needs a fixed set of scalar members; the walk also needs
  * struct sizes, embedded structs, pointer targets and kfunc ids.  A parsed
@@ -91,3 +89,5 @@ int fts_btf_member_of(const struct fts_btf *b, uint32_t id, const char *name,
 
 /* The size in bytes of struct/union/scalar `id` (0 if it has none). */
 uint32_t fts_btf_size_of(const struct fts_btf *b, uint32_t id);
+
+#endif /* FASTTCPSTAT_BTF_H */
