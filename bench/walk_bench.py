@@ -1,0 +1,193 @@
+"""The walk engine against per-namespace counting, same populations, one run.
+
+    python bench/walk_bench.py --sizes 100000,1000000 --small 10 --rounds 5
+
+For each size: one big population in the host's *shared* table (the case the
+walk is for: every per-namespace count walks that whole table) plus N small
+namespaces.  Measured, CPU per call (user + system of the counting process):
+  walk, all      one pass of bench/c/walk_count from the host namespace,
+                 counting every namespace (median of the rounds); its
+                 longest run's RCU hold (measured inside the program) and
+                 the longest bpf(2) call (wall clock, preemption included);
+  walk, one ns   the same pass keeping only the big namespace's inode;
+  iterator, big / netlink, big / bare C v2, big
+                 one count inside the big namespace;
+  iterator, every ns / netlink, every ns
+                 one count inside each namespace, summed.
+Every walk count is checked against each population's expected counts.
+No Python binding of the walk exists yet: the walk is the C engine, the
+others fasttcpstat's Python API (whose overhead is ~0.1 ms, negligible here).
+Writes bench/results/walk-<name>.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+from populations import bench_spec  # noqa: E402
+from tests.population import FAMILIES, STATES, Population, Spec  # noqa: E402
+
+ENGINE = ["walk_run.c", "walk_prog.c", "btf_walk.c", "btf.c"]
+SMALL = Spec(listen4=1, listen6=1, estab4=10, estab6=4, estab_mapped=2, close_wait4=1,
+             syn_recv4=1)
+
+
+def compile_tools(tmp: str) -> "tuple[str, str]":
+    walk = os.path.join(tmp, "walk_count")
+    subprocess.run(["cc", "-O2", "-std=c11", "-D_GNU_SOURCE", "-I" + os.path.join(ROOT, "csrc"),
+                    os.path.join(ROOT, "bench/c/walk_count.c"),
+                    *(os.path.join(ROOT, "csrc", s) for s in ENGINE), "-o", walk], check=True)
+    bare = os.path.join(tmp, "bare_diag")
+    subprocess.run(["cc", "-O2", os.path.join(ROOT, "bench/c/bare_diag.c"), "-o", bare],
+                   check=True)
+    return walk, bare
+
+
+def walk_passes(exe: str, rounds: int, *args: str) -> "tuple[dict, list]":
+    out = subprocess.run([exe, "--passes", str(rounds + 1), *args], check=True,
+                         capture_output=True, text=True).stdout
+    lines = [json.loads(line) for line in out.splitlines()]
+    return lines[0]["load"], lines[2:]  # the first pass warms caches: dropped
+
+
+def per_ns(slot: dict) -> dict:
+    return {f: {s: slot[f][i + 1] for i, s in enumerate(STATES)} for f in FAMILIES}
+
+
+def _count_cpu(backend: str, rounds: int) -> "tuple[float, dict]":
+    import fasttcpstat
+    with fasttcpstat.Counter(backend) as counter:
+        counter.counts_by_family()
+        costs = []
+        for _ in range(rounds):
+            t0 = time.process_time()
+            got = counter.counts_by_family()
+            costs.append((time.process_time() - t0) * 1e3)
+    return statistics.median(costs), got
+
+
+def _bare(exe: str, rounds: int) -> float:
+    out = subprocess.run([exe, "--loop", str(rounds + 1)], check=True, capture_output=True,
+                         text=True).stdout
+    rows = [json.loads(line) for line in out.splitlines()][1:]
+    return statistics.median((r["user"] + r["sys"]) * 1e3 for r in rows)
+
+
+def measure(size: int, nsmall: int, rounds: int, walk: str, bare: str) -> dict:
+    t0 = time.monotonic()
+    big = Population(bench_spec(size, time_wait=False), workers="auto", long_lived=True,
+                     settle_timeout=300)
+    smalls = []
+    try:
+        for _ in range(nsmall):
+            smalls.append(Population(SMALL, long_lived=True))
+        built = time.monotonic() - t0
+        pops = [big] + smalls
+        inums = [os.stat(p.ns_path).st_ino for p in pops]
+        load, passes = walk_passes(walk, rounds)
+        exact = all(per_ns(passes[-1]["ns"][str(i)]) == p.expected for i, p in zip(inums, pops))
+        anomalies = sum(p["stats"]["anomalies"] for p in passes)
+        _, one = walk_passes(walk, rounds, "--quiet", "--only", str(inums[0]))
+        iter_big, got = big.run(_count_cpu, "bpf", rounds)
+        exact_iter = got == big.expected
+        net_big, _ = big.run(_count_cpu, "netlink", rounds)
+        bare_big = big.run(_bare, bare, rounds)
+        iter_all = sum(p.run(_count_cpu, "bpf", rounds)[0] for p in pops)
+        net_all = sum(p.run(_count_cpu, "netlink", rounds)[0] for p in pops)
+        walk_all = statistics.median(p["cpu_ms"] for p in passes)
+        walk_one = statistics.median(p["cpu_ms"] for p in one)
+        return {
+            "size": size, "sockets_big": big.total, "small_namespaces": nsmall,
+            "sockets_all": sum(p.total for p in pops), "build_s": round(built, 1),
+            "load": load, "walk_exact": exact, "iterator_exact": exact_iter,
+            "walk_anomalies": anomalies,
+            "walk_all_cpu_ms": walk_all, "walk_one_cpu_ms": walk_one,
+            "walk_wall_ms": statistics.median(p["wall_ms"] for p in passes),
+            "walk_runs": passes[-1]["runs"],
+            "longest_rcu_ms": max(p["longest_rcu_ms"] for p in passes + one),
+            "longest_call_ms": max(p["longest_run_ms"] for p in passes + one),
+            "iterator_big_cpu_ms": iter_big, "netlink_big_cpu_ms": net_big,
+            "bare_v2_big_cpu_ms": bare_big,
+            "iterator_every_ns_cpu_ms": iter_all, "netlink_every_ns_cpu_ms": net_all,
+        }
+    finally:
+        for p in smalls:
+            p.close()
+        big.close()
+
+
+def report(results: list, argv: list) -> str:
+    lines = [
+        "# Walk engine benchmark", "",
+        "Run %s, `python %s`. Machine: %d CPUs, Linux %s; load average %s at the end."
+        % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), " ".join(argv), os.cpu_count(),
+           platform.release(), "/".join("%.1f" % x for x in os.getloadavg())),
+        "",
+        "CPU ms per call (user + system of the counting process), medians of the rounds; "
+        "big namespace in the host's shared table. See bench/walk_bench.py.", "",
+        "| sockets (big + small ns) | walk, all ns | walk, big ns only | iterator, big ns "
+        "| netlink, big ns | bare C v2, big ns | iterator, every ns | netlink, every ns "
+        "| walk / iterator every ns | walk / netlink every ns | walk one / iterator big "
+        "| walk one / bare C v2 | longest RCU hold ms | longest bpf(2) call ms | runs/pass "
+        "| exact |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for r in results:
+        lines.append(
+            "| %s + %d x %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.3fx | %.3fx "
+            "| %.2fx | %.2fx | %.2f | %.2f | %d | %s |" % (
+                f"{r['sockets_big']:,}", r["small_namespaces"],
+                (r["sockets_all"] - r["sockets_big"]) // max(1, r["small_namespaces"]),
+                r["walk_all_cpu_ms"], r["walk_one_cpu_ms"], r["iterator_big_cpu_ms"],
+                r["netlink_big_cpu_ms"], r["bare_v2_big_cpu_ms"],
+                r["iterator_every_ns_cpu_ms"], r["netlink_every_ns_cpu_ms"],
+                r["walk_all_cpu_ms"] / r["iterator_every_ns_cpu_ms"],
+                r["walk_all_cpu_ms"] / r["netlink_every_ns_cpu_ms"],
+                r["walk_one_cpu_ms"] / r["iterator_big_cpu_ms"],
+                r["walk_one_cpu_ms"] / r["bare_v2_big_cpu_ms"],
+                r["longest_rcu_ms"], r["longest_call_ms"], r["walk_runs"],
+                "yes" if r["walk_exact"] and r["iterator_exact"] and not r["walk_anomalies"]
+                else "NO"))
+    load = results[0]["load"] if results else {}
+    lines += ["", "Program: %s instructions; the verifier processed %s; BTF read %.1f ms, "
+              "load %.1f ms (wall)." % (load.get("insns"), load.get("verified_insns"),
+                                       load.get("btf_ms", 0), load.get("load_ms", 0)), ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--small", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--name", default="walk-" + time.strftime("%Y%m%d-%H%M%S"))
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="issue13-walk-bench-") as tmp:
+        walk, bare = compile_tools(tmp)
+        results = []
+        for size in (int(s) for s in args.sizes.split(",")):
+            results.append(measure(size, args.small, args.rounds, walk, bare))
+            print(json.dumps(results[-1]), flush=True)
+    text = report(results, sys.argv)
+    out = os.path.join(ROOT, "bench", "results", args.name)
+    with open(out + ".json", "w") as f:
+        json.dump(results, f, indent=1)
+    with open(out + ".md", "w") as f:
+        f.write(text)
+    print(text)
+    return 0 if all(r["walk_exact"] and not r["walk_anomalies"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
