@@ -240,3 +240,41 @@ def test_own_table_walked_from_inside(walk_count, require_netns):
         assert list(inside) == [me]
         assert inside[me] == rest
         assert ss_view == pop.expected
+
+
+def test_fuzz_harness_replays_random_and_real_inputs(tmp_path: Path) -> None:
+    """fuzz/fuzz_walkprog.c without libFuzzer (tests/c/fuzz_replay.c):
+    deterministic random inputs for both modes, a valid generator input
+    and, where readable, the running kernel's BTF."""
+    import random
+
+    sanitize = _sanitizers_available(tmp_path)
+    exe = tmp_path / "fuzz_walkprog"
+    subprocess.run(
+        [_compiler(), *CFLAGS, *(SANITIZERS if sanitize else []),
+         f"-I{ROOT / 'csrc'}", f"-I{ROOT / 'tests/c'}", str(ROOT / "fuzz/fuzz_walkprog.c"),
+         str(ROOT / "tests/c/fuzz_replay.c"),
+         *(str(ROOT / "csrc" / src) for src in ENGINE if src != "walk_run.c"),
+         "-o", str(exe)],
+        check=True, capture_output=True, text=True)
+    rng = random.Random(13)
+    inputs = []
+    for i in range(300):
+        data = bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 9, 70, 90, 300])))
+        inputs.append(data)
+    # Mode 0, a layout of small values, 64 slots, room for the program
+    # (324 instructions with two ranges), two ranges.
+    inputs.append(bytes([0]) + bytes(range(1, 81)) + bytes([6]) + (330).to_bytes(2, "little")
+                  + bytes([1, 1]) + (0x7FE).to_bytes(4, "little")
+                  + bytes([0x10, 0x27, 0x20, 0x27, 0x50, 0x00, 0x50, 0x00]))
+    btf = Path("/sys/kernel/btf/vmlinux")
+    if btf.exists():
+        inputs.append(b"\x01" + btf.read_bytes())
+    paths = []
+    for i, data in enumerate(inputs):
+        p = tmp_path / f"in{i}"
+        p.write_bytes(data)
+        paths.append(str(p))
+    result = subprocess.run([str(exe), *paths], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == f"{len(paths)} passed, 0 failed"

@@ -16,6 +16,7 @@
 #include "check.h"
 #include "walk_prog.h"
 #include "bpf_asm.h"
+#include "walk_check.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -194,67 +195,23 @@ fake_layout(struct fts_walk_layout *l)
     l->tw_substate = 140;
 }
 
-static int
-is_ld_imm64(const struct fts_bpf_insn *i)
-{
-    return i->code == (FTS_LD | FTS_MODE_IMM | FTS_SZ_DW);
-}
-
-/* Every jump lands inside the program and not on an ld_imm64's second
- * half; the only PSEUDO_FUNC names the callback; kfunc ids are ours. */
+/* The shared invariants, and what only a whole program shows: several
+ * kfunc calls and exits. */
 static void
 check_program(const struct fts_bpf_insn *p, size_t n, uint32_t callback_at,
               const struct fts_walk_layout *l)
 {
-    unsigned char *second_half = calloc(n, 1);
-    for (size_t i = 0; i + 1 < n; i++) {
-        if (is_ld_imm64(&p[i])) {
-            second_half[i + 1] = 1;
-            i++;
-        }
-    }
-    int funcs = 0, kfuncs = 0, exits = 0, bad = 0;
+    CHECK(walk_check_program(p, n, callback_at, l) == 0);
+    int kfuncs = 0, exits = 0;
     for (size_t i = 0; i < n; i++) {
-        const struct fts_bpf_insn *in = &p[i];
-        if (second_half[i]) {
-            continue;
+        if (p[i].code == (FTS_JMP | FTS_J_CALL)
+            && fts_insn_src(&p[i]) == FTS_PSEUDO_KFUNC_CALL) {
+            kfuncs++;
         }
-        if (is_ld_imm64(in) && fts_insn_src(in) == FTS_PSEUDO_FUNC) {
-            funcs++;
-            bad += (long)i + 1 + in->imm != (long)callback_at;
-            continue;
-        }
-        if ((in->code & 0x07) != FTS_JMP) {
-            continue;
-        }
-        uint8_t op = in->code & 0xf0;
-        if (op == FTS_J_EXIT) {
-            exits++;
-            continue;
-        }
-        if (op == FTS_J_CALL) {
-            if (fts_insn_src(in) == FTS_PSEUDO_KFUNC_CALL) {
-                kfuncs++;
-                bad += in->imm != (int32_t)l->kf_rcu_read_lock
-                       && in->imm != (int32_t)l->kf_rcu_read_unlock
-                       && in->imm != (int32_t)l->kf_rdonly_cast;
-            }
-            continue;
-        }
-        long target = (long)i + 1 + in->off;
-        bad += target < 0 || target >= (long)n || second_half[target];
-        /* no jump crosses between the main program and the callback */
-        bad += ((long)i < (long)callback_at) != (target < (long)callback_at);
+        exits += p[i].code == (FTS_JMP | FTS_J_EXIT);
     }
-    CHECK(bad == 0);
-    CHECK(funcs == 1);
     CHECK(kfuncs >= 5);
     CHECK(exits >= 2);
-    CHECK(callback_at > 0 && callback_at < n);
-    /* Both functions end in an exit. */
-    CHECK(p[callback_at - 1].code == (FTS_JMP | FTS_J_EXIT));
-    CHECK(p[n - 1].code == (FTS_JMP | FTS_J_EXIT));
-    free(second_half);
 }
 
 static void
