@@ -52,13 +52,15 @@
 #define TCP_NEW_SYN_RECV 12
 
 enum label {
-    L_UNLOCK, L_CALLBACK, L_STEP, L_EHASH_DONE, L_TO_LHASH2, L_LHASH2, L_HEAD,
-    L_FINISHED, L_STOP, L_UNREADABLE, L_NEXT_BUCKET, L_CHAIN_END,
-    L_RESCAN, L_NOT_REQ, L_STATE_CHECK, L_STATE_OK, L_BAD_STATE, L_FAM4,
-    L_FAM6, L_BAD_FAMILY, L_FAM_DONE, L_STATES_OK, L_LOCAL_OK, L_REMOTE_OK, L_SKIP,
-    L_ANY_NS, L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_LOGGED, L_LISTEN_NULLS,
+    L_UNLOCK, L_CALLBACK, L_STEP, L_EHASH_DONE, L_TO_LHASH2, L_LHASH2,
+    L_HEAD, L_FINISHED, L_STOP, L_UNREADABLE, L_EMPTY, L_EMPTY_LHASH2,
+    L_LAST, L_LAST_LHASH2, L_SOCKET, L_NEXT, L_RESCAN, L_NOT_REQ,
+    L_STATE_CHECK, L_STATE_OK, L_BAD_STATE, L_FAM4, L_FAM6, L_BAD_FAMILY,
+    L_FAM_DONE, L_STATES_OK, L_LOCAL_OK, L_REMOTE_OK, L_SKIP, L_ANY_NS,
+    L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_LOGGED,
     NLABELS
 };
+_Static_assert(NLABELS <= FTS_ASM_MAXLABELS, "too many labels");
 
 size_t
 fts_walk_value_size(uint32_t nslots)
@@ -289,6 +291,41 @@ count(struct fts_asm *a, uint32_t nslots)
     fts_exit_imm(a, 0);
 }
 
+/* r1 holds a nulls marker: the chain ended.  Its value must name this
+ * bucket (else L_RESCAN); then move the cursor to the next bucket and go
+ * on at `then`.  `lhash2_ok` is a label free for this copy's use. */
+static void
+chain_end(struct fts_asm *a, int lhash2_ok, int then)
+{
+    fts_alu_imm(a, FTS_OP_RSH, R1, 1);
+    fts_load(a, R2, R6, CTL(bucket), 4);
+    fts_load(a, R3, R6, CTL(table), 4);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R3, 0, FTS_WALK_TABLE_EHASH,
+             lhash2_ok);
+    fts_alu_imm(a, FTS_OP_ADD, R2, (int32_t)FTS_WALK_LISTEN_NULLS_BASE);
+    fts_place(a, lhash2_ok);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_X, R1, R2, 0, L_RESCAN);
+    fts_load(a, R1, R6, CTL(bucket), 4);
+    fts_alu_imm(a, FTS_OP_ADD, R1, 1);
+    fts_store(a, R6, CTL(bucket), R1, 4);
+    fts_store_imm(a, R6, CTL(node), 0, 8);
+    bump(a, CTL(buckets));
+    fts_jump(a, FTS_J_JA, 0, 0, 0, then);
+}
+
+/* ctl.field += 1, and end this iteration. */
+static void
+tally_exit(struct fts_asm *a, int label, int16_t field)
+{
+    fts_place(a, label);
+    bump(a, field);
+    fts_exit_imm(a, 0);
+}
+
+/* One iteration: a bucket's start (and its end, if empty), or one socket
+ * (and the chain's end, if it is the last).  Checking the end in the same
+ * iteration as the last socket makes a bucket atomic unless it has more
+ * sockets than a run has iterations left. */
 static void
 callback(struct fts_asm *a, const struct fts_walk_layout *l,
          const struct fts_walk_filter *filter, int map_fd, uint32_t nslots)
@@ -304,7 +341,7 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_load(a, R2, R6, CTL(budget), 8);
     fts_jump(a, FTS_J_JGE | FTS_SRC_X, R7, R2, 0, L_STOP);
 
-    /* Start a bucket: r1 = its head's address, then ctl.node = first. */
+    /* Start a bucket: r1 = its head's address, then r1 = its first node. */
     fts_load(a, R2, R6, CTL(table), 4);
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, FTS_WALK_TABLE_EHASH, L_LHASH2);
     bucket_head(a, CTL(ehash_mask), CTL(ehash), l->ehash_size,
@@ -326,9 +363,11 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_load(a, R1, R0, (int16_t)l->head_first, 8);
     launder(a, R1);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_UNREADABLE);
-    fts_store(a, R6, CTL(node), R1, 8);
     fts_store_imm(a, R6, CTL(nlog), 0, 4);
-    fts_exit_imm(a, 0);
+    fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_EMPTY);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_STEP);
+    fts_place(a, L_EMPTY);
+    chain_end(a, L_EMPTY_LHASH2, L_NEXT);
     fts_place(a, L_FINISHED);
     fts_store_imm(a, R6, CTL(table), FTS_WALK_TABLE_DONE, 4);
     fts_place(a, L_STOP);
@@ -338,20 +377,25 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
      * space undoes the bucket and rescans it, then gives up on it. */
     fts_place(a, L_UNREADABLE);
     bump(a, CTL(unreadable));
-    fts_jump(a, FTS_J_JA, 0, 0, 0, L_RESCAN);
+    fts_place(a, L_RESCAN);
+    fts_store_imm(a, R6, CTL(status), FTS_WALK_ST_RESCAN, 4);
+    fts_exit_imm(a, 1);
 
+    /* One socket: r1 = its node. */
     fts_place(a, L_STEP);
-    fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_CHAIN_END);
-    bump(a, CTL(sockets));
-    fts_load(a, R1, R6, CTL(node), 8);
     fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
     cast(a, l, l->id_sock_common);
     fts_mov_reg(a, R7, R0);
     fts_load(a, R1, R7, (int16_t)l->skc_node_next, 8);
     launder(a, R1);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_UNREADABLE);
+    fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LAST);
     fts_store(a, R6, CTL(node), R1, 8);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_SOCKET);
+    fts_place(a, L_LAST);
+    chain_end(a, L_LAST_LHASH2, L_SOCKET);
 
+    fts_place(a, L_SOCKET);
     classify_state(a, l);
     classify_family(a, l);
     apply_filter(a, l, filter);
@@ -367,43 +411,13 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     find_slot(a, nslots);
     count(a, nslots);
 
-    fts_place(a, L_SKIP);
-    bump(a, CTL(filtered));
+    tally_exit(a, L_SKIP, CTL(filtered));
+    tally_exit(a, L_BAD_STATE, CTL(bad_state));
+    tally_exit(a, L_BAD_FAMILY, CTL(bad_family));
+    tally_exit(a, L_BAD_NS, CTL(bad_ns));
+    tally_exit(a, L_FULL, CTL(full));
+    fts_place(a, L_NEXT);
     fts_exit_imm(a, 0);
-    fts_place(a, L_BAD_STATE);
-    bump(a, CTL(bad_state));
-    fts_exit_imm(a, 0);
-    fts_place(a, L_BAD_FAMILY);
-    bump(a, CTL(bad_family));
-    fts_exit_imm(a, 0);
-    fts_place(a, L_BAD_NS);
-    bump(a, CTL(bad_ns));
-    fts_exit_imm(a, 0);
-    fts_place(a, L_FULL);
-    bump(a, CTL(full));
-    fts_exit_imm(a, 0);
-
-    /* The chain's end: its nulls value must name this bucket. */
-    fts_place(a, L_CHAIN_END);
-    fts_alu_imm(a, FTS_OP_RSH, R1, 1);
-    fts_load(a, R2, R6, CTL(bucket), 4);
-    fts_load(a, R3, R6, CTL(table), 4);
-    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R3, 0, FTS_WALK_TABLE_EHASH,
-             L_LISTEN_NULLS);
-    fts_alu_imm(a, FTS_OP_ADD, R2, (int32_t)FTS_WALK_LISTEN_NULLS_BASE);
-    fts_place(a, L_LISTEN_NULLS);
-    fts_jump(a, FTS_J_JNE | FTS_SRC_X, R1, R2, 0, L_RESCAN);
-    fts_place(a, L_NEXT_BUCKET);
-    fts_load(a, R1, R6, CTL(bucket), 4);
-    fts_alu_imm(a, FTS_OP_ADD, R1, 1);
-    fts_store(a, R6, CTL(bucket), R1, 4);
-    fts_store_imm(a, R6, CTL(node), 0, 8);
-    fts_store_imm(a, R6, CTL(nlog), 0, 4);
-    bump(a, CTL(buckets));
-    fts_exit_imm(a, 0);
-    fts_place(a, L_RESCAN);
-    fts_store_imm(a, R6, CTL(status), FTS_WALK_ST_RESCAN, 4);
-    fts_exit_imm(a, 1);
 }
 
 size_t

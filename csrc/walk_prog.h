@@ -111,7 +111,6 @@ struct fts_walk_ctl {
     uint32_t nlog;         /* cursor: increments logged for this bucket */
     uint32_t status;       /* out: FTS_WALK_ST_* */
     /* Counters over a pass (user space zeroes them). */
-    uint64_t sockets;      /* chain nodes read */
     uint64_t counted;
     uint64_t filtered;     /* left out by the state, port or ns filter */
     uint64_t buckets;      /* buckets finished */

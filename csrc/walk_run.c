@@ -342,7 +342,8 @@ undo_bucket(struct fts_walker *w)
 static void
 collect(const struct fts_walk_ctl *c, struct fts_walk_stats *st)
 {
-    st->sockets = c->sockets;
+    st->sockets = c->counted + c->filtered + c->bad_family + c->bad_state
+                  + c->bad_ns + c->full;
     st->counted = c->counted;
     st->filtered = c->filtered;
     st->buckets = c->buckets;

@@ -38,7 +38,7 @@ struct fts_walker {
 struct fts_walk_stats {
     uint64_t runs;
     uint64_t loops;           /* bpf_loop iterations, all runs */
-    uint64_t sockets;         /* chain nodes read */
+    uint64_t sockets;         /* sockets classified (counted or not) */
     uint64_t counted;
     uint64_t filtered;
     uint64_t buckets;
