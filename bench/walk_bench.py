@@ -1,10 +1,11 @@
 """The walk engine against per-namespace counting, same populations, one run.
 
-    python bench/walk_bench.py --sizes 100000,1000000 --small 10 --rounds 5
+    python bench/walk_bench.py --sizes 100000,1000000 --small 10,50 --rounds 5
 
 For each size: one big population in the host's *shared* table (the case the
-walk is for: every per-namespace count walks that whole table) plus N small
-namespaces.  Measured, CPU per call (user + system of the counting process):
+walk is for: every per-namespace count walks that whole table) plus the
+largest N of --small small namespaces; the "every ns" sums are given for
+the first N of them for each N (the walk's one pass sees them all).  Measured, CPU per call (user + system of the counting process):
   walk, all      one pass of bench/c/walk_count from the host namespace,
                  counting every namespace (median of the rounds); its
                  longest run's RCU hold (measured inside the program) and
@@ -84,7 +85,8 @@ def _bare(exe: str, rounds: int) -> float:
     return statistics.median((r["user"] + r["sys"]) * 1e3 for r in rows)
 
 
-def measure(size: int, nsmall: int, rounds: int, walk: str, bare: str) -> dict:
+def measure(size: int, nsmalls: list, rounds: int, walk: str, bare: str) -> dict:
+    nsmall = max(nsmalls)
     t0 = time.monotonic()
     big = Population(bench_spec(size, time_wait=False), workers="auto", long_lived=True,
                      settle_timeout=300)
@@ -103,8 +105,8 @@ def measure(size: int, nsmall: int, rounds: int, walk: str, bare: str) -> dict:
         exact_iter = got == big.expected
         net_big, _ = big.run(_count_cpu, "netlink", rounds)
         bare_big = big.run(_bare, bare, rounds)
-        iter_all = sum(p.run(_count_cpu, "bpf", rounds)[0] for p in pops)
-        net_all = sum(p.run(_count_cpu, "netlink", rounds)[0] for p in pops)
+        iter_each = [p.run(_count_cpu, "bpf", rounds)[0] for p in pops]
+        net_each = [p.run(_count_cpu, "netlink", rounds)[0] for p in pops]
         walk_all = statistics.median(p["cpu_ms"] for p in passes)
         walk_one = statistics.median(p["cpu_ms"] for p in one)
         return {
@@ -119,7 +121,8 @@ def measure(size: int, nsmall: int, rounds: int, walk: str, bare: str) -> dict:
             "longest_call_ms": max(p["longest_run_ms"] for p in passes + one),
             "iterator_big_cpu_ms": iter_big, "netlink_big_cpu_ms": net_big,
             "bare_v2_big_cpu_ms": bare_big,
-            "iterator_every_ns_cpu_ms": iter_all, "netlink_every_ns_cpu_ms": net_all,
+            "every_ns": {k: {"iterator_cpu_ms": sum(iter_each[:k + 1]),
+                             "netlink_cpu_ms": sum(net_each[:k + 1])} for k in nsmalls},
         }
     finally:
         for p in smalls:
@@ -136,29 +139,36 @@ def report(results: list, argv: list) -> str:
         "",
         "CPU ms per call (user + system of the counting process), medians of the rounds; "
         "big namespace in the host's shared table. See bench/walk_bench.py.", "",
-        "| sockets (big + small ns) | walk, all ns | walk, big ns only | iterator, big ns "
-        "| netlink, big ns | bare C v2, big ns | iterator, every ns | netlink, every ns "
-        "| walk / iterator every ns | walk / netlink every ns | walk one / iterator big "
-        "| walk one / bare C v2 | longest RCU hold ms | longest bpf(2) call ms | runs/pass "
-        "| exact |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| sockets (big ns + small ns) | walk, all ns | walk, big ns only "
+        "| iterator, big ns | netlink, big ns | bare C v2, big ns "
+        "| walk one / iterator big | walk one / bare C v2 | longest RCU hold ms "
+        "| longest bpf(2) call ms | runs/pass | exact |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for r in results:
         lines.append(
-            "| %s + %d x %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.3fx | %.3fx "
-            "| %.2fx | %.2fx | %.2f | %.2f | %d | %s |" % (
+            "| %s + %d x %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.2fx | %.2fx | %.2f | %.2f "
+            "| %d | %s |" % (
                 f"{r['sockets_big']:,}", r["small_namespaces"],
                 (r["sockets_all"] - r["sockets_big"]) // max(1, r["small_namespaces"]),
                 r["walk_all_cpu_ms"], r["walk_one_cpu_ms"], r["iterator_big_cpu_ms"],
                 r["netlink_big_cpu_ms"], r["bare_v2_big_cpu_ms"],
-                r["iterator_every_ns_cpu_ms"], r["netlink_every_ns_cpu_ms"],
-                r["walk_all_cpu_ms"] / r["iterator_every_ns_cpu_ms"],
-                r["walk_all_cpu_ms"] / r["netlink_every_ns_cpu_ms"],
                 r["walk_one_cpu_ms"] / r["iterator_big_cpu_ms"],
                 r["walk_one_cpu_ms"] / r["bare_v2_big_cpu_ms"],
                 r["longest_rcu_ms"], r["longest_call_ms"], r["walk_runs"],
                 "yes" if r["walk_exact"] and r["iterator_exact"] and not r["walk_anomalies"]
                 else "NO"))
+    lines += ["", "Every namespace (the big one and the first N small ones): one walk pass "
+              "against one count per namespace, summed.", "",
+              "| sockets in the big ns | small ns | walk, all ns | iterator, every ns "
+              "| netlink, every ns | walk / iterator | walk / netlink |",
+              "|---|--:|--:|--:|--:|--:|--:|"]
+    for r in results:
+        for k, e in sorted(r["every_ns"].items(), key=lambda kv: int(kv[0])):
+            lines.append("| %s | %s | %.1f | %.1f | %.1f | %.3fx | %.3fx |" % (
+                f"{r['sockets_big']:,}", k, r["walk_all_cpu_ms"], e["iterator_cpu_ms"],
+                e["netlink_cpu_ms"], r["walk_all_cpu_ms"] / e["iterator_cpu_ms"],
+                r["walk_all_cpu_ms"] / e["netlink_cpu_ms"]))
     load = results[0]["load"] if results else {}
     lines += ["", "Program: %s instructions; the verifier processed %s; BTF read %.1f ms, "
               "load %.1f ms (wall)." % (load.get("insns"), load.get("verified_insns"),
@@ -169,7 +179,7 @@ def report(results: list, argv: list) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,1000000")
-    ap.add_argument("--small", type=int, default=10)
+    ap.add_argument("--small", default="10,50")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--name", default="walk-" + time.strftime("%Y%m%d-%H%M%S"))
     args = ap.parse_args()
@@ -177,7 +187,8 @@ def main() -> int:
         walk, bare = compile_tools(tmp)
         results = []
         for size in (int(s) for s in args.sizes.split(",")):
-            results.append(measure(size, args.small, args.rounds, walk, bare))
+            nsmalls = [int(k) for k in args.small.split(",")]
+            results.append(measure(size, nsmalls, args.rounds, walk, bare))
             print(json.dumps(results[-1]), flush=True)
     text = report(results, sys.argv)
     out = os.path.join(ROOT, "bench", "results", args.name)
