@@ -50,6 +50,20 @@
 #define FTS_J_CALL 0x80
 #define FTS_J_EXIT 0x90
 
+/* Registers: r0 return value, r1-r5 arguments (clobbered by calls),
+ * r6-r9 callee-saved, r10 the frame pointer. */
+#define R0 0
+#define R1 1
+#define R2 2
+#define R3 3
+#define R4 4
+#define R5 5
+#define R6 6
+#define R7 7
+#define R8 8
+#define R9 9
+#define R10 10
+
 /* src_reg values with a special meaning. */
 #define FTS_PSEUDO_MAP_FD 1
 #define FTS_PSEUDO_KFUNC_CALL 2

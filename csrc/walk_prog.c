@@ -25,17 +25,6 @@
 
 #include "bpf_asm.h"
 
-#define R0 0
-#define R1 1
-#define R2 2
-#define R3 3
-#define R4 4
-#define R5 5
-#define R6 6
-#define R7 7
-#define R8 8
-#define R9 9
-
 #define HELPER_ktime_get_ns 5
 #define HELPER_get_current_task_btf 158
 #define HELPER_loop 181
