@@ -226,10 +226,17 @@ classify_family(struct fts_asm *a, const struct fts_walk_layout *l)
 static void
 find_slot(struct fts_asm *a, uint32_t nslots)
 {
-    /* Fibonacci hashing; inode numbers are close together. */
+    /* Fibonacci hashing: the top bits of a 32-bit product, as the
+     * kernel's hash_32(); inode numbers come in arithmetic runs, which
+     * the product's middle bits would crowd into a few clusters. */
+    int bits = 0;
+    while ((1u << bits) < nslots) {
+        bits++;
+    }
     fts_mov_reg(a, R2, R1);
-    fts_alu_imm(a, FTS_OP_MUL, R2, 0x61C88647);
-    fts_alu_imm(a, FTS_OP_RSH, R2, 12);
+    fts_emit(a, FTS_ALU | FTS_OP_MUL | FTS_SRC_K, R2, 0, 0,
+             -1640531527);  /* GOLDEN_RATIO_32 (0x9E3779B9) as an s32 */
+    fts_alu_imm(a, FTS_OP_RSH, R2, 32 - bits);
     for (int k = 0; k < FTS_WALK_PROBES; k++) {
         fts_mov_reg(a, R3, R2);
         fts_alu_imm(a, FTS_OP_ADD, R3, k);

@@ -138,7 +138,7 @@ struct fts_walk_filter {
 };
 
 #define FTS_WALK_MAX_SLOTS 4096    /* namespaces one pass can tell apart */
-#define FTS_WALK_PROBES 8          /* open addressing: slots tried */
+#define FTS_WALK_PROBES 16         /* open addressing: slots tried */
 
 /* Bytes of the shared map value for `nslots` (a power of two). */
 size_t fts_walk_value_size(uint32_t nslots);

@@ -122,7 +122,7 @@ main(int argc, char **argv)
 {
     int passes = 1, quiet = 0;
     unsigned tables = FTS_WALK_EHASH | FTS_WALK_LHASH2;
-    unsigned long budget = 16384, slots = 1024, only = 0;
+    unsigned long budget = 16384, slots = 4096, only = 0;
     long slack = -1;
     struct fts_port_range local[MAX_RANGES], remote[MAX_RANGES];
     struct fts_walk_filter filter = {0, local, 0, remote, 0};
