@@ -11,17 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 
 #include "bpf_abi.h"
-
-#ifndef __NR_bpf
-#  if defined(__x86_64__)
-#    define __NR_bpf 321
-#  elif defined(__aarch64__)
-#    define __NR_bpf 280
-#  endif
-#endif
+#include "bpf_sys.h"
 
 /* The part of the bpf(2) ABI only this backend uses (bpf_abi.h has the
  * iterator's). */
@@ -57,25 +49,7 @@ struct test_run_attr {
     uint32_t cpu;
 };
 
-static int
-sys_bpf(int cmd, void *attr, size_t size)
-{
-#ifdef __NR_bpf
-    return (int)syscall(__NR_bpf, cmd, attr, (unsigned int)size);
-#else
-    (void)cmd;
-    (void)attr;
-    (void)size;
-    errno = ENOSYS;
-    return -1;
-#endif
-}
 
-static uint64_t
-ptr_to_u64(const void *p)
-{
-    return (uint64_t)(uintptr_t)p;
-}
 
 static uint64_t
 now_ns(void)
@@ -127,7 +101,7 @@ create_map(struct fts_walker *w, uint32_t nslots, struct fts_error *err)
     attr.value_size = (uint32_t)size;
     attr.max_entries = 1;
     attr.map_flags = FTS_BPF_F_MMAPABLE;
-    w->map_fd = sys_bpf(FTS_BPF_MAP_CREATE, &attr, sizeof(attr));
+    w->map_fd = fts_sys_bpf(FTS_BPF_MAP_CREATE, &attr, sizeof(attr));
     if (w->map_fd < 0) {
         return fts_fail(err, errno, "bpf(BPF_MAP_CREATE) of the walk's "
                                     "tally (needs CAP_BPF, or "
@@ -158,9 +132,9 @@ load_btf(uint32_t callback_at, uint32_t func_info[4], struct fts_error *err)
     }
     struct btf_load_attr attr;
     memset(&attr, 0, sizeof(attr));
-    attr.btf = ptr_to_u64(blob);
+    attr.btf = fts_ptr_to_u64(blob);
     attr.btf_size = (uint32_t)len;
-    int fd = sys_bpf(BPF_BTF_LOAD, &attr, sizeof(attr));
+    int fd = fts_sys_bpf(BPF_BTF_LOAD, &attr, sizeof(attr));
     if (fd < 0) {
         return fts_fail(err, errno, "bpf(BPF_BTF_LOAD) of the walk "
                                     "program's BTF");
@@ -190,21 +164,21 @@ load_prog(struct fts_walker *w, const struct fts_bpf_insn *insns, size_t n,
     memset(&attr, 0, sizeof(attr));
     attr.prog_type = BPF_PROG_TYPE_SYSCALL;
     attr.prog_flags = BPF_F_SLEEPABLE;
-    attr.insns = ptr_to_u64(insns);
+    attr.insns = fts_ptr_to_u64(insns);
     attr.insn_cnt = (uint32_t)n;
-    attr.license = ptr_to_u64("GPL");  /* bpf_loop and kfuncs: GPL only */
+    attr.license = fts_ptr_to_u64("GPL");  /* bpf_loop and kfuncs: GPL only */
     memcpy(attr.prog_name, "fasttcpstat_wlk", sizeof("fasttcpstat_wlk"));
     attr.prog_btf_fd = (uint32_t)btf_fd;
     attr.func_info_rec_size = 8;
-    attr.func_info = ptr_to_u64(func_info);
+    attr.func_info = fts_ptr_to_u64(func_info);
     attr.func_info_cnt = 2;
     if (verified != NULL) {
         stats[0] = '\0';
         attr.log_level = LOG_LEVEL_STATS;
-        attr.log_buf = ptr_to_u64(stats);
+        attr.log_buf = fts_ptr_to_u64(stats);
         attr.log_size = sizeof(stats);
     }
-    w->prog_fd = sys_bpf(FTS_BPF_PROG_LOAD, &attr, sizeof(attr));
+    w->prog_fd = fts_sys_bpf(FTS_BPF_PROG_LOAD, &attr, sizeof(attr));
     if (w->prog_fd >= 0) {
         if (verified != NULL) {
             *verified = processed_insns(stats);
@@ -215,10 +189,10 @@ load_prog(struct fts_walker *w, const struct fts_bpf_insn *insns, size_t n,
     if (log != NULL && logsize >= 2) {
         log[0] = '\0';
         attr.log_level = LOG_LEVEL_VERBOSE;
-        attr.log_buf = ptr_to_u64(log);
+        attr.log_buf = fts_ptr_to_u64(log);
         attr.log_size = (uint32_t)(logsize > UINT32_MAX ? UINT32_MAX
                                                         : logsize);
-        w->prog_fd = sys_bpf(FTS_BPF_PROG_LOAD, &attr, sizeof(attr));
+        w->prog_fd = fts_sys_bpf(FTS_BPF_PROG_LOAD, &attr, sizeof(attr));
         log[logsize - 1] = '\0';
         if (w->prog_fd >= 0) {
             return 0;  /* a transient refusal; keep the program */
@@ -290,7 +264,7 @@ run_once(struct fts_walker *w, struct fts_walk_stats *st,
     memset(&attr, 0, sizeof(attr));
     attr.prog_fd = (uint32_t)w->prog_fd;
     uint64_t t0 = now_ns();
-    int rc = sys_bpf(BPF_PROG_TEST_RUN, &attr, sizeof(attr));
+    int rc = fts_sys_bpf(BPF_PROG_TEST_RUN, &attr, sizeof(attr));
     uint64_t took = now_ns() - t0;
     if (rc < 0) {
         return fts_fail(err, errno, "bpf(BPF_PROG_TEST_RUN) of the walk "
