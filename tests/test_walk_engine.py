@@ -310,3 +310,47 @@ def test_many_namespaces_fit_the_table(walk_count, require_netns):
     finally:
         for pop in pops:
             pop.close()
+
+
+def _walk_under_churn(walk: str, churn: str, stats_path: str, passes: int) -> list:
+    """In the churning namespace: start tests/c/churn.c, walk (the table
+    is the host's shared one), stop."""
+    import time
+    workers = 2
+    with open(stats_path, "wb") as f:
+        f.write(bytes(8 * (workers + 1)))
+    proc = subprocess.Popen([churn, str(workers), "30", stats_path, "20000"])
+    try:
+        deadline = time.monotonic() + 10
+        while int.from_bytes(open(stats_path, "rb").read(8), "little") != workers:
+            assert time.monotonic() < deadline and proc.poll() is None, "churn did not start"
+            time.sleep(0.01)
+        out = subprocess.run([walk, "--passes", str(passes), "--budget", "256"], check=True,
+                             capture_output=True, text=True).stdout
+        done = sum(int.from_bytes(open(stats_path, "rb").read()[8 * (i + 1):8 * (i + 2)],
+                                  "little") for i in range(workers))
+    finally:
+        proc.kill()
+        proc.wait()
+    return [json.loads(line) for line in out.splitlines()[1:]], done
+
+
+def test_quiet_namespaces_exact_while_another_churns(walk_count, require_netns, tmp_path):
+    """Connections opened and closed at full speed in another namespace move
+    sockets through the chains the walk reads: every pass must still count
+    the quiet namespace exactly, and report no anomaly."""
+    churn = tmp_path / "churn"
+    subprocess.run([_compiler(), "-O2", "-std=c11", "-D_GNU_SOURCE",
+                    str(ROOT / "tests/c/churn.c"), "-o", str(churn)], check=True)
+    with Population(SMALL_SPEC) as quiet, Population(Spec()) as noisy:
+        quiet_inum = inum(quiet)
+        passes, connections = noisy.run(_walk_under_churn, walk_count, str(churn),
+                                         str(tmp_path / "stats"), 10)
+        assert quiet.is_fresh(), "too slow: TIME_WAIT may have expired"
+    assert connections > 0
+    assert len(passes) == 10
+    for p in passes:
+        assert p["stats"]["anomalies"] == 0, p["stats"]
+        assert by_family(p["ns"][str(quiet_inum)]) == quiet.expected
+    print("churn: %d connections, %d rescans in %d passes"
+          % (connections, sum(p["stats"]["rescans"] for p in passes), len(passes)))
