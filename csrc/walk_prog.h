@@ -10,11 +10,12 @@
  *
  * The program and user space share one mmapped array-map value: a control
  * block (struct fts_walk_ctl) and a tally table (struct fts_walk_slot[]).
- * Each run makes loop iterations (one per bucket start, socket or chain
- * end) until the first bucket boundary after ctl.budget of them, or at
- * most budget + slack; user space resumes it.  A chain that ends in another bucket's nulls value
- * (a socket moved while we read) stops the run with FTS_WALK_ST_RESCAN;
- * user space undoes the bucket's increments (ctl.log) and rescans it.
+ * Each run makes bpf_loop iterations (one per socket or empty bucket)
+ * until the first bucket boundary after ctl.budget of them, or at most
+ * budget + ctl.slack; user space resumes it.  A chain that ends in another
+ * bucket's nulls value (a socket moved while we read) stops the run with
+ * FTS_WALK_ST_RESCAN; user space undoes the bucket's increments (ctl.log)
+ * and the next run walks it again.
  */
 #ifndef FASTTCPSTAT_WALK_PROG_H
 #define FASTTCPSTAT_WALK_PROG_H

@@ -5,7 +5,7 @@
  * A pass walks the table of the calling thread's network namespace (from
  * the host namespace: the table every namespace without its own shares)
  * in runs of BPF_PROG_TEST_RUN, each under the RCU read lock for at most
- * budget + FTS_WALK_SLACK loop iterations.  Between runs, user space
+ * budget + slack loop iterations.  Between runs, user space
  * takes back the increments of a bucket that must be walked again, and
  * checks for an interruption.
  */
