@@ -531,6 +531,8 @@ fts_btf_layout_from_file(const char *path, struct fts_btf_layout *layout,
 struct fts_btf {
     struct btf btf;
     unsigned char *owned;  /* the file's bytes, for fts_btf_open_file() */
+    void *mapped;          /* or its mapping */
+    size_t mapped_len;
 };
 
 struct fts_btf *
@@ -561,14 +563,34 @@ fts_btf_open_file(const char *path, struct fts_error *err)
                              "CONFIG_DEBUG_INFO_BTF)");
         return NULL;
     }
+    /* As fts_btf_layout_from_file(): mmap where sysfs allows it (no copy
+     * of ~6 MiB), else read() to EOF. */
+    off_t end = lseek(fd, 0, SEEK_END);
+    size_t size = end > 0 ? (size_t)end : 0;
+    void *map = size > 0 ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0)
+                         : MAP_FAILED;
+    struct fts_btf *q;
+    if (map != MAP_FAILED) {
+        close(fd);
+        q = fts_btf_open(map, size, err);
+        if (q == NULL) {
+            munmap(map, size);
+            return NULL;
+        }
+        q->mapped = map;
+        q->mapped_len = size;
+        return q;
+    }
     unsigned char *buf;
     size_t len;
-    int rc = read_all(fd, 0, &buf, &len, err);
+    int rc = (size == 0 || lseek(fd, 0, SEEK_SET) == 0)
+             ? read_all(fd, size, &buf, &len, err)
+             : fts_fail(err, errno, "lseek() of the kernel's BTF");
     close(fd);
     if (rc < 0) {
         return NULL;
     }
-    struct fts_btf *q = fts_btf_open(buf, len, err);
+    q = fts_btf_open(buf, len, err);
     if (q == NULL) {
         free(buf);
         return NULL;
@@ -583,6 +605,9 @@ fts_btf_close(struct fts_btf *q)
     if (q != NULL) {
         close_btf(&q->btf);
         free(q->owned);
+        if (q->mapped != NULL) {
+            munmap(q->mapped, q->mapped_len);
+        }
         free(q);
     }
 }
@@ -599,6 +624,30 @@ fts_btf_find(const struct fts_btf *q, const char *name, unsigned kind)
         }
     }
     return 0;
+}
+
+void
+fts_btf_find_many(const struct fts_btf *q, const char *const *names,
+                  const unsigned *kinds, uint32_t *ids, size_t n)
+{
+    const struct btf *b = &q->btf;
+    size_t left = n;
+    memset(ids, 0, n * sizeof(*ids));
+    for (uint32_t id = 1; id <= b->count && left > 0; id++) {
+        struct btf_type t;
+        decode(b->types + b->offsets[id], &t);
+        if (t.name_off == 0) {
+            continue;
+        }
+        const char *name = string_at(b, t.name_off);
+        for (size_t i = 0; name != NULL && i < n; i++) {
+            if (ids[i] == 0 && t.kind == kinds[i]
+                && strcmp(name, names[i]) == 0) {
+                ids[i] = id;
+                left--;
+            }
+        }
+    }
 }
 
 uint32_t

@@ -59,8 +59,8 @@ struct fts_btf;
 struct fts_btf *fts_btf_open(const void *data, size_t len,
                              struct fts_error *err);
 
-/* Read the whole file (`path` NULL: the running kernel's) and parse it;
- * the result owns its copy. */
+/* Map (or read) the whole file (`path` NULL: the running kernel's) and
+ * parse it; the result owns the mapping or copy. */
 struct fts_btf *fts_btf_open_file(const char *path, struct fts_error *err);
 
 void fts_btf_close(struct fts_btf *b);
@@ -68,6 +68,11 @@ void fts_btf_close(struct fts_btf *b);
 /* The id of the first type of `kind` named `name`, or 0. */
 uint32_t fts_btf_find(const struct fts_btf *b, const char *name,
                       unsigned kind);
+
+/* The same for `n` names in one pass over the types (vmlinux has ~150k):
+ * ids[i] for names[i] of kinds[i], 0 where none. */
+void fts_btf_find_many(const struct fts_btf *b, const char *const *names,
+                       const unsigned *kinds, uint32_t *ids, size_t n);
 
 /* What a member is: byte offset in the queried type, its type with
  * typedefs and qualifiers resolved, that type's kind and size (8 for a

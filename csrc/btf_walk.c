@@ -54,6 +54,41 @@ static const struct query queries[] = {
     Q("inet_timewait_sock", "tw_substate", KIND_INT, 1, tw_substate),
 };
 
+/* Every type the walk names, found in one pass over the BTF. */
+static const char *const type_names[] = {
+    "bpf_rcu_read_lock", "bpf_rcu_read_unlock", "bpf_rdonly_cast",
+    "task_struct", "nsproxy", "net", "inet_hashinfo", "inet_ehash_bucket",
+    "inet_listen_hashbucket", "hlist_nulls_head", "sock_common",
+    "inet_timewait_sock",
+};
+#define NKFUNCS 3
+#define NTYPES (sizeof(type_names) / sizeof(type_names[0]))
+
+struct found {
+    uint32_t ids[NTYPES];
+};
+
+static void
+find_types(const struct fts_btf *btf, struct found *f)
+{
+    unsigned kinds[NTYPES];
+    for (size_t i = 0; i < NTYPES; i++) {
+        kinds[i] = i < NKFUNCS ? FTS_BTF_KIND_FUNC : FTS_BTF_KIND_STRUCT;
+    }
+    fts_btf_find_many(btf, type_names, kinds, f->ids, NTYPES);
+}
+
+static uint32_t
+id_of(const struct found *f, const char *name)
+{
+    for (size_t i = 0; i < NTYPES; i++) {
+        if (strcmp(type_names[i], name) == 0) {
+            return f->ids[i];
+        }
+    }
+    return 0;
+}
+
 /* Follow `path` from struct `id`; the offsets of the members add up. */
 static int
 resolve_path(const struct fts_btf *btf, uint32_t id, const char *path,
@@ -87,10 +122,11 @@ resolve_path(const struct fts_btf *btf, uint32_t id, const char *path,
 }
 
 static int
-run_query(const struct fts_btf *btf, const struct query *q,
-          struct fts_walk_layout *layout, struct fts_error *err)
+run_query(const struct fts_btf *btf, const struct found *f,
+          const struct query *q, struct fts_walk_layout *layout,
+          struct fts_error *err)
 {
-    uint32_t id = fts_btf_find(btf, q->type, FTS_BTF_KIND_STRUCT);
+    uint32_t id = id_of(f, q->type);
     struct fts_btf_member m;
     if (id == 0 || resolve_path(btf, id, q->path, &m, err) < 0
         || m.kind != q->kind || (q->size != 0 && m.size != q->size)
@@ -104,10 +140,11 @@ run_query(const struct fts_btf *btf, const struct query *q,
 }
 
 static int
-struct_size(const struct fts_btf *btf, const char *name, uint16_t *out,
-            uint32_t *id_out, struct fts_error *err)
+struct_size(const struct fts_btf *btf, const struct found *f,
+            const char *name, uint16_t *out, uint32_t *id_out,
+            struct fts_error *err)
 {
-    uint32_t id = fts_btf_find(btf, name, FTS_BTF_KIND_STRUCT);
+    uint32_t id = id_of(f, name);
     uint32_t size = id == 0 ? 0 : fts_btf_size_of(btf, id);
     if (size == 0 || size > INT16_MAX) {
         return fts_fail(err, ENOENT, "BTF lacks a struct the walk needs "
@@ -126,10 +163,10 @@ struct_size(const struct fts_btf *btf, const char *name, uint16_t *out,
 }
 
 static int
-kfunc(const struct fts_btf *btf, const char *name, uint32_t *id,
+kfunc(const struct found *f, const char *name, uint32_t *id,
       struct fts_error *err)
 {
-    *id = fts_btf_find(btf, name, FTS_BTF_KIND_FUNC);
+    *id = id_of(f, name);
     if (*id == 0) {
         return fts_fail(err, ENOENT, "the kernel lacks the kfuncs the walk "
                                      "needs (bpf_rcu_read_lock, "
@@ -143,25 +180,27 @@ int
 fts_walk_layout(const struct fts_btf *btf, struct fts_walk_layout *layout,
                 struct fts_error *err)
 {
+    struct found f;
+    find_types(btf, &f);
     memset(layout, 0, sizeof(*layout));
-    if (kfunc(btf, "bpf_rcu_read_lock", &layout->kf_rcu_read_lock, err) < 0
-        || kfunc(btf, "bpf_rcu_read_unlock", &layout->kf_rcu_read_unlock,
+    if (kfunc(&f, "bpf_rcu_read_lock", &layout->kf_rcu_read_lock, err) < 0
+        || kfunc(&f, "bpf_rcu_read_unlock", &layout->kf_rcu_read_unlock,
                  err) < 0
-        || kfunc(btf, "bpf_rdonly_cast", &layout->kf_rdonly_cast, err) < 0
-        || struct_size(btf, "inet_ehash_bucket", &layout->ehash_size, NULL,
-                       err) < 0
-        || struct_size(btf, "inet_listen_hashbucket", &layout->lhash2_size,
+        || kfunc(&f, "bpf_rdonly_cast", &layout->kf_rdonly_cast, err) < 0
+        || struct_size(btf, &f, "inet_ehash_bucket", &layout->ehash_size,
                        NULL, err) < 0
-        || struct_size(btf, "hlist_nulls_head", NULL,
+        || struct_size(btf, &f, "inet_listen_hashbucket",
+                       &layout->lhash2_size, NULL, err) < 0
+        || struct_size(btf, &f, "hlist_nulls_head", NULL,
                        &layout->id_nulls_head, err) < 0
-        || struct_size(btf, "sock_common", NULL, &layout->id_sock_common,
-                       err) < 0
-        || struct_size(btf, "inet_timewait_sock", NULL, &layout->id_tw_sock,
-                       err) < 0) {
+        || struct_size(btf, &f, "sock_common", NULL,
+                       &layout->id_sock_common, err) < 0
+        || struct_size(btf, &f, "inet_timewait_sock", NULL,
+                       &layout->id_tw_sock, err) < 0) {
         return -1;
     }
     for (size_t i = 0; i < sizeof(queries) / sizeof(queries[0]); i++) {
-        if (run_query(btf, &queries[i], layout, err) < 0) {
+        if (run_query(btf, &f, &queries[i], layout, err) < 0) {
             return -1;
         }
     }
