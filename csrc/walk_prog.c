@@ -142,8 +142,9 @@ main_program(struct fts_asm *a, const struct fts_walk_layout *l, int map_fd)
     fts_exit_imm(a, 0);
 }
 
-/* A bucket start: ctl.node = the bucket's first node.  `mask`, `base`:
- * the table's fields in ctl; `size`, `head`: its bucket layout. */
+/* A bucket start: r1 = the address of the bucket's chain head (then on
+ * at L_HEAD), or jump to `past_end` after the last bucket.  `mask`,
+ * `base`: the table's fields in ctl; `size`, `head`: its bucket layout. */
 static void
 bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
             uint16_t head, int past_end)
