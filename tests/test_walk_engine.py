@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -93,26 +94,59 @@ def inum(pop: Population) -> int:
     return os.stat(pop.ns_path).st_ino
 
 
+def fresh(pops) -> None:
+    """The populations' TIME_WAIT and orphaned FIN_WAIT2 sockets expire
+    after 60 s: a mismatch after that would be the clock's, not ours."""
+    assert all(pop.is_fresh() for pop in pops), "too slow: TIME_WAIT may have expired"
+
+
 def ss_both() -> dict:
     return {f: ss_counts(f, exclude_unconn=True) for f in FAMILIES}
 
 
-@pytest.fixture(scope="module")
-def populations(require_netns, walk_count):
-    pops = []
-    try:
-        for spec in SPECS:
-            pops.append(Population(spec))
-        yield pops
-    finally:
-        for pop in pops:
+class Fresh:
+    """The SPECS populations, rebuilt when their TIME_WAIT and orphaned
+    FIN_WAIT2 sockets (60 s) might expire before a test is done with them:
+    on a slow machine a module-long population would not stay exact."""
+
+    MARGIN = 25.0  # seconds a test may take after get()
+
+    def __init__(self) -> None:
+        self.pops: list = []
+
+    def get(self) -> list:
+        if not self.pops or any(p.fresh_until - time.monotonic() < self.MARGIN
+                                for p in self.pops):
+            self.close()
+            for spec in SPECS:
+                self.pops.append(Population(spec))
+        return self.pops
+
+    def close(self) -> None:
+        for pop in self.pops:
             pop.close()
+        self.pops = []
+
+
+@pytest.fixture(scope="module")
+def fresh_populations(require_netns, walk_count):
+    holder = Fresh()
+    try:
+        yield holder
+    finally:
+        holder.close()
+
+
+@pytest.fixture
+def populations(fresh_populations):
+    """The SPECS populations, exact for at least Fresh.MARGIN seconds."""
+    return fresh_populations.get()
 
 
 def test_one_pass_counts_every_namespace(walk_count, populations):
     stats, counts = run_walk(walk_count)
     ss = [pop.run(ss_both) for pop in populations]
-    assert all(pop.is_fresh() for pop in populations), "too slow: TIME_WAIT may expire"
+    fresh(populations)
     assert stats["stats"]["anomalies"] == 0, stats
     for pop, ss_view in zip(populations, ss):
         got = counts[inum(pop)]
@@ -135,8 +169,20 @@ def test_raw_slots_have_nothing_outside_the_states(walk_count, populations):
 def test_one_namespace_only(walk_count, populations):
     target = populations[1]
     _, counts = run_walk(walk_count, "--only", str(inum(target)))
+    fresh(populations)
     assert list(counts) == [inum(target)]
     assert counts[inum(target)] == target.expected
+
+
+def test_full_tally_table_is_reported(walk_count, populations):
+    """More namespaces than slots: the sockets without a slot are counted
+    as an anomaly, never dropped silently; those with one stay exact."""
+    stats, counts = run_walk(walk_count, "--slots", "2")
+    fresh(populations)
+    assert len(counts) <= 2
+    assert stats["stats"]["full"] > 0 and stats["stats"]["anomalies"] > 0
+    for pop in populations:
+        assert counts.get(inum(pop), pop.expected) == pop.expected
 
 
 @pytest.mark.parametrize("mask_states", [["LISTEN"], ["TIME_WAIT", "FIN_WAIT2"],
@@ -144,6 +190,7 @@ def test_one_namespace_only(walk_count, populations):
 def test_state_filter(walk_count, populations, mask_states):
     mask = sum(1 << (STATES.index(s) + 1) for s in mask_states)
     _, counts = run_walk(walk_count, "--states", str(mask))
+    fresh(populations)
     for pop in populations:
         want = {f: {s: (n if s in mask_states else 0) for s, n in pop.expected[f].items()}
                 for f in FAMILIES}
@@ -167,6 +214,7 @@ def test_port_filters_equal_ss(walk_count, populations):
     nonzero = 0
     for args, expr, (local, remote) in cases:
         _, counts = run_walk(walk_count, "--only", str(inum(pop)), *args)
+        fresh([pop])
         got = counts.get(inum(pop), zero())
         total = {s: got["ipv4"][s] + got["ipv6"][s] for s in STATES}
         assert total == pop.run(ss_filtered, expr) == from_listing(rows, local, remote), expr
@@ -177,6 +225,7 @@ def test_port_filters_equal_ss(walk_count, populations):
 @pytest.mark.parametrize("budget,slack", [(1, 1024), (37, 0), (200, 1), (1 << 20, 1024)])
 def test_budget_and_resumption_keep_counts_exact(walk_count, populations, budget, slack):
     stats, counts = run_walk(walk_count, "--budget", str(budget), "--slack", str(slack))
+    fresh(populations)
     assert stats["stats"]["anomalies"] == 0, stats
     for pop in populations:
         assert counts[inum(pop)] == pop.expected
@@ -284,16 +333,6 @@ def test_fuzz_harness_replays_random_and_real_inputs(tmp_path: Path) -> None:
     assert result.stdout.strip() == f"{len(paths)} passed, 0 failed"
 
 
-def test_full_tally_table_is_reported(walk_count, populations):
-    """More namespaces than slots: the sockets without a slot are counted
-    as an anomaly, never dropped silently; those with one stay exact."""
-    stats, counts = run_walk(walk_count, "--slots", "2")
-    assert len(counts) <= 2
-    assert stats["stats"]["full"] > 0 and stats["stats"]["anomalies"] > 0
-    for pop in populations:
-        assert counts.get(inum(pop), pop.expected) == pop.expected
-
-
 def test_many_namespaces_fit_the_table(walk_count, require_netns):
     """Inode numbers come in arithmetic runs: the slot hash must spread
     them.  (A middle-bits hash crowded 190 namespaces into 1024 slots'
@@ -315,7 +354,6 @@ def test_many_namespaces_fit_the_table(walk_count, require_netns):
 def _walk_under_churn(walk: str, churn: str, stats_path: str, passes: int) -> list:
     """In the churning namespace: start tests/c/churn.c, walk (the table
     is the host's shared one), stop."""
-    import time
     workers = 2
     with open(stats_path, "wb") as f:
         f.write(bytes(8 * (workers + 1)))
