@@ -6,7 +6,7 @@ For each size: one big population in the host's *shared* table (the case the
 walk is for: every per-namespace count walks that whole table) plus the
 largest N of --small small namespaces; the "every ns" sums are given for
 the first N of them for each N (the walk's one pass sees them all).  Measured, CPU per call (user + system of the counting process):
-  walk, all      one pass of bench/c/walk_count from the host namespace,
+  walk, all      one pass of tests/c/walk_count from the host namespace,
                  counting every namespace (median of the rounds); its
                  longest run's RCU hold (measured inside the program) and
                  the longest bpf(2) call (wall clock, preemption included);
@@ -47,7 +47,7 @@ SMALL = Spec(listen4=1, listen6=1, estab4=10, estab6=4, estab_mapped=2, close_wa
 def compile_tools(tmp: str) -> "tuple[str, str]":
     walk = os.path.join(tmp, "walk_count")
     subprocess.run(["cc", "-O2", "-std=c11", "-D_GNU_SOURCE", "-I" + os.path.join(ROOT, "csrc"),
-                    os.path.join(ROOT, "bench/c/walk_count.c"),
+                    os.path.join(ROOT, "tests/c/walk_count.c"),
                     *(os.path.join(ROOT, "csrc", s) for s in ENGINE), "-o", walk], check=True)
     bare = os.path.join(tmp, "bare_diag")
     subprocess.run(["cc", "-O2", os.path.join(ROOT, "bench/c/bare_diag.c"), "-o", bare],

@@ -2,7 +2,7 @@
 tables counts every network namespace at once.
 
 No Python binding yet: the C unit tests of the generator run under ASan and
-UBSan, and the real-kernel tests drive bench/c/walk_count (the engine as a
+UBSan, and the real-kernel tests drive tests/c/walk_count (the engine as a
 command) from the host namespace over several private namespaces built by
 tests/population.py, comparing every namespace's counts with the
 population's expected counts and with `ss -tan` run inside it.
@@ -56,11 +56,11 @@ def test_generator_unit_tests(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def walk_count(tmp_path_factory) -> str:
-    """bench/c/walk_count, built here; the tests are skipped (failed in CI)
+    """tests/c/walk_count, built here; the tests are skipped (failed in CI)
     where the kernel refuses the program."""
     exe = tmp_path_factory.mktemp("walk") / "walk_count"
     subprocess.run(
-        [_compiler(), *CFLAGS, f"-I{ROOT / 'csrc'}", str(ROOT / "bench/c/walk_count.c"),
+        [_compiler(), *CFLAGS, f"-I{ROOT / 'csrc'}", str(ROOT / "tests/c/walk_count.c"),
          *(str(ROOT / "csrc" / src) for src in ENGINE), "-o", str(exe)],
         check=True, capture_output=True, text=True)
     probe = subprocess.run([str(exe), "--quiet"], capture_output=True, text=True)

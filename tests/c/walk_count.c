@@ -1,6 +1,7 @@
 /*
  * walk_count: drive the walk engine (csrc/walk_run.c) from the command
- * line, for the tests and the benchmark.  Walks the table of the
+ * line, for the tests (here, so that tests run from a wheel's
+ * test-sources have it) and bench/walk_bench.py.  Walks the table of the
  * namespace it runs in (from the host namespace: every namespace sharing
  * the host's table) and prints one JSON object per pass:
  *   {"pass": i, "cpu_ms": .., "wall_ms": .., "longest_run_ms": ..,
@@ -14,7 +15,7 @@
  *              [--quiet]   (no per-namespace counts)
  * --tables: 1 ehash, 2 lhash2 (listeners), 3 both (the default).
  *
- * Build: cc -O2 -Icsrc bench/c/walk_count.c csrc/walk_run.c
+ * Build: cc -O2 -Icsrc tests/c/walk_count.c csrc/walk_run.c
  *        csrc/walk_prog.c csrc/btf_walk.c csrc/btf.c
  */
 #include <errno.h>
