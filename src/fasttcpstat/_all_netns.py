@@ -118,7 +118,10 @@ class AllNetnsCounter:
         if held is not None and _same_namespace(held[0], ns.inode):
             return held[1]
         self._drop(ns.inode)
-        counter = Counter(self._backend, netns=ns.spec)
+        # Our own namespace needs no switch: without CAP_SYS_ADMIN netlink
+        # still counts it (netns= would try to enter it and fall back).
+        own = ns.inode == own_inode()
+        counter = Counter(self._backend, netns=None if own else ns.spec)
         self._counters[ns.inode] = (ns.spec, counter)
         return counter
 

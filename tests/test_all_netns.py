@@ -1,0 +1,304 @@
+"""counts_all_netns(), AllNetnsCounter and list_netns() on real namespaces.
+
+Each test module builds its own namespaces: populations (exact mixes, one
+of 10,000 sockets, one with its own socket hash table), a namespace that
+only an `ip netns` bind mount holds (TIME_WAIT sockets, no process), and
+namespaces that go away during a call.  Every count is compared with
+`ss -tan` run inside the namespace and with the population's spec.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import fasttcpstat
+from fasttcpstat import _all_netns
+
+from .hardening import drop_to_nobody, total_expected
+from .population import SMALL_SPEC, SS_STATE_NAMES, STATES, Population, Spec
+
+PREFIX = f"issue12-{os.getpid()}"
+BOUND_NAME = f"{PREFIX}-bound"
+BOUND_TIME_WAIT = 5
+OWN_TABLE_BUCKETS = 1024
+# No TIME_WAIT: exact for as long as it is held.
+OWN_TABLE_SPEC = Spec(listen4=2, listen6=1, estab4=7, estab6=3, close_wait4=2)
+BACKENDS = ["auto", "bpf", "netlink", "procfs"]
+
+
+def ss_in(path: str) -> dict:
+    """`ss -tan` inside the namespace at `path`, per state.  Bound-inactive
+    sockets (UNCONN in a recent ss) are not counted by fasttcpstat."""
+    out = subprocess.run(["nsenter", f"--net={path}", "ss", "-tan"], check=True,
+                         stdout=subprocess.PIPE, universal_newlines=True).stdout
+    counts = dict.fromkeys(STATES, 0)
+    for line in out.splitlines()[1:]:
+        if line.strip():
+            counts[SS_STATE_NAMES[line.split(None, 1)[0]]] += 1
+    counts["CLOSE"] = 0
+    return counts
+
+
+def inode_of(path: str) -> int:
+    return os.stat(path).st_ino
+
+
+def _time_wait_script(n: int) -> str:
+    """Leave `n` TIME_WAIT sockets behind (the client closes first), and
+    nothing else once the script has exited."""
+    return f"""
+import socket
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(16)
+for _ in range({n}):
+    c = socket.create_connection(srv.getsockname())
+    s, _ = srv.accept()
+    c.close()
+    s.recv(1)
+    s.close()
+srv.close()
+"""
+
+
+def _wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class BoundNetns:
+    """A namespace held only by a bind mount under /run/netns."""
+
+    def __init__(self, name: str, time_wait: int) -> None:
+        self.name = name
+        self.path = f"/run/netns/{name}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        try:
+            subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+            subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c",
+                            _time_wait_script(time_wait)], check=True)
+            self.expected = dict.fromkeys(STATES, 0)
+            self.expected["TIME_WAIT"] = time_wait
+            _wait_for(lambda: ss_in(self.path) == self.expected, "the TIME_WAIT sockets")
+        except BaseException:
+            self.delete()
+            raise
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "netns", "delete", self.name], check=False,
+                       stderr=subprocess.DEVNULL)
+
+
+def start_lone_netns() -> subprocess.Popen:
+    """A process alone in a new, empty network namespace."""
+    proc = subprocess.Popen(["unshare", "--net", "sleep", "600"])
+    _wait_for(lambda: inode_of(f"/proc/{proc.pid}/ns/net") != inode_of("/proc/self/ns/net"),
+              "unshare")
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def world(require_netns, large_population):
+    """Our namespaces: {inode: (path, expected counts)}."""
+    with Population(SMALL_SPEC) as small, \
+            Population(OWN_TABLE_SPEC, ehash_entries=OWN_TABLE_BUCKETS) as own_table:
+        bound = BoundNetns(BOUND_NAME, BOUND_TIME_WAIT)
+        try:
+            pops = {"large": large_population, "small": small, "own_table": own_table}
+            spaces = {
+                name: (pop.ns_path, total_expected(pop.expected)) for name, pop in pops.items()
+            }
+            spaces["bound"] = (bound.path, bound.expected)
+            yield {"pops": pops, "bound": bound, "spaces": spaces}
+        finally:
+            bound.delete()
+
+
+def _check_exact(world: dict, got: dict) -> None:
+    for name, (path, expected) in world["spaces"].items():
+        inode = inode_of(path)
+        assert inode in got, f"{name} ({inode}) not counted"
+        assert got[inode] == expected, name
+        assert got[inode] == ss_in(path), name
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_namespace_exact(world, backend):
+    got = fasttcpstat.counts_all_netns(backend=backend)
+    _check_exact(world, got)
+    assert inode_of("/proc/self/ns/net") in got
+    assert list(got) == sorted(got)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_filters_as_counts(world, backend):
+    """The filters are those of counts(), applied in every namespace."""
+    filters = dict(family="ipv6", states=["ESTABLISHED", "LISTEN"], local_ports=(10000, 32767))
+    got = fasttcpstat.counts_all_netns(backend=backend, **filters)
+    for name, (path, _) in world["spaces"].items():
+        inode = inode_of(path)
+        assert got[inode] == fasttcpstat.counts(netns=path, backend=backend, **filters), name
+    small = world["pops"]["small"]
+    assert got[inode_of(small.ns_path)]["LISTEN"] == small.expected["ipv6"]["LISTEN"] > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reusable_counter(world, backend):
+    """The exporter form: counters kept between calls, a namespace created
+    in between counted, one gone dropped (and its counter closed)."""
+    with fasttcpstat.AllNetnsCounter(backend) as counter:
+        first = counter.counts()
+        _check_exact(world, first)
+        assert counter.skipped == {}
+        used = counter.backends()
+        expected_backend = {"auto": "bpf"}.get(backend, backend)
+        assert {used[inode_of(p)] for p, _ in world["spaces"].values()} == {expected_backend}
+        lone = start_lone_netns()
+        try:
+            lone_inode = inode_of(f"/proc/{lone.pid}/ns/net")
+            second = counter.counts()
+            assert second[lone_inode] == dict.fromkeys(STATES, 0)
+            _check_exact(world, second)
+        finally:
+            stop(lone)
+        third = counter.counts()
+        assert lone_inode not in third
+        assert lone_inode not in counter.backends()
+        _check_exact(world, third)
+
+
+@pytest.mark.parametrize("held_by", ["process", "bind mount"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_namespace_gone_during_call(world, monkeypatch, backend, held_by):
+    """Fault injection: the namespace disappears after the scan found it and
+    before its counter opens.  It is left out; nothing else changes."""
+    if held_by == "process":
+        lone = start_lone_netns()
+        doomed_spec = f"/proc/{lone.pid}/ns/net"
+
+        def remove() -> None:
+            stop(lone)
+    else:
+        doomed = BoundNetns(f"{PREFIX}-doomed", 1)
+        doomed_spec = doomed.path
+        remove = doomed.delete
+    doomed_inode = inode_of(doomed_spec)
+    real_counter = _all_netns.Counter
+    removed = []
+
+    def counter_after_removal(backend, *, netns=None, **kw):
+        if netns == doomed_spec:
+            remove()
+            removed.append(netns)
+        return real_counter(backend, netns=netns, **kw)
+
+    monkeypatch.setattr(_all_netns, "Counter", counter_after_removal)
+    try:
+        with fasttcpstat.AllNetnsCounter(backend) as counter:
+            got = counter.counts()
+            assert removed == [doomed_spec]
+            assert doomed_inode not in got
+            assert counter.skipped == {}
+            _check_exact(world, got)
+    finally:
+        remove()
+
+
+def test_list_netns_identity(world):
+    infos = {info.inode: info for info in fasttcpstat.list_netns()}
+    bound = infos[inode_of(world["bound"].path)]
+    assert bound.names == (BOUND_NAME,)
+    assert bound.pid is None and bound.command is None
+    small = world["pops"]["small"]
+    info = infos[inode_of(small.ns_path)]
+    assert info.pid == small.holder_pid
+    with open(f"/proc/{small.holder_pid}/comm") as f:
+        assert info.command == f.read().strip()
+    assert info.names == ()
+    assert info.container_id is None and info.pod_uid is None
+    with open(f"/proc/{small.holder_pid}/cgroup") as f:
+        v2 = [line.split(":", 2)[2].strip() for line in f if line.startswith("0::")]
+    assert info.cgroup == v2[0]
+    own_table = infos[inode_of(world["pops"]["own_table"].ns_path)]
+    assert own_table.ehash_entries == OWN_TABLE_BUCKETS
+    assert own_table.shares_host_table is False
+    host = infos[inode_of("/proc/self/ns/net")]
+    with open("/proc/sys/net/ipv4/tcp_ehash_entries") as f:
+        assert host.ehash_entries == int(f.read())
+    # A namespace created with the host's tcp_child_ehash_entries at 0
+    # shares the host table: the sysctl reads as minus its size.
+    with open("/proc/sys/net/ipv4/tcp_child_ehash_entries") as f:
+        if int(f.read()) == 0:
+            assert info.ehash_entries == -host.ehash_entries
+            assert info.shares_host_table is True
+            assert bound.shares_host_table is True
+
+
+def _all_as_nobody() -> dict:
+    drop_to_nobody()
+    with fasttcpstat.AllNetnsCounter() as counter:
+        got = counter.counts()
+        return {"counts": got, "backends": counter.backends(),
+                "skipped": counter.skipped, "hidden": counter.hidden,
+                "own": inode_of("/proc/self/ns/net")}
+
+
+def test_as_nobody(world):
+    """As nobody: our own namespace through netlink; root's namespaces are
+    hidden (their /proc/PID/ns/net needs ptrace access), and say so; one
+    held by a bind mount is found (the mount is readable) but skipped."""
+    small = world["pops"]["small"]
+    out = small.run(_all_as_nobody)
+    assert out["own"] == inode_of(small.ns_path)
+    assert out["counts"][out["own"]] == world["spaces"]["small"][1]
+    assert out["backends"][out["own"]] == "netlink"
+    assert inode_of(world["pops"]["large"].ns_path) not in out["counts"]
+    assert "CAP_SYS_PTRACE" in out["hidden"]
+    # A namespace with no process is out of reach without CAP_SYS_ADMIN.
+    assert "CAP_SYS_ADMIN" in out["skipped"][inode_of(world["bound"].path)]
+
+
+PTRACE_ONLY = """
+import json, fasttcpstat
+with fasttcpstat.AllNetnsCounter() as c:
+    got = c.counts()
+    print(json.dumps({"counts": got, "backends": c.backends(), "skipped": c.skipped}))
+"""
+
+
+def test_with_cap_sys_ptrace_only(world):
+    """Root with CAP_SYS_PTRACE and nothing else (the DaemonSet without
+    CAP_SYS_ADMIN): every namespace with a process is counted through
+    /proc/PID/net; one held only by a bind mount is skipped, saying why."""
+    import json
+
+    out = subprocess.run(
+        ["setpriv", "--inh-caps=-all", "--bounding-set=-all,+sys_ptrace", "--",
+         sys.executable, "-c", PTRACE_ONLY],
+        check=True, stdout=subprocess.PIPE, universal_newlines=True).stdout
+    result = json.loads(out)
+    counts = {int(k): v for k, v in result["counts"].items()}
+    backends = {int(k): v for k, v in result["backends"].items()}
+    skipped = {int(k): v for k, v in result["skipped"].items()}
+    for name, (path, expected) in world["spaces"].items():
+        inode = inode_of(path)
+        if name == "bound":
+            assert inode not in counts
+            assert "CAP_SYS_ADMIN" in skipped[inode]
+        else:
+            assert counts[inode] == expected, name
+            assert backends[inode] == "procfs", name
