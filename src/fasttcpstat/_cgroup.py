@@ -176,7 +176,9 @@ def cgroup_paths(mount: Cgroup2Mount) -> Dict[int, str]:
 
 class CgroupNames:
     """Cgroup ids to paths, the tree walked again when an id is unknown
-    (a cgroup created since the last walk)."""
+    (a cgroup created since the last walk).  A removed cgroup keeps its
+    last known path until then: sockets can outlive their cgroup, and
+    ids are never reused."""
 
     def __init__(self, mount: Optional[Cgroup2Mount] = None) -> None:
         found = mount or find_cgroup2()
@@ -187,7 +189,7 @@ class CgroupNames:
         self._paths: Dict[int, str] = {}
 
     def paths(self, ids: Iterable[int]) -> Dict[int, Optional[str]]:
-        """{id: path, or None for an id that is in no cgroup any more}."""
+        """{id: path, or None for an id no walk has seen}."""
         wanted = list(ids)
         if any(i not in self._paths for i in wanted):
             self._paths = cgroup_paths(self.mount)
