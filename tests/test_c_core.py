@@ -30,6 +30,7 @@ C_TESTS = {
     "test_diag_msg": ["diag_msg.c"],
     "test_diag_filter": ["diag_filter.c"],
     "test_btf": ["btf.c", "bpf_prog.c"],
+    "test_diag_cgroup": ["diag_cgroup.c"],
 }
 
 
