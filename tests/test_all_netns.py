@@ -302,3 +302,21 @@ def test_with_cap_sys_ptrace_only(world):
         else:
             assert counts[inode] == expected, name
             assert backends[inode] == "procfs", name
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"backend": "pinned"}, ValueError, "'auto', 'bpf', 'netlink', 'procfs'"),
+    ({"backend": 1}, TypeError, "not int"),
+    ({"family": "ipv5"}, ValueError, "family"),
+    ({"states": ["ESTABLISHED", "NOPE"]}, ValueError, "NOPE"),
+    ({"local_ports": 70000}, ValueError, "local_ports"),
+    ({"remote_ports": "x"}, TypeError, "remote_ports"),
+])
+def test_bad_arguments_before_any_scan(monkeypatch, kwargs, error, words):
+    """Bad input is refused by name, before /proc is scanned."""
+    def no_scan():
+        raise AssertionError("scanned")
+
+    monkeypatch.setattr(_all_netns, "scan", no_scan)
+    with pytest.raises(error, match=words):
+        fasttcpstat.counts_all_netns(**kwargs)

@@ -17,12 +17,12 @@ import errno
 import os
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from ._counter import Counter
+from ._counter import BACKENDS, Counter
 from ._netns_list import Found, NetnsInfo, describe, list_netns, own_inode, scan
 from ._ports import PortSpec, parse_ports
 from ._states import parse_family, parse_states
 
-ALL_NETNS_BACKENDS = ("auto", "bpf", "netlink", "procfs")
+ALL_NETNS_BACKENDS = tuple(name for name in BACKENDS if name != "pinned")
 
 StateCounts = Dict[str, int]
 
@@ -34,13 +34,13 @@ __all__ = ["AllNetnsCounter", "counts_all_netns", "list_netns"]
 
 
 def _check_backend(backend: object) -> str:
+    # "pinned" reads one pinned iterator file, of one namespace.
+    if isinstance(backend, str) and backend in ALL_NETNS_BACKENDS:
+        return backend
+    allowed = ", ".join(map(repr, ALL_NETNS_BACKENDS))
     if not isinstance(backend, str):
-        raise TypeError(f"backend must be one of {', '.join(map(repr, ALL_NETNS_BACKENDS))}, "
-                        f"not {type(backend).__name__}")
-    if backend not in ALL_NETNS_BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, ALL_NETNS_BACKENDS))}, "
-                         f"not {backend!r}")
-    return backend
+        raise TypeError(f"backend must be one of {allowed}, not {type(backend).__name__}")
+    raise ValueError(f"backend must be one of {allowed}, not {backend!r}")
 
 
 def _same_namespace(spec: str, inode: int) -> bool:
