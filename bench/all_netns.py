@@ -24,8 +24,8 @@ namespace is checked against `ss -tan` run inside it before the methods.
 
 Isolation: the run re-executes itself in new PID, mount and network
 namespaces, with a private /proc and an empty /run, so a scan finds
-exactly the benchmark's namespaces (plus its own, empty), not the host's or
-other programs' that come and go.  As root only.
+exactly the benchmark's namespaces (plus its own, empty, with a table of
+its own), not the host's or other programs' that come and go.  As root.
 """
 from __future__ import annotations
 
@@ -141,6 +141,22 @@ def run_method(method: str, rounds: int, cadvisor: str) -> List[dict]:
 
 # ---------------------------------------------------------------- layouts
 
+SLABS = ("TCP", "TCPv6", "tw_sock_TCP", "tw_sock_TCPv6", "request_sock_TCP",
+         "request_sock_TCPv6")
+
+
+def host_sockets() -> int:
+    """TCP sockets of the whole machine, every namespace (the kernel's slab
+    objects): with shared tables, what each namespace's walk goes through."""
+    total = 0
+    with open("/proc/slabinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0] in SLABS:
+                total += int(fields[1])
+    return total
+
+
 def sizes_for(total: int, n: int, layout: str) -> List[int]:
     if n == 1:
         return [total]
@@ -192,7 +208,8 @@ def measure_config(n: int, layout: str, tables: str, total: int, rounds: int,
         reference[own] = ss_inside("/proc/self/ns/net")
         sockets = sum(sum(c.values()) for c in reference.values())
         result = {"namespaces": n, "layout": layout, "tables": tables,
-                  "sockets": sockets, "sizes": sizes, "build_s": build_s, "methods": {}}
+                  "sockets": sockets, "sizes": sizes, "build_s": build_s, "methods": {},
+                  "host_sockets_before": host_sockets()}
         for method in methods:
             try:
                 scrapes = run_method(method, rounds + 1, cadvisor)
@@ -218,6 +235,7 @@ def measure_config(n: int, layout: str, tables: str, total: int, rounds: int,
                     for k in set(reference) | set(bad["counts"])
                     if reference.get(k) != bad["counts"].get(k)}
             result["methods"][method] = entry
+            entry["host_sockets_after"] = host_sockets()
             log(f"  {method}: cpu {entry['cpu_s'] * 1e3:.1f} ms, wall "
                 f"{entry['wall_s'] * 1e3:.1f} ms, rss {entry['maxrss_kib']} KiB, "
                 f"mismatches {mismatches}")
@@ -233,8 +251,9 @@ def report(results: List[dict], meta: dict) -> str:
              "", f"{meta['when']}; kernel {meta['kernel']}; {meta['cpus']} CPUs; "
              f"{meta['rounds']} scrapes per method (after a warm-up); medians. "
              "Counts of every namespace checked against `ss -tan` inside it at every scrape.",
-             "", "| tables | N | layout | " + " | ".join(methods) + " | cAdvisor / fts-auto |",
-             "|---|---|---|" + "---|" * len(methods) + "---|"]
+             "", "| tables | N | layout | host sockets | " + " | ".join(methods)
+             + " | cAdvisor / fts-auto |",
+             "|---|---|---|---|" + "---|" * len(methods) + "---|"]
     for r in results:
         cells = []
         for m in methods:
@@ -247,7 +266,11 @@ def report(results: List[dict], meta: dict) -> str:
         auto, cad = r["methods"].get("fts-auto"), r["methods"].get("cadvisor-c")
         ratio = (f"{cad['cpu_s'] / auto['cpu_s']:.1f}x"
                  if auto and cad and "cpu_s" in auto and "cpu_s" in cad and auto["cpu_s"] else "-")
-        lines.append(f"| {r['tables']} | {r['namespaces']} | {r['layout']} | "
+        seen = [r.get("host_sockets_before")] + [e.get("host_sockets_after")
+                                                  for e in r["methods"].values()]
+        seen = [x for x in seen if x is not None]
+        host = f"{min(seen) // 1000}k-{max(seen) // 1000}k" if seen else "-"
+        lines.append(f"| {r['tables']} | {r['namespaces']} | {r['layout']} | {host} | "
                      + " | ".join(cells) + f" | {ratio} |")
     lines += ["", "Wall time per scrape (ms) and peak RSS (MiB) of each method's process:", "",
               "| tables | N | layout | " + " | ".join(methods) + " |",
@@ -280,15 +303,23 @@ def report(results: List[dict], meta: dict) -> str:
     lines += ["", f"fts-auto used: {', '.join(backends) or '-'}.  N counts the benchmark's "
               "namespaces; each scrape also counts the benchmark's own (empty) one.",
               "Shared tables: every namespace's walk covers the host's whole established "
-              "table (its buckets and every namespace's sockets).", ""]
+              "table (its buckets and every namespace's sockets); host sockets: all TCP "
+              "sockets of the machine (/proc/slabinfo) while each method ran, this "
+              "benchmark's and other programs' alike.", ""]
     return "\n".join(lines)
 
 
 def isolate() -> None:
     """Re-execute in new PID, mount and network namespaces (see above)."""
     os.environ[ISOLATED] = "1"
+    # The benchmark's own namespace gets a small table of its own (created
+    # from an intermediate one whose tcp_child_ehash_entries says so), or
+    # each scrape would also walk the host's table once, for it.  The
+    # populations made from it with tcp_child_ehash_entries at 0 share the
+    # host's table (the kernel falls back to the global one).
     inner = ("mount --make-rprivate / && mount -t tmpfs issue12-bench-run /run && "
-             'exec "$@"')
+             "{ echo 1024 > /proc/sys/net/ipv4/tcp_child_ehash_entries || true; } && "
+             'exec unshare --net "$@"')
     argv = ["unshare", "--pid", "--fork", "--mount-proc", "--mount", "--net",
             "sh", "-c", inner, "sh", sys.executable, *sys.argv]
     os.execvp("unshare", argv)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from ._counter import BACKENDS, Counter
@@ -58,7 +59,8 @@ class AllNetnsCounter:
     again, so namespaces created since the last call are counted and gone
     ones dropped; per-namespace counters are kept open in between.
 
-    After each call, :attr:`skipped` maps the inode of every namespace found
+    Calls from several threads are serialised.  After each call,
+    :attr:`skipped` maps the inode of every namespace found
     but not counted to why (one line), and :attr:`hidden` says which
     namespaces could not even be found without privileges (or None).
     """
@@ -69,6 +71,7 @@ class AllNetnsCounter:
         self._identities: Dict[Tuple[int, Optional[int]], NetnsInfo] = {}
         self.skipped: Dict[int, str] = {}
         self.hidden: Optional[str] = None
+        self._lock = threading.Lock()
 
     def counts(
         self,
@@ -85,17 +88,18 @@ class AllNetnsCounter:
         parse_states(states)
         parse_ports(local_ports, "local_ports")
         parse_ports(remote_ports, "remote_ports")
-        found = scan()
-        self.hidden = found.denied_reason
-        self._forget(set(found.namespaces))
-        self.skipped = {}
-        result: Dict[int, StateCounts] = {}
-        for inode, ns in sorted(found.namespaces.items()):
-            got = self._count_one(ns, family=family, states=states,
-                                  local_ports=local_ports, remote_ports=remote_ports)
-            if got is not None:
-                result[inode] = got
-        return result
+        with self._lock:
+            found = scan()
+            self.hidden = found.denied_reason
+            self._forget(set(found.namespaces))
+            self.skipped = {}
+            result: Dict[int, StateCounts] = {}
+            for inode, ns in sorted(found.namespaces.items()):
+                got = self._count_one(ns, family=family, states=states,
+                                      local_ports=local_ports, remote_ports=remote_ports)
+                if got is not None:
+                    result[inode] = got
+            return result
 
     def _count_one(self, ns: Found, **filters: object) -> Optional[StateCounts]:
         try:
@@ -134,18 +138,19 @@ class AllNetnsCounter:
         per namespace and pid, since none of it changes for a process."""
         found = scan()
         mine = own_inode()
-        infos = []
-        for inode, ns in sorted(found.namespaces.items()):
-            key = (inode, ns.pids[0] if ns.pids else None)
-            info = self._identities.get(key)
-            if info is None:
-                info = describe(ns, mine)
-                self._identities[key] = info
-            infos.append(info)
-        live = {(info.inode, info.pid) for info in infos}
-        for key in [k for k in self._identities if k not in live]:
-            del self._identities[key]
-        return infos
+        with self._lock:
+            infos = []
+            for inode, ns in sorted(found.namespaces.items()):
+                key = (inode, ns.pids[0] if ns.pids else None)
+                info = self._identities.get(key)
+                if info is None:
+                    info = describe(ns, mine)
+                    self._identities[key] = info
+                infos.append(info)
+            live = {(info.inode, info.pid) for info in infos}
+            for key in [k for k in self._identities if k not in live]:
+                del self._identities[key]
+            return infos
 
     def _drop(self, inode: int) -> None:
         held = self._counters.pop(inode, None)
@@ -160,7 +165,8 @@ class AllNetnsCounter:
 
     def close(self) -> None:
         """Close every per-namespace counter.  Idempotent."""
-        self._forget(set())
+        with self._lock:
+            self._forget(set())
 
     def __enter__(self) -> "AllNetnsCounter":
         return self
