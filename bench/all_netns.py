@@ -34,6 +34,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -320,7 +321,9 @@ def isolate() -> None:
     inner = ("mount --make-rprivate / && mount -t tmpfs issue12-bench-run /run && "
              "{ echo 1024 > /proc/sys/net/ipv4/tcp_child_ehash_entries || true; } && "
              'exec unshare --net "$@"')
-    argv = ["unshare", "--pid", "--fork", "--mount-proc", "--mount", "--net",
+    # --kill-child: stopping the outer process stops the run (the inner one
+    # is its PID namespace's init, which ignores SIGTERM without a handler).
+    argv = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--mount", "--net",
             "sh", "-c", inner, "sh", sys.executable, *sys.argv]
     os.execvp("unshare", argv)
 
@@ -345,6 +348,9 @@ def main() -> int:
         return 2
     if not os.environ.get(ISOLATED):
         isolate()
+    # As its PID namespace's init, this process would ignore SIGTERM: exit
+    # through the finally clauses that stop the populations.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
     def log(text: str) -> None:
