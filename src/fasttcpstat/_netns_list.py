@@ -30,8 +30,8 @@ _IDENTITY_PIDS = 8
 EHASH_SYSCTL = "/proc/sys/net/ipv4/tcp_ehash_entries"
 
 DENIED_REASON = (
-    "reading /proc/PID/ns/net of another user's process needs ptrace read "
-    "access (CAP_SYS_PTRACE)"
+    "reading /proc/PID/ns/net needs ptrace read access to the process (the same "
+    "user and no more capabilities than ours, or CAP_SYS_PTRACE)"
 )
 
 
