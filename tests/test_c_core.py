@@ -31,6 +31,7 @@ C_TESTS = {
     "test_diag_msg": ["diag_msg.c"],
     "test_diag_filter": ["diag_filter.c"],
     "test_btf": ["bpf_prog.c"],  # includes btf.c to count its work
+    "test_diag_cgroup": ["diag_cgroup.c"],
 }
 
 
