@@ -93,6 +93,7 @@ import json, os, sys
 import fasttcpstat
 from fasttcpstat import _bpf
 _bpf.layout()  # BTF is world-readable; read before dropping, as a cache would
+import threading  # the interpreter's files may be unreadable to nobody (/root/.pyenv)
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 c = fasttcpstat.Counter()
 out = {"backend": c.backend, "reason": c.fallback_reason, "counts": c.counts()}

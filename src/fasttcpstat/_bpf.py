@@ -72,6 +72,7 @@ class BpfBackend(Backend):
     def __init__(self, netns: Optional[Netns] = None,
                  emit_shift: Optional[int] = None) -> None:
         self._layout = layout()
+        _netlink.import_threading()
         self._netns = netns
         self._emit_shift = emit_shift or _fasttcpstat.BPF_EMIT_SHIFT
         self._lock = _thread.allocate_lock()

@@ -33,10 +33,15 @@ except ImportError as exc:  # a source install without a compiler
     IMPORT_ERROR: Optional[ImportError] = exc
 else:
     IMPORT_ERROR = None
-    # Every count of the extension asks threading.main_thread() whether it
-    # may poll signals (csrc/bind_util.c).  Import it now rather than at
-    # the first count: a daemon may chroot or drop privileges in between,
-    # and then it could no longer read the standard library.
+
+
+def import_threading() -> None:
+    """Every count of the extension asks threading.main_thread() whether it
+    may poll signals (csrc/bind_core.c).  Backends import it when they are
+    set up rather than at the first count, which may come after a chroot
+    or a privilege drop that leaves the standard library unreadable; not
+    at `import fasttcpstat`, where it would cost more than the rest of the
+    package (functools and collections come with it)."""
     import threading  # noqa: F401
 
 # Once a kernel refused the legacy form, later counters skip the attempt.
@@ -69,6 +74,7 @@ class NetlinkBackend(Backend):
                 f"not built here ({IMPORT_ERROR}); reinstall with a C compiler "
                 "or use backend='procfs'"
             )
+        import_threading()
         self.request = request
         self._netns = netns
         self._counter = self._open()
