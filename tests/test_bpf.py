@@ -93,6 +93,7 @@ import json, os, sys
 import fasttcpstat
 from fasttcpstat import _bpf
 _bpf.layout()  # BTF is world-readable; read before dropping, as a cache would
+import threading  # the interpreter's files may be unreadable to nobody (/root/.pyenv)
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 c = fasttcpstat.Counter()
 out = {"backend": c.backend, "reason": c.fallback_reason, "counts": c.counts()}
@@ -197,6 +198,72 @@ def test_threads_counting_at_once(require_netns, require_bpf, small_population):
     assert errors == []
     assert len(results) == 400
     assert all(r == expected for r in results)
+
+
+def _filters_beyond_the_cache(ports):
+    """More distinct port filters than the program cache keeps (local,
+    remote, both), each a different program."""
+    filters = []
+    for i in range(_bpf.MAX_PROGRAMS + 6):
+        low = ports[i % len(ports)]
+        if i % 3 == 0:
+            filters.append({"local_ports": [(low, low + i)]})
+        elif i % 3 == 1:
+            filters.append({"remote_ports": [(low - i, low)]})
+        else:
+            filters.append({"local_ports": [(1, 65000 - i)], "remote_ports": [low]})
+    return filters
+
+
+def _cache_under_threads(nthreads, rounds):
+    """Runs in the namespace: threads share one Counter("bpf") and cycle
+    through more filters than it caches, switching every microsecond."""
+    ports = _listen_ports()
+    filters = _filters_beyond_the_cache(ports)
+    with fasttcpstat.Counter("netlink") as nl:
+        want = [nl.counts(**f) for f in filters]
+    assert sum(1 for w in want if sum(w.values())) >= len(filters) // 2, want
+    counter = fasttcpstat.Counter("bpf")
+    errors, wrong = [], []
+    barrier = threading.Barrier(nthreads)
+
+    def work(index):
+        barrier.wait()
+        for r in range(rounds):
+            i = (index * 5 + r) % len(filters)  # threads out of step: evictions
+            try:
+                got = counter.counts(**filters[i])
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(repr(exc))
+                continue
+            if got != want[i]:
+                wrong.append((filters[i], got, want[i]))
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(nthreads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    counter.close()
+    return errors, wrong, nthreads * rounds
+
+
+def test_program_cache_under_threads(require_netns, require_bpf):
+    """An evicted program is closed only once no thread counts with it,
+    and eviction keeps the right programs: every count equals netlink's."""
+    from .hardening import STABLE_SPEC
+    from .population import Population
+
+    with Population(STABLE_SPEC) as pop:
+        errors, wrong, total = pop.run(_cache_under_threads, 8, 60)
+    assert errors == []
+    assert wrong == []
+    assert total == 480
 
 
 def test_other_namespace(require_netns, require_bpf, small_population):
@@ -322,7 +389,7 @@ def test_pin_and_pinned_errors(require_bpf, tmp_path):
 
 
 def test_pinned_rejects_port_filters(pinned):
-    with pytest.raises(ValueError, match="pinned iterator counts every socket"):
+    with pytest.raises(ValueError, match="the pinned backend counts every socket"):
         fasttcpstat.counts(backend="pinned", path=pinned, local_ports=80)
     with fasttcpstat.Counter("pinned", path=pinned) as counter:
         # per-port breakdowns go through netlink

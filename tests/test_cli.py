@@ -126,7 +126,7 @@ def test_serve_without_prometheus_client():
 # where nobody cannot read them, e.g. under /root/.pyenv), then the command
 # runs as nobody.
 _AS_NOBODY = """
-import os, sys
+import os, sys, threading  # fasttcpstat sets up threads and counts with it
 from fasttcpstat._cli import build_parser, main
 build_parser().format_help()  # argparse loads gettext and locale lazily
 os.setgroups([]); os.setgid(65534); os.setuid(65534)

@@ -105,3 +105,62 @@ def test_missing_extension_falls_back_with_warning(tmp_path):
     assert "C extension is not available" in reason
     assert any("C extension is not available" in w for w in warns)
     assert same is True
+
+
+_RACE = r"""
+import errno, json, os, sys, threading
+sys.path.insert(0, {tests!r})
+import seccomp
+seccomp.deny('bpf', errno.EPERM)
+seccomp.deny('sendmsg', errno.EACCES)
+import fasttcpstat
+want = fasttcpstat.counts(backend="procfs")
+fds = sorted(os.listdir("/proc/self/fd"))
+sys.setswitchinterval(1e-6)
+errors, wrong, reasons = [], [], []
+for _ in range(30):
+    counter = fasttcpstat.Counter()
+    barrier = threading.Barrier(8)
+    def work():
+        barrier.wait()
+        try:
+            got = counter.counts()
+        except Exception as exc:
+            errors.append(repr(exc))
+            return
+        if got != want:
+            wrong.append(got)
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reasons.append([counter.backend, counter.fallback_reason])
+    counter.close()
+print(json.dumps([errors, wrong, reasons, fds == sorted(os.listdir("/proc/self/fd"))]))
+"""
+
+
+def _race_child() -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _RACE.format(tests=str(HERE))],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_threads_refused_at_once_fall_back_once(require_netns):
+    """8 threads see the same refusal at their first count: the policy
+    moves on once, under its lock; no thread pops an empty candidate list
+    or counts on a backend another thread closed.  In a namespace whose
+    sockets do not change, so that every count can be compared."""
+    from .hardening import STABLE_SPEC
+    from .population import Population
+
+    with Population(STABLE_SPEC) as pop:
+        result = pop.run(_race_child)
+    assert result.returncode == 0, result.stderr
+    errors, wrong, reasons, no_leak = json.loads(result.stdout)
+    assert errors == []
+    assert wrong == []
+    for backend, reason in reasons:
+        assert backend == "procfs"
+        assert reason.count("netlink: ") == 1, reason
+    assert no_leak

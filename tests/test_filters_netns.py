@@ -284,7 +284,7 @@ def test_namespace_errors_leave_the_thread_at_home(require_netns, tmp_path):
 # Privileges are dropped after the imports: the interpreter's own files may
 # live where nobody cannot read them (e.g. under /root/.pyenv).
 _UNPRIVILEGED = r"""
-import ctypes, json, os, sys
+import ctypes, json, os, sys, threading
 import fasttcpstat
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 out = {"own": fasttcpstat.counts(backend="netlink") == fasttcpstat.counts(backend="procfs")}

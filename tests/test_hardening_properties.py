@@ -24,11 +24,11 @@ from fasttcpstat._counter import _check_backend, _check_side
 from fasttcpstat._netlink import check_request
 from fasttcpstat._netns import Netns
 from fasttcpstat._ports import parse_port_list, parse_ports
-from fasttcpstat._procfs import ProcfsBackend
 from fasttcpstat._states import (ALL_STATES_MASK, FAMILY_BOTH, FAMILY_IPV4, FAMILY_IPV6,
                                  STATES, parse_family, parse_states)
 
 from .hardening import scale
+from .test_procfs_reader import proc_count
 
 pytestmark = pytest.mark.stress
 
@@ -172,8 +172,8 @@ def test_proc_reader_matches_reference(monkeypatch, v4, v6, chunk, mask, familie
         for name, data in (("tcp", v4), ("tcp6", v6)):
             with open(os.path.join(net_dir, name), "wb") as f:
                 f.write(data)
-        result = ProcfsBackend(net_dir).count(families, mask, local=local, remote=remote,
-                                              by_port=tuple(by_port), by_remote=by_remote)
+        result = proc_count(net_dir, families, mask, local=local, remote=remote,
+                            by_port=tuple(by_port), by_remote=by_remote)
     want4, ports4 = ref_count(v4, mask, local, remote, by_port, by_remote)
     want6, ports6 = ref_count(v6, mask, local, remote, by_port, by_remote)
     if not families & FAMILY_IPV4:
@@ -199,7 +199,7 @@ def test_proc_reader_survives_any_bytes(monkeypatch, data, chunk, use_ports):
         with open(os.path.join(net_dir, "tcp"), "wb") as f:
             f.write(data)
         options = {"local": [(0, 40000)], "by_port": (1, 2)} if use_ports else {}
-        result = ProcfsBackend(net_dir).count(FAMILY_IPV4, ALL_STATES_MASK, **options)
+        result = proc_count(net_dir, FAMILY_IPV4, ALL_STATES_MASK, **options)
     totals = result[0] if use_ports else result
     v4, v6 = totals
     assert all(n >= 0 for n in v4 + v6)
@@ -214,7 +214,7 @@ def test_proc_reader_huge_line_is_bounded_work(tmp_path):
 
     (tmp_path / "tcp").write_bytes(b"x" * 20_000_000)
     start = time.monotonic()
-    v4, _ = ProcfsBackend(str(tmp_path)).count(FAMILY_IPV4, ALL_STATES_MASK)
+    v4, _ = proc_count(tmp_path, FAMILY_IPV4, ALL_STATES_MASK)
     assert sum(v4) == 0
     assert time.monotonic() - start < 30
 

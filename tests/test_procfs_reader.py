@@ -9,7 +9,21 @@ from __future__ import annotations
 import pytest
 
 from fasttcpstat._procfs import ProcfsBackend
+from fasttcpstat._query import CountQuery
 from fasttcpstat._states import ALL_STATES_MASK, FAMILY_BOTH, FAMILY_IPV4, FAMILY_IPV6
+
+
+def proc_count(net_dir, families, mask, local=None, remote=None, by_port=(), by_remote=False):
+    """The /proc backend's raw tallies for a hand-made net_dir: (v4, v6),
+    or ((v4, v6), per_port) with by_port.  `mask` is taken as given (bits
+    0 and 12..15 included: hand-made text can hold any hex digit)."""
+    query = CountQuery(families, (), None if local is None else tuple(local),
+                       None if remote is None else tuple(remote), tuple(by_port), by_remote)
+    query.mask = mask
+    tally = ProcfsBackend(str(net_dir)).count(query)
+    if by_port:
+        return (tally.v4, tally.v6), tally.per_port
+    return tally.v4, tally.v6
 
 HEADER4 = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when "
            "retrnsmt   uid  timeout inode").ljust(149) + "\n"
@@ -49,7 +63,7 @@ def test_counts_every_state_and_family(net_dir):
     states6 = [1, 1, 10, 6, 3]
     (net_dir / "tcp").write_text(HEADER4 + "".join(line4(i, s) for i, s in enumerate(states4)))
     (net_dir / "tcp6").write_text(HEADER6 + "".join(line6(i, s) for i, s in enumerate(states6)))
-    v4, v6 = ProcfsBackend(str(net_dir)).count(FAMILY_BOTH, ALL_STATES_MASK)
+    v4, v6 = proc_count(net_dir, FAMILY_BOTH, ALL_STATES_MASK)
     assert v4 == tally(states4)
     assert v6 == tally(states6)
 
@@ -59,7 +73,7 @@ def test_wide_slot_numbers_and_uids(net_dir):
     lines = [line4(sl, 1 + sl % 11, uid=4_000_000_000 if sl % 2 else 0)
              for sl in range(9990, 10010)] + [line4(123456, 6)]
     (net_dir / "tcp").write_text(HEADER4 + "".join(lines))
-    v4, _ = ProcfsBackend(str(net_dir)).count(FAMILY_IPV4, ALL_STATES_MASK)
+    v4, _ = proc_count(net_dir, FAMILY_IPV4, ALL_STATES_MASK)
     expected = [1 + sl % 11 for sl in range(9990, 10010)] + [6]
     assert v4 == tally(expected)
 
@@ -69,26 +83,26 @@ def test_many_lines_across_read_chunks(net_dir):
     states = [1 + i % 11 for i in range(5000)]
     text = HEADER4 + "".join(line4(i, s) for i, s in enumerate(states))
     (net_dir / "tcp").write_text(text.rstrip("\n"))
-    v4, _ = ProcfsBackend(str(net_dir)).count(FAMILY_IPV4, ALL_STATES_MASK)
+    v4, _ = proc_count(net_dir, FAMILY_IPV4, ALL_STATES_MASK)
     assert v4 == tally(states)
 
 
 def test_missing_tcp6_means_no_ipv6_sockets(net_dir):
     (net_dir / "tcp").write_text(HEADER4 + line4(0, 10))
-    v4, v6 = ProcfsBackend(str(net_dir)).count(FAMILY_BOTH, ALL_STATES_MASK)
+    v4, v6 = proc_count(net_dir, FAMILY_BOTH, ALL_STATES_MASK)
     assert v4[10] == 1
     assert sum(v6) == 0
 
 
 def test_missing_tcp_is_an_error(net_dir):
     with pytest.raises(FileNotFoundError):
-        ProcfsBackend(str(net_dir)).count(FAMILY_IPV4, ALL_STATES_MASK)
+        proc_count(net_dir, FAMILY_IPV4, ALL_STATES_MASK)
 
 
 def test_state_mask_and_family_selection(net_dir):
     (net_dir / "tcp").write_text(HEADER4 + line4(0, 10) + line4(1, 1))
     (net_dir / "tcp6").write_text(HEADER6 + line6(0, 10))
-    v4, v6 = ProcfsBackend(str(net_dir)).count(FAMILY_IPV6, 1 << 10)
+    v4, v6 = proc_count(net_dir, FAMILY_IPV6, 1 << 10)
     assert sum(v4) == 0
     assert v6[10] == 1 and sum(v6) == 1
 
@@ -96,5 +110,5 @@ def test_state_mask_and_family_selection(net_dir):
 def test_garbage_lines_are_not_counted(net_dir):
     junk = "this is not a socket line\n   7: nothex 0A\n\n"
     (net_dir / "tcp").write_text(HEADER4 + junk + line4(0, 1))
-    v4, _ = ProcfsBackend(str(net_dir)).count(FAMILY_IPV4, ALL_STATES_MASK)
+    v4, _ = proc_count(net_dir, FAMILY_IPV4, ALL_STATES_MASK)
     assert v4 == tally([1])

@@ -10,10 +10,7 @@ netlink is refused, /proc/net/tcp{,6} is read instead.
 """
 from __future__ import annotations
 
-import warnings
-
 from . import _netlink
-from ._all_netns import AllNetnsCounter, counts_all_netns, list_netns
 from ._bpf import pin
 from ._counter import BACKENDS, MAX_BY_PORT, Counter, auto_order, counts, counts_by_port
 from ._states import FAMILIES, STATES
@@ -37,7 +34,32 @@ __all__ = [
     "__version__",
 ]
 
+# The all-namespaces API pulls in dataclasses, typing and re (~10 ms):
+# imported at its first use, so that `import fasttcpstat` stays cheap.
+_LAZY = {"AllNetnsCounter", "counts_all_netns", "list_netns"}
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._all_netns import AllNetnsCounter, counts_all_netns, list_netns
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from . import _all_netns
+
+        value = getattr(_all_netns, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fasttcpstat' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY)
+
+
 if _netlink.IMPORT_ERROR is not None:
+    import warnings
+
     warnings.warn(
         "fasttcpstat's C extension is not available "
         f"({_netlink.IMPORT_ERROR}); counting falls back to /proc/net/tcp, "

@@ -1,87 +1,44 @@
-"""Counter, counts() and counts_by_port(): backend selection, fallback,
-argument checking and result shaping."""
+"""Counter, counts() and counts_by_port(): the query API.
+
+Arguments become one CountQuery (_query.py), read once; the Policy
+(_policy.py) picks the backend and falls back; this module shapes the
+tallies into {state: count}.
+"""
 from __future__ import annotations
 
-import errno
-import os
-from typing import Any, Dict, Iterable, List, Optional, Union
-
-from . import _netlink
-from ._netns import Netns, NetnsSpec
-from ._ports import PortSpec, parse_port_list, parse_ports
-from ._bpf import BpfBackend, PinnedBackend
-from ._procfs import ProcfsBackend
-from ._states import (
-    FAMILIES,
-    FAMILY_BOTH,
-    FAMILY_IPV4,
-    FAMILY_IPV6,
-    parse_family,
-    parse_states,
-    shape_result,
-    states_mask,
+from . import _netlink, _sizing
+from ._netns import Netns
+from ._policy import AUTO_BACKENDS, CLOSED, ENV_BACKEND, Policy, auto_order, open_backend
+from ._query import (
+    MAX_BY_PORT,
+    SIDES,
+    CountQuery,
+    check_side,
+    parse_by_family,
+    parse_by_port,
+    parse_counts,
 )
+from ._states import FAMILIES, FAMILY_IPV4, FAMILY_IPV6, shape_result
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Iterable, List, Optional, Tuple
+
+    from ._backend import Backend
+    from ._netns import NetnsSpec
+    from ._ports import PortSpec
+
+    StateCounts = Dict[str, int]
+else:
+    StateCounts = dict  # importable name for annotations elsewhere
 
 BACKENDS = ("auto", "bpf", "netlink", "procfs", "pinned")
-AUTO_BACKENDS = ("bpf", "netlink", "procfs")
-ENV_BACKEND = "FASTTCPSTAT_BACKEND"
-SIDES = ("local", "remote")
 
-#: The most ports one counts_by_port() call breaks down (one dump, tallied
-#: in C; the kernel's filter program grows 20 bytes a port).
-MAX_BY_PORT = 1024
+__all__ = ["AUTO_BACKENDS", "BACKENDS", "ENV_BACKEND", "MAX_BY_PORT", "SIDES",
+           "Counter", "StateCounts", "auto_order", "counts", "counts_by_port"]
 
-# Errors that mean "netlink sock_diag is not available to us here" (a
-# seccomp or LSM policy, a kernel without the module, a container that
-# forbids it) rather than a bug or a transient failure.
-_NETLINK_REFUSALS = frozenset(
-    {
-        errno.EPERM,
-        errno.EACCES,
-        errno.EPROTONOSUPPORT,
-        errno.EAFNOSUPPORT,
-        errno.ESOCKTNOSUPPORT,
-        errno.EOPNOTSUPP,
-        errno.ENOENT,
-        errno.EINVAL,
-        errno.ENOSYS,
-    }
-)
-
-Backend = Union[_netlink.NetlinkBackend, ProcfsBackend, BpfBackend, PinnedBackend]
-
-
-def auto_order() -> List[str]:
-    """The backends "auto" tries, in order.
-
-    Default: bpf, netlink, procfs.  FASTTCPSTAT_BACKEND changes it for
-    sites with a policy: a list of names ("netlink,procfs") is the order to
-    try, so a single name ("netlink") forces that backend; names prefixed
-    with "-" ("-bpf") are left out of the default order.
-    """
-    value = os.environ.get(ENV_BACKEND, "").strip()
-    if not value:
-        return list(AUTO_BACKENDS)
-    chosen: List[str] = []
-    excluded = set()
-    for item in (part.strip() for part in value.split(",")):
-        name = item.lstrip("-!")
-        if name not in AUTO_BACKENDS:
-            raise ValueError(
-                f"{ENV_BACKEND}={value!r}: unknown backend {name!r}; allowed: "
-                f"{', '.join(AUTO_BACKENDS)}, each optionally prefixed with '-' to exclude it"
-            )
-        if item != name:
-            excluded.add(name)
-        else:
-            chosen.append(name)
-    if chosen and excluded:
-        raise ValueError(f"{ENV_BACKEND}={value!r}: list backends to use or to exclude, not both")
-    order = chosen or [name for name in AUTO_BACKENDS if name not in excluded]
-    if not order:
-        raise ValueError(f"{ENV_BACKEND}={value!r} excludes every backend")
-    return order
-StateCounts = Dict[str, int]
+# The old name, still imported by tests/test_hardening_properties.py.
+_check_side = check_side
 
 
 def _check_backend(backend: object) -> str:
@@ -95,15 +52,6 @@ def _check_backend(backend: object) -> str:
             f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}"
         )
     return backend
-
-
-def _check_side(side: object) -> bool:
-    """True for "remote"."""
-    if not isinstance(side, str):
-        raise TypeError(f"side must be 'local' or 'remote', not {type(side).__name__}")
-    if side not in SIDES:
-        raise ValueError(f"side must be 'local' or 'remote', not {side!r}")
-    return side == "remote"
 
 
 class Counter:
@@ -128,8 +76,12 @@ class Counter:
     Counts from several threads are serialised.
     """
 
+    # The module functions count once: "auto" then weighs bpf's setup.
+    _one_count = False
+    _breakdown = False
+
     def __init__(self, backend: str = "auto", *, netns: NetnsSpec = None,
-                 request: str = "auto", path: "Optional[str]" = None) -> None:
+                 request: str = "auto", path: Optional[str] = None) -> None:
         self._requested = _check_backend(backend)
         _netlink.check_request(request)
         if request != "auto" and self._requested not in ("netlink", "auto"):
@@ -138,98 +90,63 @@ class Counter:
             raise ValueError("path goes with backend='pinned', and only with it")
         self._request = request
         self._path = path
-        #: Why "auto" is not using its first choice, or None.
-        self.fallback_reason: Optional[str] = None
         self._netns = Netns(netns) if netns is not None else None
-        self._backend: Backend
-        self._by_port_backend: Optional[Backend] = None
-        self._candidates: List[str] = []
         try:
-            if self._requested == "auto":
-                self._candidates = auto_order()
-                if _netlink.IMPORT_ERROR is not None and "procfs" in self._candidates:
-                    # A source install without a compiler: only /proc is left.
-                    self._candidates = ["procfs"]
-                    self.fallback_reason = (
-                        f"the C extension is not available ({_netlink.IMPORT_ERROR})"
-                    )
-                self._backend = self._open_first()
-            else:
-                self._backend = self._open(self._requested)
+            candidates, reason = self._candidates()
+            target = self._netns
+
+            def opener(name: str) -> Backend:
+                # Not a bound method: the policy must not hold the Counter
+                # (a cycle would keep every closed one for the collector).
+                return open_backend(name, target, request, path)
+
+            self._policy = Policy(opener, candidates, netns=target, reason=reason)
         except BaseException:
             if self._netns is not None:
                 self._netns.close()
             raise
 
-    def _open(self, name: str) -> Backend:
-        if name == "procfs":
-            if self._netns is not None:
-                if self._netns.pid is None:
-                    self._netns.open()  # a path: read through a visiting thread
-                else:
-                    self._netns.check_proc_net()
-            return ProcfsBackend(netns=self._netns)
-        if name == "pinned":
-            assert self._path is not None
-            return PinnedBackend(self._path, netns=self._netns)
-        if name == "bpf":
-            return BpfBackend(netns=self._netns)
-        return _netlink.NetlinkBackend(self._request, netns=self._netns)
+    def _candidates(self) -> Tuple[List[str], Optional[str]]:
+        """The backends to try, in order, and why the first choices are
+        already out (or None)."""
+        if self._requested != "auto":
+            return [self._requested], None
+        order = auto_order()
+        if _netlink.IMPORT_ERROR is not None and "procfs" in order:
+            # A source install without a compiler: only /proc is left.
+            return ["procfs"], f"the C extension is not available ({_netlink.IMPORT_ERROR})"
+        if self._one_count and order == list(AUTO_BACKENDS) and (
+                self._breakdown
+                or (self._netns is None and _sizing.one_count_backend() == "netlink")):
+            # One count cannot pay back a BPF program load here (and a
+            # per-port breakdown is netlink's anyway).
+            order = ["netlink", "bpf", "procfs"]
+        return order, None
 
-    def _refused(self, name: str, exc: BaseException) -> bool:
-        """Whether "auto" may move on from `name` after `exc`."""
-        if isinstance(exc, ImportError):
-            return True  # no C extension: only procfs is left
-        if not isinstance(exc, OSError):
-            return False
-        if name == "bpf":
-            # The iterator is an optimisation: any kernel refusal (no BTF,
-            # no iterator, no privilege, a verifier this program does not
-            # suit) leaves netlink, which counts the same.
-            return exc.errno != errno.EINTR
-        if exc.errno not in _NETLINK_REFUSALS:
-            return False
-        # Another namespace by path (no pid) is out of reach of /proc
-        # without switching either: nothing to fall back to.
-        return not (self._netns is not None and self._netns.pid is None)
+    @property
+    def fallback_reason(self) -> Optional[str]:
+        """Why "auto" is not using its first choice, or None."""
+        return self._policy.fallback_reason
 
-    def _open_first(self) -> Backend:
-        """Open the first of the remaining candidates that works."""
-        while True:
-            name = self._candidates.pop(0)
-            try:
-                return self._open(name)
-            except (OSError, ImportError) as exc:
-                if not self._candidates or not self._refused(name, exc):
-                    raise
-                self._note_fallback(name, exc)
-
-    def _note_fallback(self, name: str, exc: BaseException) -> None:
-        reason = f"{name}: {exc}"
-        self.fallback_reason = f"{self.fallback_reason}; {reason}" if self.fallback_reason else reason
+    @property
+    def _backend(self) -> Backend:
+        # The backend in use; tests look inside it.
+        return self._policy.backend
 
     @property
     def backend(self) -> str:
         """The backend in use: "bpf", "netlink", "procfs" or "pinned"."""
-        return self._backend.name
+        return self._policy.backend.name
 
     @property
     def request(self) -> Optional[str]:
         """The netlink request form setting, or None for other backends."""
-        return getattr(self._backend, "request", None)
+        return self._policy.backend.request
 
-    def _count(self, families: int, mask: int, **options: Any) -> Any:
-        while True:
-            try:
-                return self._backend.count(families, mask, **options)
-            except OSError as exc:
-                # Set up fine, refused at the first count (a dump refused by
-                # policy): "auto" moves on to the next backend.
-                if not self._candidates or not self._refused(self._backend.name, exc):
-                    raise
-                self._backend.close()
-                self._note_fallback(self._backend.name, exc)
-                self._backend = self._open_first()
+    @property
+    def closed(self) -> bool:
+        """True after close(): every count raises ValueError."""
+        return self._policy.closed
 
     def counts(
         self,
@@ -240,14 +157,16 @@ class Counter:
         remote_ports: PortSpec = None,
     ) -> StateCounts:
         """Count TCP sockets per state; see :func:`fasttcpstat.counts`."""
-        families = parse_family(family)
-        names = parse_states(states)
-        local = parse_ports(local_ports, "local_ports")
-        remote = parse_ports(remote_ports, "remote_ports")
-        if not names:
+        return self._count(parse_counts(family, states, local_ports, remote_ports))
+
+    def _count(self, query: CountQuery) -> StateCounts:
+        """counts() for an already parsed query."""
+        if self.closed:
+            raise ValueError(CLOSED)
+        if not query.names:
             return {}
-        tallies = self._count(families, states_mask(names), local=local, remote=remote)
-        return shape_result(tallies, families, names)
+        tally = self._policy.count(query)
+        return shape_result((tally.v4, tally.v6), query.families, query.names)
 
     def counts_by_port(
         self,
@@ -258,24 +177,18 @@ class Counter:
         states: Optional[Iterable[str]] = None,
     ) -> Dict[int, StateCounts]:
         """Per-port counts in one dump; see :func:`fasttcpstat.counts_by_port`."""
-        port_list = parse_port_list(ports, "ports", MAX_BY_PORT)
-        by_remote = _check_side(side)
-        families = parse_family(family)
-        names = parse_states(states)
-        if not names:
-            return {port: {} for port in port_list}
-        ranges = parse_ports(list(port_list), "ports")
-        filters = {"remote": ranges} if by_remote else {"local": ranges}
-        options: Dict[str, Any] = dict(by_port=port_list, by_remote=by_remote, **filters)
-        if self._backend.name in ("bpf", "pinned"):
-            # The iterator programs count totals; the per-port breakdown
-            # is netlink's (tallied in C from one filtered dump).
-            _, per_port = self._by_port().count(families, states_mask(names), **options)
-        else:
-            _, per_port = self._count(families, states_mask(names), **options)
+        return self._count_by_port(parse_by_port(ports, side, family, states))
+
+    def _count_by_port(self, query: CountQuery) -> Dict[int, StateCounts]:
+        """counts_by_port() for an already parsed query."""
+        if self.closed:
+            raise ValueError(CLOSED)
+        if not query.names:
+            return {port: {} for port in query.by_port}
+        tally = self._policy.count(query)
         return {
-            port: shape_result(tallies, families, names)
-            for port, tallies in zip(port_list, per_port)
+            port: shape_result(pair, query.families, query.names)
+            for port, pair in zip(query.by_port, tally.per_port)
         }
 
     def counts_by_family(
@@ -291,32 +204,25 @@ class Counter:
         the kernel walks its tables once, and both halves come from the
         same walk.
         """
-        names = parse_states(states)
-        local = parse_ports(local_ports, "local_ports")
-        remote = parse_ports(remote_ports, "remote_ports")
-        if not names:
+        return self._count_by_family(parse_by_family(states, local_ports, remote_ports))
+
+    def _count_by_family(self, query: CountQuery) -> Dict[str, StateCounts]:
+        """counts_by_family() for an already parsed query (both families)."""
+        if self.closed:
+            raise ValueError(CLOSED)
+        if not query.names:
             return {family: {} for family in FAMILIES}
-        tallies = self._count(FAMILY_BOTH, states_mask(names), local=local, remote=remote)
+        tally = self._policy.count(query)
+        pair = (tally.v4, tally.v6)
         return {
-            "ipv4": shape_result(tallies, FAMILY_IPV4, names),
-            "ipv6": shape_result(tallies, FAMILY_IPV6, names),
+            "ipv4": shape_result(pair, FAMILY_IPV4, query.names),
+            "ipv6": shape_result(pair, FAMILY_IPV6, query.names),
         }
 
-    def _by_port(self) -> Backend:
-        if self._by_port_backend is None:
-            try:
-                self._by_port_backend = self._open("netlink")
-            except (OSError, ImportError) as exc:
-                if not self._refused("netlink", exc):
-                    raise
-                self._by_port_backend = self._open("procfs")
-        return self._by_port_backend
-
     def close(self) -> None:
-        """Release the socket or program and the namespace.  Idempotent."""
-        self._backend.close()
-        if self._by_port_backend is not None:
-            self._by_port_backend.close()
+        """Release the socket or program and the namespace.  Idempotent;
+        every count afterwards raises ValueError."""
+        self._policy.close()
         if self._netns is not None:
             self._netns.close()
 
@@ -328,6 +234,18 @@ class Counter:
 
     def __repr__(self) -> str:
         return f"<fasttcpstat.Counter backend={self.backend!r}>"
+
+
+class _OneCount(Counter):
+    """The Counter of counts(): used for one count."""
+
+    _one_count = True
+
+
+class _OneBreakdown(_OneCount):
+    """The Counter of counts_by_port(): one per-port count."""
+
+    _breakdown = True
 
 
 def counts(
@@ -350,7 +268,10 @@ def counts(
         /proc/net/tcp6.
     states: an iterable of state names (case-insensitive), or None.
     backend: "auto" (bpf, else netlink, else /proc; see auto_order()),
-        "bpf", "netlink", "procfs", or "pinned" (with `path`).
+        "bpf", "netlink", "procfs", or "pinned" (with `path`).  For this
+        one count, "auto" takes netlink first where loading a BPF program
+        would cost more than its walk saves (a small, sparse table: see
+        _sizing.py); a reused Counter takes bpf, cheaper per count.
     local_ports, remote_ports: count only sockets whose local (remote) port
         is one of these: a port, a (low, high) inclusive range, a range(),
         or a list of those.  Both given: both must hold.  Netlink applies
@@ -362,14 +283,11 @@ def counts(
     timewait sockets by their sub-state (an orphaned FIN_WAIT2 is
     FIN_WAIT2), bound-but-inactive sockets are not counted.
     """
-    # Validate before opening anything, so bad arguments cost nothing.
-    parse_family(family)
-    parse_states(states)
-    parse_ports(local_ports, "local_ports")
-    parse_ports(remote_ports, "remote_ports")
-    with Counter(backend, netns=netns, path=path) as counter:
-        return counter.counts(family=family, states=states,
-                              local_ports=local_ports, remote_ports=remote_ports)
+    # Parsed before opening anything, so bad arguments cost nothing; and
+    # once, so iterators are read once.
+    query = parse_counts(family, states, local_ports, remote_ports)
+    with _OneCount(backend, netns=netns, path=path) as counter:
+        return counter._count(query)
 
 
 def counts_by_port(
@@ -390,9 +308,6 @@ def counts_by_port(
     The kernel drops sockets on other ports before building any message;
     the breakdown is tallied in C.
     """
-    parse_port_list(ports, "ports", MAX_BY_PORT)
-    _check_side(side)
-    parse_family(family)
-    parse_states(states)
-    with Counter(backend, netns=netns) as counter:
-        return counter.counts_by_port(ports, side, family=family, states=states)
+    query = parse_by_port(ports, side, family, states)
+    with _OneBreakdown(backend, netns=netns) as counter:
+        return counter._count_by_port(query)

@@ -8,13 +8,17 @@ inet_diag_req_v2 pair at 1M sockets); kernels that refuse it get the pair.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
-from ._ports import Range
+from ._backend import Backend, Tally
 from ._states import FAMILY_BOTH
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Optional
+
+    from ._fasttcpstat import NetlinkCounter
     from ._netns import Netns
+    from ._query import CountQuery
 
 REQUEST_FORMS = ("auto", "v2", "legacy")
 
@@ -26,9 +30,19 @@ try:
     from . import _fasttcpstat
 except ImportError as exc:  # a source install without a compiler
     _fasttcpstat = None  # type: ignore[assignment]
-    IMPORT_ERROR: "ImportError | None" = exc
+    IMPORT_ERROR: Optional[ImportError] = exc
 else:
     IMPORT_ERROR = None
+
+
+def import_threading() -> None:
+    """Every count of the extension asks threading.main_thread() whether it
+    may poll signals (csrc/bind_core.c).  Backends import it when they are
+    set up rather than at the first count, which may come after a chroot
+    or a privilege drop that leaves the standard library unreadable; not
+    at `import fasttcpstat`, where it would cost more than the rest of the
+    package (functools and collections come with it)."""
+    import threading  # noqa: F401
 
 # Once a kernel refused the legacy form, later counters skip the attempt.
 _legacy_refused = False
@@ -44,7 +58,7 @@ def check_request(request: object) -> str:
     return request
 
 
-class NetlinkBackend:
+class NetlinkBackend(Backend):
     """Counts through one NETLINK_SOCK_DIAG socket, reused for every count.
 
     The socket counts the network namespace of the thread that created it.
@@ -52,7 +66,7 @@ class NetlinkBackend:
 
     name = "netlink"
 
-    def __init__(self, request: str = "auto", netns: "Optional[Netns]" = None) -> None:
+    def __init__(self, request: str = "auto", netns: Optional[Netns] = None) -> None:
         check_request(request)
         if _fasttcpstat is None:
             raise ImportError(
@@ -60,40 +74,45 @@ class NetlinkBackend:
                 f"not built here ({IMPORT_ERROR}); reinstall with a C compiler "
                 "or use backend='procfs'"
             )
+        import_threading()
         self.request = request
         self._netns = netns
         self._counter = self._open()
 
-    def _open(self) -> Any:
+    def _open(self) -> NetlinkCounter:
         if self._netns is None:
             return _fasttcpstat.NetlinkCounter()
         # Opened from inside the other namespace; the C side must then
         # never reopen it from the counting thread, which is not there.
         return self._netns.run_inside(lambda: _fasttcpstat.NetlinkCounter(reopen=False))
 
-    def count(self, families: int, states_mask: int,
-              local: Optional[List[Range]] = None, remote: Optional[List[Range]] = None,
-              by_port: Sequence[int] = (), by_remote: bool = False) -> Any:
-        """Raw tallies: (ipv4, ipv6), or ((ipv4, ipv6), per_port) with by_port."""
+    def count(self, query: CountQuery) -> Tally:
         global _legacy_refused
         if self._netns is not None and self._counter.needs_reopen:
             # Lost to fork() or an interrupted dump: back to the namespace.
             self._counter.close()
             self._counter = self._open()
-        options = {"local": local or (), "remote": remote or (),
-                   "by_port": by_port, "by_remote": by_remote}
         use_legacy = self.request == "legacy" or (
-            self.request == "auto" and families == FAMILY_BOTH and not _legacy_refused
+            self.request == "auto" and query.families == FAMILY_BOTH and not _legacy_refused
         )
         if use_legacy:
             try:
-                return self._counter.count(families, states_mask,
-                                           _fasttcpstat.FORM_LEGACY, **options)
+                return self._dump(query, _fasttcpstat.FORM_LEGACY)
             except OSError as exc:
                 if self.request == "legacy" or exc.errno not in _LEGACY_REFUSALS:
                     raise
                 _legacy_refused = True
-        return self._counter.count(families, states_mask, _fasttcpstat.FORM_V2, **options)
+        return self._dump(query, _fasttcpstat.FORM_V2)
+
+    def _dump(self, query: CountQuery, form: int) -> Tally:
+        result = self._counter.count(
+            query.families, query.mask, form, local=query.local or (),
+            remote=query.remote or (), by_port=query.by_port, by_remote=query.by_remote)
+        if not query.by_port:
+            v4, v6 = result
+            return Tally(v4, v6)
+        (v4, v6), per_port = result
+        return Tally(v4, v6, per_port)
 
     def close(self) -> None:
         self._counter.close()

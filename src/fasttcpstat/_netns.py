@@ -9,21 +9,30 @@ PID without switching and so needs no privilege.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
-import re
 import stat
-import threading
-from typing import Callable, List, Optional, TypeVar, Union
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional, TypeVar, Union
 
-NetnsSpec = Union[str, "os.PathLike[str]", int, None]
+    T = TypeVar("T")
+    NetnsSpec = Union[str, "os.PathLike[str]", int, None]
+else:
+    NetnsSpec = object  # importable name for annotations elsewhere
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
 
-_PROC_PID_NS = re.compile(r"^/proc/(\d+)/ns/net$")
+
+def _proc_pid_ns(path: str) -> Optional[int]:
+    """The pid of a /proc/PID/ns/net path, else None."""
+    parts = path.split("/")
+    if len(parts) == 5 and parts[:2] == ["", "proc"] and parts[3:] == ["ns", "net"]:
+        pid = parts[2]
+        if pid.isdigit() and pid.isascii():
+            return int(pid)
+    return None
 
 EXPECTED = "expected /var/run/netns/NAME, /proc/PID/ns/net or the pid of a process"
 
@@ -48,14 +57,13 @@ class Netns:
             self.path = f"/proc/{spec}/ns/net"
         elif isinstance(spec, (str, os.PathLike)):
             self.path = os.fspath(spec)
-            match = _PROC_PID_NS.match(self.path)
-            if match:
-                self.pid = int(match.group(1))
+            self.pid = _proc_pid_ns(self.path)
         else:
             raise TypeError(
                 f"netns must be a path or a pid (int), not {type(spec).__name__}"
             )
         self.fd = -1
+        self.closed = False
 
     def _missing(self) -> FileNotFoundError:
         what = f"no process with pid {self.pid}" if isinstance(self.spec, int) else "no such file"
@@ -69,6 +77,9 @@ class Netns:
 
     def open(self) -> int:
         """Open (once) and check the namespace file; returns its fd."""
+        if self.closed:
+            # A closed Counter never reopens anything.
+            raise ValueError("I/O operation on a closed Counter")
         if self.fd < 0:
             self.fd = self._open()
         return self.fd
@@ -99,6 +110,8 @@ class Netns:
         except OSError as exc:
             raise OSError(exc.errno, f"netns: cannot open {self.path} ({exc.strerror}); "
                                      f"{EXPECTED}") from None
+        import fcntl
+
         try:
             nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
         except OSError as exc:
@@ -114,6 +127,7 @@ class Netns:
         return fd
 
     def close(self) -> None:
+        self.closed = True
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -144,6 +158,8 @@ class Netns:
             except BaseException as exc:  # noqa: B902 - re-raised in the caller
                 failure.append(exc)
 
+        import threading  # not at import: a Counter without netns never needs it
+
         thread = threading.Thread(target=visit, name="fasttcpstat-netns")
         thread.start()
         thread.join()
@@ -152,11 +168,17 @@ class Netns:
         return result[0]
 
 
-def _setns(fd: int) -> None:
-    import ctypes
+_libc_setns: Optional[Callable[[int, int], int]] = None
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
+
+def _setns(fd: int) -> None:
+    global _libc_setns
+    import ctypes  # not at import: only a Counter with netns= needs it
+
+    if _libc_setns is None:
+        # Once: each CDLL() builds classes, garbage for the collector.
+        _libc_setns = ctypes.CDLL(None, use_errno=True).setns
+    if _libc_setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns() into the network namespace: {os.strerror(err)}")
 

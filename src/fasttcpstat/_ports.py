@@ -1,11 +1,17 @@
 """Port filter arguments: validation and normalisation to merged ranges."""
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Tuple, Union
+# typing costs milliseconds at import: annotations only (see __init__.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
-# None means "no filter": every signature taking a PortSpec defaults to it.
-PortSpec = Union[int, Tuple[int, int], range, Iterable[Union[int, Tuple[int, int], range]], None]
-Range = Tuple[int, int]
+    # None means "no filter": every signature taking a PortSpec defaults to it.
+    PortSpec = Union[int, Tuple[int, int], range,
+                     Iterable[Union[int, Tuple[int, int], range]], None]
+    Range = Tuple[int, int]
+else:
+    PortSpec = Range = object  # importable names for annotations elsewhere
 
 _HELP = "a port (0..65535), a (low, high) tuple, a range(), or a list of those"
 
@@ -19,7 +25,7 @@ def _check_port(value: object, name: str) -> int:
     return value
 
 
-def _one(item: object, name: str) -> Range:
+def _one(item: object, name: str) -> "Range":
     if isinstance(item, tuple):
         if len(item) != 2:
             raise ValueError(
@@ -39,7 +45,7 @@ def _one(item: object, name: str) -> Range:
     return port, port
 
 
-def parse_ports(spec: object, name: str) -> Optional[List[Range]]:
+def parse_ports(spec: object, name: str) -> "Optional[List[Range]]":
     """Turn a port filter argument into sorted, merged inclusive ranges.
 
     Returns None when the filter lets every port through (None, or ranges
@@ -48,7 +54,7 @@ def parse_ports(spec: object, name: str) -> Optional[List[Range]]:
     if spec is None:
         return None
     if isinstance(spec, (int, tuple, range)) and not isinstance(spec, bool):
-        items: List[object] = [spec]
+        items: "List[object]" = [spec]
     elif isinstance(spec, (str, bytes)) or not hasattr(spec, "__iter__"):
         raise TypeError(f"{name}: expected {_HELP}, got {type(spec).__name__}")
     else:
@@ -56,7 +62,7 @@ def parse_ports(spec: object, name: str) -> Optional[List[Range]]:
         if not items:
             raise ValueError(f"{name}: no ports given; pass None for no filter")
     ranges = sorted(_one(item, name) for item in items)
-    merged: List[Range] = []
+    merged: "List[Range]" = []
     for low, high in ranges:
         if merged and low <= merged[-1][1] + 1:
             merged[-1] = (merged[-1][0], max(merged[-1][1], high))
@@ -67,15 +73,15 @@ def parse_ports(spec: object, name: str) -> Optional[List[Range]]:
     return merged
 
 
-def parse_port_list(ports: object, name: str, limit: int) -> Tuple[int, ...]:
+def parse_port_list(ports: object, name: str, limit: int) -> "Tuple[int, ...]":
     """The ports of a per-port breakdown: distinct single ports, in order."""
     if isinstance(ports, (int, bool)) or isinstance(ports, (str, bytes)):
-        items: List[object] = [ports]
+        items: "List[object]" = [ports]
     elif not hasattr(ports, "__iter__"):
         raise TypeError(f"{name}: expected a list of ports, got {type(ports).__name__}")
     else:
         items = list(ports)
-    result: List[int] = []
+    result: "List[int]" = []
     seen = set()
     for item in items:
         port = _check_port(item, name)
@@ -89,7 +95,7 @@ def parse_port_list(ports: object, name: str, limit: int) -> Tuple[int, ...]:
     return tuple(result)
 
 
-def matches(port: int, ranges: Optional[List[Range]]) -> bool:
+def matches(port: int, ranges: "Optional[Sequence[Range]]") -> bool:
     """Whether a port passes a parsed filter (for the /proc backend)."""
     if ranges is None:
         return True

@@ -13,25 +13,44 @@ tcp6 only; bound-but-inactive sockets are not listed.
 from __future__ import annotations
 
 import os
-import re
-from collections import Counter
-from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Sequence, Tuple
 
-from ._ports import Range, matches
-from ._states import FAMILY_IPV4, FAMILY_IPV6
+from ._backend import Backend, Tally
+from ._ports import matches
+from ._states import FAMILY_IPV4, FAMILY_IPV6, masked
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._netns import Netns
+    from typing import Dict, Iterator, List, Optional, Pattern, Tuple
 
-# "  12: 0100007F:1F90 00000000:0000 0A ..." (tcp6: 32 hex digits per address).
-# ": " occurs once per line, after the slot number.  Anchoring on it rather
-# than on the line start (^ *\d+) makes the scan about 4x faster.
-_STATE_DIGIT = re.compile(
-    rb": [0-9A-F]+:[0-9A-F]{4} [0-9A-F]+:[0-9A-F]{4} 0([0-9A-F]) "
-)
+    from ._netns import Netns
+    from ._query import CountQuery
+
 _CHUNK = 1 << 16
 # Hex digit -> kernel state number, for the digits the kernel can print.
 _DIGIT_STATE = {bytes([c]): int(chr(c), 16) for c in b"0123456789ABCDEF"}
+
+# Compiled at the first /proc count: `re` costs milliseconds at import.
+_patterns: Dict[str, Pattern[bytes]] = {}
+
+
+def _pattern(name: str) -> Pattern[bytes]:
+    """"states": the state's second hex digit (the first is always 0 for
+    TCP states 1..11) of each line of /proc/net/tcp{,6}; "ports": the local
+    and remote ports (hex) too.
+
+    "  12: 0100007F:1F90 00000000:0000 0A ..." (tcp6: 32 hex digits per
+    address).  ": " occurs once per line, after the slot number: anchoring
+    on it rather than on the line start (^ *\\d+) makes the scan ~4x faster.
+    """
+    pattern = _patterns.get(name)
+    if pattern is None:
+        import re
+
+        pattern = _patterns.setdefault(name, re.compile({
+            "states": rb": [0-9A-F]+:[0-9A-F]{4} [0-9A-F]+:[0-9A-F]{4} 0([0-9A-F]) ",
+            "ports": rb": [0-9A-F]+:([0-9A-F]{4}) [0-9A-F]+:([0-9A-F]{4}) 0([0-9A-F]) ",
+        }[name]))
+    return pattern
 
 
 def proc_net_dir() -> str:
@@ -45,17 +64,11 @@ def proc_net_dir() -> str:
     return "/proc/self/net"
 
 
-# The same, keeping both ports (hex) for filtered or per-port counts.
-_PORTS_AND_STATE = re.compile(
-    rb": [0-9A-F]+:([0-9A-F]{4}) [0-9A-F]+:([0-9A-F]{4}) 0([0-9A-F]) "
-)
-
-
 def _add(tally: List[int], digits: List[bytes]) -> None:
-    # collections.Counter tallies a list in C; a Python loop per line would
-    # cost more than the regular expression.
-    for digit, n in Counter(digits).items():
-        tally[_DIGIT_STATE[digit]] += n
+    # list.count() runs in C; a Python loop per line would cost more than
+    # the regular expression.
+    for digit in set(digits):
+        tally[_DIGIT_STATE[digit]] += digits.count(digit)
 
 
 def _chunks(fd: int) -> Iterator[bytes]:
@@ -75,8 +88,9 @@ def _chunks(fd: int) -> Iterator[bytes]:
 
 
 def _count_states(fd: int, tally: List[int]) -> None:
+    findall = _pattern("states").findall
     for data in _chunks(fd):
-        _add(tally, _STATE_DIGIT.findall(data))
+        _add(tally, findall(data))
 
 
 def open_net_files(net_dir: str, names: List[str]) -> List[Optional[int]]:
@@ -100,37 +114,33 @@ def open_net_files(net_dir: str, names: List[str]) -> List[Optional[int]]:
 
 
 class _PortQuery:
-    """Filters and per-port keys for the slow path that reads ports."""
+    """Filters and per-port keys for the slow path that reads ports.
 
-    def __init__(self, local: Optional[List[Range]], remote: Optional[List[Range]],
-                 by_port: Sequence[int], by_remote: bool) -> None:
-        self.local = local
-        self.remote = remote
-        self.slot = {port: i for i, port in enumerate(by_port)}
-        self.by_remote = by_remote
+    Memory is bounded by one read chunk: each chunk's lines are folded
+    into the tallies before the next is read.
+    """
+
+    def __init__(self, query: CountQuery) -> None:
+        self.local = query.local
+        self.remote = query.remote
+        self.slot = {port: i for i, port in enumerate(query.by_port)}
+        self.by_remote = query.by_remote
 
     def count(self, fd: int, tally: List[int], per_port: List[List[int]]) -> None:
-        keys: "Counter[Tuple[bytes, bytes, bytes]]" = Counter()
+        findall = _pattern("ports").findall
         for data in _chunks(fd):
-            keys.update(_PORTS_AND_STATE.findall(data))
-        for (lport_hex, rport_hex, digit), n in keys.items():
-            lport, rport = int(lport_hex, 16), int(rport_hex, 16)
-            if not (matches(lport, self.local) and matches(rport, self.remote)):
-                continue
-            state = _DIGIT_STATE[digit]
-            tally[state] += n
-            slot = self.slot.get(rport if self.by_remote else lport)
-            if slot is not None:
-                per_port[slot][state] += n
+            for lport_hex, rport_hex, digit in findall(data):
+                lport, rport = int(lport_hex, 16), int(rport_hex, 16)
+                if not (matches(lport, self.local) and matches(rport, self.remote)):
+                    continue
+                state = _DIGIT_STATE[digit]
+                tally[state] += 1
+                slot = self.slot.get(rport if self.by_remote else lport)
+                if slot is not None:
+                    per_port[slot][state] += 1
 
 
-def _masked(tally: List[int], states_mask: int) -> Tuple[int, ...]:
-    # The kernel filters states for netlink; do the same here so every
-    # backend returns the same tallies.
-    return tuple(n if states_mask & (1 << i) else 0 for i, n in enumerate(tally))
-
-
-class ProcfsBackend:
+class ProcfsBackend(Backend):
     """Counts from /proc/net/tcp{,6} text; needs no privilege.
 
     With a pid-named namespace it reads /proc/PID/net, which shows that
@@ -139,7 +149,7 @@ class ProcfsBackend:
 
     name = "procfs"
 
-    def __init__(self, net_dir: Optional[str] = None, netns: "Optional[Netns]" = None) -> None:
+    def __init__(self, net_dir: Optional[str] = None, netns: Optional[Netns] = None) -> None:
         self._net_dir = net_dir
         self._netns = netns
 
@@ -153,36 +163,32 @@ class ProcfsBackend:
         ) or proc_net_dir()
         return open_net_files(net_dir, names)
 
-    def count(self, families: int, states_mask: int,
-              local: Optional[List[Range]] = None, remote: Optional[List[Range]] = None,
-              by_port: Sequence[int] = (), by_remote: bool = False) -> Any:
+    def count(self, query: CountQuery) -> Tally:
         names = [name for bit, name in ((FAMILY_IPV4, "tcp"), (FAMILY_IPV6, "tcp6"))
-                 if families & bit]
+                 if query.families & bit]
         fds = self._open(names)
         tallies = {"tcp": [0] * 16, "tcp6": [0] * 16}
-        per_port = {name: [[0] * 16 for _ in by_port] for name in tallies}
-        query = None
-        if local is not None or remote is not None or by_port:
-            query = _PortQuery(local, remote, by_port, by_remote)
+        per_port = {name: [[0] * 16 for _ in query.by_port] for name in tallies}
+        ports = None
+        if query.local is not None or query.remote is not None or query.by_port:
+            ports = _PortQuery(query)
         try:
             for name, fd in zip(names, fds):
                 if fd is None:
                     continue
-                if query is None:
+                if ports is None:
                     _count_states(fd, tallies[name])
                 else:
-                    query.count(fd, tallies[name], per_port[name])
+                    ports.count(fd, tallies[name], per_port[name])
         finally:
             for fd in fds:
                 if fd is not None:
                     os.close(fd)
-        totals = (_masked(tallies["tcp"], states_mask), _masked(tallies["tcp6"], states_mask))
-        if not by_port:
-            return totals
-        return totals, tuple(
-            (_masked(v4, states_mask), _masked(v6, states_mask))
+        mask = query.mask
+        return Tally(masked(tallies["tcp"], mask), masked(tallies["tcp6"], mask), tuple(
+            (masked(v4, mask), masked(v6, mask))
             for v4, v6 in zip(per_port["tcp"], per_port["tcp6"])
-        )
+        ))
 
     def close(self) -> None:
         pass

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from ._counter import MAX_BY_PORT, Counter, StateCounts, _check_side
-from ._ports import PortSpec, parse_port_list, parse_ports
-from ._states import FAMILIES, parse_family, parse_states
+from ._counter import Counter, StateCounts
+from ._ports import PortSpec
+from ._query import CountQuery, check_side, parse_by_port, parse_counts
+from ._states import FAMILIES, FAMILY_BOTH, FAMILY_IPV4, FAMILY_IPV6, parse_family
 
 Labels = Tuple[Tuple[str, str], ...]
 Series = List[Tuple[Labels, StateCounts]]
+
+_FAMILY_MASK = {None: FAMILY_BOTH, "ipv4": FAMILY_IPV4, "ipv6": FAMILY_IPV6}
 
 
 class Query:
@@ -43,23 +46,23 @@ class Query:
     ) -> None:
         parse_family(family)
         self.family = family.lower() if family is not None else None
-        # Canonical names in kernel order (all of them for None).
-        self.states = parse_states(states)
-        parse_ports(local_ports, "local_ports")
-        parse_ports(remote_ports, "remote_ports")
-        self.local_ports = local_ports
-        self.remote_ports = remote_ports
         self.by_family = bool(by_family)
+        self.side = side
         self.by_port: Optional[Tuple[int, ...]] = None
+        # The parsed forms every sample reuses: each argument is read once.
+        self.query: CountQuery = parse_counts(family, states, local_ports, remote_ports)
+        #: Canonical names in kernel order (all of them for None).
+        self.states = self.query.names
+        self.port_query: Optional[CountQuery] = None
         if by_port is not None:
-            self.by_port = parse_port_list(by_port, "by_port", MAX_BY_PORT)
             if local_ports is not None or remote_ports is not None:
                 raise ValueError(
                     "by_port cannot be combined with local_ports or remote_ports: "
                     "the per-port breakdown is itself the port filter"
                 )
-        _check_side(side)
-        self.side = side
+            self.port_query = parse_by_port(by_port, side, family, self.states, name="by_port")
+            self.by_port = self.port_query.by_port
+        check_side(side)
 
     def label_names(self) -> Tuple[str, ...]:
         """The labels of every series take() returns, in order."""
@@ -78,25 +81,23 @@ class Query:
 def take(counter: Counter, query: Query) -> Series:
     """Count once (one dump, or one per family with by_port and by_family)
     and return the series the query asks for."""
-    if query.by_port is not None:
-        return _take_by_port(counter, query, query.by_port)
+    if query.port_query is not None:
+        return _take_by_port(counter, query, query.port_query)
     if query.by_family and query.family is None:
-        per_family: Dict[str, StateCounts] = counter.counts_by_family(
-            query.states, local_ports=query.local_ports, remote_ports=query.remote_ports)
+        per_family = counter._count_by_family(query.query)
         return [((("family", family),), counts) for family, counts in per_family.items()]
-    counts = counter.counts(query.family, query.states, local_ports=query.local_ports,
-                            remote_ports=query.remote_ports)
+    counts = counter._count(query.query)
     labels: Labels = (("family", query.family),) if query.by_family and query.family else ()
     return [(labels, counts)]
 
 
-def _take_by_port(counter: Counter, query: Query, ports: Tuple[int, ...]) -> Series:
+def _take_by_port(counter: Counter, query: Query, port_query: CountQuery) -> Series:
     series: Series = []
     for family in query.families():
-        # counts_by_port() sums the families it is given, so a family
+        # A per-port breakdown sums the families it is given, so a family
         # breakdown costs one dump per family.
         base: Labels = (("family", family),) if query.by_family and family else ()
-        per_port = counter.counts_by_port(ports, query.side, family=family, states=query.states)
+        per_port = counter._count_by_port(port_query.with_families(_FAMILY_MASK[family]))
         for port, counts in per_port.items():
             series.append((base + (("port", str(port)), ("side", query.side)), counts))
     return series

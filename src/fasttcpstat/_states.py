@@ -1,7 +1,9 @@
 """TCP state names and the validation of counts()'s arguments."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Tuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 #: The 11 TCP states in the kernel's order (include/net/tcp_states.h):
 #: STATES[i] is kernel state number i + 1.
@@ -30,7 +32,7 @@ ALL_STATES_MASK = 0xFFE  # bits 1..11
 _STATE_NUMBER = {name: number for number, name in enumerate(STATES, start=1)}
 
 
-def parse_family(family: Optional[str]) -> int:
+def parse_family(family: "Optional[str]") -> int:
     """Turn counts()'s `family` argument into a FAMILY_* mask."""
     if family is None:
         return FAMILY_BOTH
@@ -46,7 +48,7 @@ def parse_family(family: Optional[str]) -> int:
     raise ValueError(f"family must be None, 'ipv4' or 'ipv6', not {family!r}")
 
 
-def parse_states(states: Optional[Iterable[str]]) -> Tuple[str, ...]:
+def parse_states(states: "Optional[Iterable[str]]") -> "Tuple[str, ...]":
     """Turn counts()'s `states` argument into state names in kernel order.
 
     Names are case-insensitive and may use '-' for '_' (as ss spells them);
@@ -78,7 +80,7 @@ def parse_states(states: Optional[Iterable[str]]) -> Tuple[str, ...]:
     return tuple(name for name in STATES if name in wanted)
 
 
-def states_mask(names: Tuple[str, ...]) -> int:
+def states_mask(names: "Tuple[str, ...]") -> int:
     """The kernel's idiag_states bit mask for these state names."""
     mask = 0
     for name in names:
@@ -86,17 +88,23 @@ def states_mask(names: Tuple[str, ...]) -> int:
     return mask
 
 
+def masked(tally: "Sequence[int]", mask: int) -> "Tuple[int, ...]":
+    """Zero the states outside `mask`, as the kernel's own state filter
+    does for netlink, so that every backend returns the same tallies."""
+    return tuple(n if mask & (1 << i) else 0 for i, n in enumerate(tally))
+
+
 def shape_result(
-    per_family: Tuple[Tuple[int, ...], Tuple[int, ...]],
+    per_family: "Tuple[Sequence[int], Sequence[int]]",
     families: int,
-    names: Tuple[str, ...],
-) -> Dict[str, int]:
+    names: "Tuple[str, ...]",
+) -> "Dict[str, int]":
     """Sum the wanted families' tallies (indexed by kernel state number)
     into {name: count} for `names`, in kernel order."""
     v4, v6 = per_family
     use4 = bool(families & FAMILY_IPV4)
     use6 = bool(families & FAMILY_IPV6)
-    result: Dict[str, int] = {}
+    result: "Dict[str, int]" = {}
     for name in names:
         number = _STATE_NUMBER[name]
         result[name] = (v4[number] if use4 else 0) + (v6[number] if use6 else 0)

@@ -12,9 +12,14 @@ ESTABLISHED or CLOSE_WAIT (RFC 1213 tcpCurrEstab).
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
 
-from ._netns import Netns, NetnsSpec
+from ._netns import Netns
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict
+
+    from ._netns import NetnsSpec
 
 
 def _read_pairs(path: str, prefix: str) -> Dict[str, int]:

@@ -1,0 +1,180 @@
+"""Where bpf and netlink cross: CPU per count by population size.
+
+For each size, a population is built in its own namespace (bench's
+builder: its own established hash of about one bucket per socket, at
+least 1,024), and, in that namespace, one long-lived Counter per method
+counts repeatedly: bpf, netlink and auto (what "auto" chose is reported),
+plus the bare-C inet_diag_req_v2 pair (bench/c/bare_diag.c).  CPU is
+CLOCK_PROCESS_CPUTIME_ID (user + system) around a batch of counts,
+divided by the batch, median of the batches.  Rows "table N" are empty
+namespaces with an N-bucket table: the per-bucket cost alone, and the
+host-sized table (net.ipv4.tcp_ehash_entries of the initial namespace).
+
+Usage (root):  python bench/crossover.py [--sizes 0,100,1000,...]
+               [--tables 1024,262144,1048576] [--batches 7] [--out FILE.json]
+Writes a Markdown table to stdout (and the raw figures to --out).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(BENCH_DIR))
+sys.path.insert(0, BENCH_DIR)
+
+import fasttcpstat  # noqa: E402
+from fasttcpstat import _sizing  # noqa: E402
+
+from populations import build, own_ehash  # noqa: E402
+from tests.population import Population, Spec  # noqa: E402
+
+METHODS = ("bpf", "netlink", "auto")
+
+
+def _batch_size(seconds_per_count: float) -> int:
+    """Counts per batch: about 30 ms of CPU, at least 1."""
+    return max(1, min(2000, int(0.03 / max(seconds_per_count, 1e-6))))
+
+
+def _cpu_per_count(counts: dict, batches: int) -> dict:
+    """name -> median CPU seconds per call of counts[name](); batches of
+    the methods alternate, so that load changes hit them alike."""
+    sizes = {}
+    for name, count in counts.items():
+        count()  # warm up (first-use costs: BTF, program load, regexes)
+        start = time.process_time()
+        count()
+        sizes[name] = _batch_size(time.process_time() - start)
+    samples: dict = {name: [] for name in counts}
+    for _ in range(batches):
+        for name, count in counts.items():
+            n = sizes[name]
+            start = time.process_time()
+            for _ in range(n):
+                count()
+            samples[name].append((time.process_time() - start) / n)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _bare_c(bare_diag: str, batches: int, seconds_per_count: float) -> float:
+    loops = max(3, min(20, int(0.2 / max(seconds_per_count, 1e-6))))
+    per = []
+    for _ in range(batches):
+        out = subprocess.run([bare_diag, "--loop", str(loops)], check=True,
+                             capture_output=True, text=True).stdout
+        rows = [json.loads(line) for line in out.splitlines()][1:]  # first: warm-up
+        per.append(sum(r["user"] + r["sys"] for r in rows) / len(rows))
+    return statistics.median(per)
+
+
+def _measure(batches: int, bare_diag: str) -> dict:
+    """Runs in the population's namespace."""
+    row = {"buckets": _sizing.table_size(), "sockstat_bound": _sizing.socket_bound(),
+           "sockets": sum(fasttcpstat.counts(backend="netlink").values())}
+    counters = {method: fasttcpstat.Counter(method) for method in METHODS}
+    row["auto_chose"] = counters["auto"].backend
+    calls = {method: counter.counts for method, counter in counters.items()}
+    # One-shot: a Counter per count, as fasttcpstat.counts() does.
+    calls.update({f"oneshot_{method}": (lambda m=method: fasttcpstat.counts(backend=m))
+                  for method in METHODS})
+    row.update(_cpu_per_count(calls, batches))
+    for counter in counters.values():
+        counter.close()
+    from fasttcpstat._counter import _OneCount
+
+    with _OneCount() as counter:  # what fasttcpstat.counts() uses
+        row["oneshot_auto_chose"] = counter.backend
+    if bare_diag:
+        row["bare_v2"] = _bare_c(bare_diag, batches, row["netlink"])
+    return row
+
+
+def _compile_bare_diag(tmp: str) -> str:
+    out = os.path.join(tmp, "bare_diag")
+    subprocess.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o", out,
+                    os.path.join(BENCH_DIR, "c", "bare_diag.c")], check=True)
+    return out
+
+
+def _fmt_us(seconds: float) -> str:
+    us = seconds * 1e6
+    return f"{us:,.0f}" if us >= 100 else f"{us:.1f}"
+
+
+def _table(rows: list) -> str:
+    lines = [
+        "| population | table buckets | sockets | bpf µs | netlink µs | auto µs (chose) "
+        "| auto / cheaper | bare-C v2 pair µs | bpf / v2 | netlink / v2 "
+        "| one-shot bpf µs | one-shot netlink µs | one-shot auto µs (chose) "
+        "| one-shot auto / cheaper |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in rows:
+        cheaper = min(row["bpf"], row["netlink"])
+        cheaper1 = min(row["oneshot_bpf"], row["oneshot_netlink"])
+        bare = row.get("bare_v2")
+        cells = [
+            row["label"], f"{row['buckets']:,}", f"{row['sockets']:,}",
+            _fmt_us(row["bpf"]), _fmt_us(row["netlink"]),
+            f"{_fmt_us(row['auto'])} ({row['auto_chose']})", f"{row['auto'] / cheaper:.2f}x",
+            _fmt_us(bare) if bare else "-",
+            f"{row['bpf'] / bare:.2f}x" if bare else "-",
+            f"{row['netlink'] / bare:.2f}x" if bare else "-",
+            _fmt_us(row["oneshot_bpf"]), _fmt_us(row["oneshot_netlink"]),
+            f"{_fmt_us(row['oneshot_auto'])} ({row['oneshot_auto_chose']})",
+            f"{row['oneshot_auto'] / cheaper1:.2f}x",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="0,100,1000,10000,100000,1000000")
+    parser.add_argument("--tables", default="262144,1048576",
+                        help="empty namespaces with these table sizes")
+    parser.add_argument("--batches", type=int, default=7)
+    parser.add_argument("--out")
+    parser.add_argument("--no-bare-c", action="store_true")
+    args = parser.parse_args()
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="issue11p-crossover-")
+    bare_diag = "" if args.no_bare_c else _compile_bare_diag(tmp)
+    rows = []
+    host = _sizing.table_size()
+    print(f"host table: {host} buckets; load {os.getloadavg()}", file=sys.stderr)
+    for entries in [int(t) for t in args.tables.split(",") if t]:
+        with own_ehash(entries):
+            pop = Population(Spec())
+        with pop:
+            row = pop.run(_measure, args.batches, bare_diag)
+        row["label"] = f"empty, table {entries:,}"
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
+    for size in [int(s) for s in args.sizes.split(",") if s]:
+        if size == 0:
+            with own_ehash(1024):
+                pop = Population(Spec())
+        else:
+            pop, _ = build(size)
+        with pop:
+            row = pop.run(_measure, args.batches, bare_diag)
+        row["label"] = f"{size:,} sockets"
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
+    print(_table(rows))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"host_table": host, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

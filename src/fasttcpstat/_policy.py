@@ -1,0 +1,244 @@
+"""Which backend counts, and what happens when the kernel refuses one.
+
+:class:`Policy` owns the backends of one Counter: the one in use, the one
+that breaks counts down per port when that one cannot, and the candidates
+"auto" has not tried yet.  All of that changes only under its lock, and a
+backend it replaces or closes is closed only once no count holds it
+(Lease), so threads that see a refusal at the same moment move on once,
+together, and never close a backend under another thread's count.
+"""
+from __future__ import annotations
+
+import _thread
+import errno
+import os
+
+from . import _netlink
+from ._backend import Lease
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional
+
+    from ._backend import Backend, Tally
+    from ._netns import Netns
+    from ._query import CountQuery
+
+ENV_BACKEND = "FASTTCPSTAT_BACKEND"
+AUTO_BACKENDS = ("bpf", "netlink", "procfs")
+CLOSED = "I/O operation on a closed Counter"
+
+# Errors that mean "netlink sock_diag is not available to us here" (a
+# seccomp or LSM policy, a kernel without the module, a container that
+# forbids it) rather than a bug or a transient failure.
+_NETLINK_REFUSALS = frozenset(
+    {
+        errno.EPERM,
+        errno.EACCES,
+        errno.EPROTONOSUPPORT,
+        errno.EAFNOSUPPORT,
+        errno.ESOCKTNOSUPPORT,
+        errno.EOPNOTSUPP,
+        errno.ENOENT,
+        errno.EINVAL,
+        errno.ENOSYS,
+    }
+)
+
+
+def auto_order() -> List[str]:
+    """The backends "auto" tries, in order.
+
+    Default: bpf, netlink, procfs.  FASTTCPSTAT_BACKEND changes it for
+    sites with a policy: a list of names ("netlink,procfs") is the order to
+    try, so a single name ("netlink") forces that backend; names prefixed
+    with "-" ("-bpf") are left out of the default order.
+    """
+    value = os.environ.get(ENV_BACKEND, "").strip()
+    if not value:
+        return list(AUTO_BACKENDS)
+    chosen: List[str] = []
+    excluded = set()
+    for item in (part.strip() for part in value.split(",")):
+        name = item.lstrip("-!")
+        if name not in AUTO_BACKENDS:
+            raise ValueError(
+                f"{ENV_BACKEND}={value!r}: unknown backend {name!r}; allowed: "
+                f"{', '.join(AUTO_BACKENDS)}, each optionally prefixed with '-' to exclude it"
+            )
+        if item != name:
+            excluded.add(name)
+        else:
+            chosen.append(name)
+    if chosen and excluded:
+        raise ValueError(f"{ENV_BACKEND}={value!r}: list backends to use or to exclude, not both")
+    order = chosen or [name for name in AUTO_BACKENDS if name not in excluded]
+    if not order:
+        raise ValueError(f"{ENV_BACKEND}={value!r} excludes every backend")
+    return order
+
+
+class Policy:
+    """The backends of one Counter, and the fallback between them.
+
+    opener(name) opens a backend by name.  candidates: the names to try in
+    order (one name: no fallback).  reason: why earlier choices were
+    dropped before any was tried, or None.
+    """
+
+    def __init__(self, opener: Callable[[str], Backend], candidates: List[str],
+                 netns: Optional[Netns] = None, reason: Optional[str] = None) -> None:
+        self._opener = opener
+        self._netns = netns
+        self._lock = _thread.allocate_lock()
+        self._candidates = list(candidates)
+        self._by_port: Optional[Lease[Backend]] = None
+        self._closed = False
+        #: Why the backend in use is not the first choice, or None.
+        self.fallback_reason = reason
+        with self._lock:
+            self._main: Lease[Backend] = Lease(self._open_first())
+
+    @property
+    def backend(self) -> Backend:
+        """The backend in use (for its name and settings)."""
+        return self._main.resource
+
+    # --- counting -----------------------------------------------------
+
+    def count(self, query: CountQuery) -> Tally:
+        """Count with the backend that suits `query`; move on to the next
+        candidate when the kernel refuses the one in use."""
+        while True:
+            lease = self._take(query)
+            try:
+                return lease.resource.count(query)
+            except OSError as exc:
+                if not self._moved_on(lease, exc):
+                    raise
+            finally:
+                with self._lock:
+                    lease.give_back()
+
+    def _take(self, query: CountQuery) -> Lease[Backend]:
+        with self._lock:
+            if self._closed:
+                raise ValueError(CLOSED)
+            lease = self._main
+            backend = lease.resource
+            if query.by_port and not backend.per_port:
+                lease = self._by_port_lease()
+            elif (query.local is not None or query.remote is not None) \
+                    and not backend.port_filters:
+                raise ValueError(
+                    f"port filters need backend 'bpf', 'netlink' or 'procfs'; "
+                    f"the {backend.name} backend counts every socket")
+            lease.take()
+            return lease
+
+    def _by_port_lease(self) -> Lease[Backend]:
+        """netlink (else /proc) for the breakdowns the backend in use
+        cannot make; opened at the first one.  Call with the lock held."""
+        if self._by_port is None:
+            try:
+                backend = self._opener("netlink")
+            except (OSError, ImportError) as exc:
+                if not self.refused("netlink", exc):
+                    raise
+                backend = self._opener("procfs")
+            self._by_port = Lease(backend)
+        return self._by_port
+
+    def _moved_on(self, lease: Lease[Backend], exc: OSError) -> bool:
+        """After `exc` from `lease`'s backend: whether to count again with
+        another one.  Set up fine but refused at a count (a dump refused by
+        policy): "auto" moves on to the next candidate, once for all the
+        threads that saw the refusal."""
+        with self._lock:
+            if self._closed:
+                return False
+            if lease is not self._main:
+                # Replaced meanwhile by a thread that saw the same refusal.
+                return lease.retired
+            name = lease.resource.name
+            if not self._candidates or not self.refused(name, exc):
+                return False
+            self._note(name, exc)
+            self._main = Lease(self._open_first())
+            lease.retire()  # closed by the last count that holds it
+            return True
+
+    # --- opening ------------------------------------------------------
+
+    def _open_first(self) -> Backend:
+        """Open the first of the remaining candidates that works.  Call
+        with the lock held."""
+        while True:
+            name = self._candidates.pop(0)
+            try:
+                return self._opener(name)
+            except (OSError, ImportError) as exc:
+                if not self._candidates or not self.refused(name, exc):
+                    raise
+                self._note(name, exc)
+
+    def refused(self, name: str, exc: BaseException) -> bool:
+        """Whether "auto" may move on from `name` after `exc`."""
+        if isinstance(exc, ImportError):
+            return True  # no C extension: only procfs is left
+        if not isinstance(exc, OSError):
+            return False
+        if name == "bpf":
+            # The iterator is an optimisation: any kernel refusal (no BTF,
+            # no iterator, no privilege, a verifier this program does not
+            # suit) leaves netlink, which counts the same.
+            return exc.errno != errno.EINTR
+        if exc.errno not in _NETLINK_REFUSALS:
+            return False
+        # Another namespace by path (no pid) is out of reach of /proc
+        # without switching either: nothing to fall back to.
+        return not (self._netns is not None and self._netns.pid is None)
+
+    def _note(self, name: str, exc: BaseException) -> None:
+        reason = f"{name}: {exc}"
+        self.fallback_reason = f"{self.fallback_reason}; {reason}" if self.fallback_reason else reason
+
+    # --- closing ------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every backend (each once no count holds it).  Idempotent;
+        counts raise ValueError afterwards."""
+        with self._lock:
+            self._closed = True
+            self._candidates = []
+            self._main.retire()
+            if self._by_port is not None:
+                self._by_port.retire()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def open_backend(name: str, netns: Optional[Netns], request: str,
+                 path: Optional[str]) -> Backend:
+    """Open the backend called `name` for a Counter's settings."""
+    if name == "procfs":
+        from ._procfs import ProcfsBackend
+
+        if netns is not None:
+            if netns.pid is None:
+                netns.open()  # a path: read through a visiting thread
+            else:
+                netns.check_proc_net()
+        return ProcfsBackend(netns=netns)
+    if name == "pinned":
+        from ._bpf import PinnedBackend
+
+        assert path is not None
+        return PinnedBackend(path, netns=netns)
+    if name == "bpf":
+        from ._bpf import BpfBackend
+
+        return BpfBackend(netns=netns)
+    return _netlink.NetlinkBackend(request, netns=netns)
