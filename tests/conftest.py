@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from tests.kernel import is_kernel_facing  # noqa: E402
 from tests.population import SMALL_SPEC, Population, Spec, netns_supported  # noqa: E402
 
 LARGE_TOTAL = 10_000
@@ -72,3 +73,12 @@ def pytest_configure(config) -> None:
     # `FASTTCPSTAT_STRESS=1 pytest -m stress` after the default suite).
     config.addinivalue_line(
         "markers", "stress: hardening test with a stress size (FASTTCPSTAT_STRESS=1)")
+    # .ci/kernels runs `pytest -m kernel` on each kernel it boots.
+    config.addinivalue_line(
+        "markers", "kernel: kernel-facing test, run on every kernel (tests/kernel.py)")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if is_kernel_facing(str(item.fspath)):
+            item.add_marker(pytest.mark.kernel)
