@@ -34,9 +34,12 @@ KERNEL_FACING = (
     "test_fallback.py",            # netlink refused: "auto" moves on
     "test_filters_netns.py",       # port filters in the kernel, netns, fork
     "test_population.py",          # the population itself, bound-only sockets per version
-    "test_hardening_threads.py",   # many threads counting at once
-    "test_cli_netns.py",           # --netns by path and pid, every backend
 )
+# Left out: test_cli_netns.py (the CLI's --netns is the library's netns=,
+# tested above; a Python start per case under software emulation outlives
+# the population's TIME_WAIT sockets) and test_hardening_threads.py (it
+# asserts a number of counts per thread in a fixed time: speed, not the
+# kernel; test_bpf.py and test_filters_netns.py count from threads).
 
 
 def release() -> str:
@@ -67,3 +70,8 @@ def has(feature: str) -> bool:
 def is_kernel_facing(path: str) -> bool:
     """True if the test file at `path` is in KERNEL_FACING."""
     return os.path.basename(path) in KERNEL_FACING
+
+# Kernel-facing tests that may skip on a booted kernel, with why (the
+# classname::name suffix of a junit test case).  Any other skip there fails
+# .ci/kernels: a skip would hide an untested kernel.
+MAY_SKIP: dict = {}
