@@ -150,8 +150,8 @@ def test_large_population_matches(large_population):
     for family in FAMILIES:
         assert pop.run(proc_counts, family) == pop.expected[family]
     assert pop.run(ss_counts, exclude_unconn=True) == total(pop.expected)
-    # Building must stay cheap enough for the test suite (about 0.4 s here).
-    assert pop.timings["build_seconds"] < 20, pop.timings
+    # About 0.4 s here; no bound: speed is for bench/, and under QEMU's
+    # software emulation (.ci/kernels) a build takes 10-40 times longer.
     print("10k build timings:", pop.timings)
 
 
