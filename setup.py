@@ -53,6 +53,7 @@ extension = Extension(
     "fasttcpstat._fasttcpstat",
     sources=[
         "csrc/_fasttcpstat.c",
+        "csrc/bind_core.c",
         "csrc/bind_util.c",
         "csrc/bind_bpf.c",
         "csrc/diag_msg.c",
@@ -63,7 +64,8 @@ extension = Extension(
         "csrc/bpf_iter.c",
     ],
     depends=["csrc/diag.h", "csrc/bind.h", "csrc/btf.h", "csrc/bpf_abi.h",
-             "csrc/bpf_prog.h", "csrc/bpf_iter.h"],
+             "csrc/bpf_asm.h", "csrc/bpf_sys.h", "csrc/bpf_prog.h",
+             "csrc/bpf_iter.h"],
     include_dirs=["csrc"],
     define_macros=define_macros,
     extra_compile_args=compile_args,

@@ -19,69 +19,14 @@
 
 typedef struct {
     PyObject_HEAD
+    struct fts_core core;
     struct fts_conn conn;
     void *buf;
-    /* Serialises dumps: two threads must not share one socket mid-dump. */
-    PyThread_type_lock lock;
-    /* The process the lock belongs to: a child of fork() gets a copy of it
-     * that may be held by a thread fork() did not copy (see lock_counter).
-     * The thread holding it, or 0, to refuse re-entry instead of
-     * deadlocking.  Both only change with the GIL held. */
-    pid_t lock_pid;
-    unsigned long holder;
-    /* close() was called: do not reopen.  Read without the lock by the
-     * `closed` getter, hence the atomic accesses. */
-    int closed;
     /* Whether a socket lost to fork() or an aborted dump may be reopened
      * here.  Not for a socket opened in another network namespace: this
      * thread would reopen it in its own. */
     int reopen;
 } NetlinkCounter;
-
-/* Take the object's lock without holding the GIL while we wait.  Called
- * with the GIL; returns -1 with an exception set instead of deadlocking:
- *  - in a child of fork(), the copied lock may be held by a thread that
- *    does not exist there (another thread was counting at fork time):
- *    the child gets a fresh lock (the old one is left alone, as it may be
- *    held; one lock per counter and fork);
- *  - the thread holding it may come back through a signal handler (run
- *    between chunks of its dump) or a finalizer: RuntimeError. */
-static int
-lock_counter(NetlinkCounter *self)
-{
-    if (self->lock_pid != getpid()) {
-        PyThread_type_lock fresh = PyThread_allocate_lock();
-        if (fresh == NULL) {
-            PyErr_SetString(PyExc_MemoryError, "cannot allocate a lock");
-            return -1;
-        }
-        self->lock = fresh;
-        self->lock_pid = getpid();
-        self->holder = 0;
-    }
-    unsigned long me = PyThread_get_thread_ident();
-    if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
-        if (self->holder == me) {
-            PyErr_SetString(PyExc_RuntimeError,
-                            "NetlinkCounter used again by the thread that "
-                            "is counting with it (from a signal handler or "
-                            "a finalizer?)");
-            return -1;
-        }
-        Py_BEGIN_ALLOW_THREADS
-        PyThread_acquire_lock(self->lock, WAIT_LOCK);
-        Py_END_ALLOW_THREADS
-    }
-    self->holder = me;
-    return 0;
-}
-
-static void
-unlock_counter(NetlinkCounter *self)
-{
-    self->holder = 0;
-    PyThread_release_lock(self->lock);
-}
 
 static PyObject *
 NetlinkCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -98,21 +43,13 @@ NetlinkCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     fts_conn_init(&self->conn);
-    self->buf = NULL;
-    self->lock = NULL;
-    self->closed = 0;
     self->reopen = reopen;
-
     self->buf = PyMem_Malloc(FTS_RECV_BUFSIZE);
     if (self->buf == NULL) {
         PyErr_NoMemory();
         goto error;
     }
-    self->lock = PyThread_allocate_lock();
-    self->lock_pid = getpid();
-    self->holder = 0;
-    if (self->lock == NULL) {
-        PyErr_SetString(PyExc_MemoryError, "cannot allocate a lock");
+    if (fts_core_init(&self->core) < 0) {
         goto error;
     }
     struct fts_error e = {0, NULL};
@@ -121,7 +58,7 @@ NetlinkCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     rc = fts_conn_open(&self->conn, &e);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
-        fts_py_raise(&e, "cannot open the netlink socket");
+        fts_py_raise(&e, "cannot open the netlink socket", NULL);
         goto error;
     }
     return (PyObject *)self;
@@ -136,60 +73,78 @@ NetlinkCounter_dealloc(NetlinkCounter *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     fts_conn_close(&self->conn);
-    if (self->lock != NULL) {
-        PyThread_free_lock(self->lock);
-    }
+    fts_core_free(&self->core);
     PyMem_Free(self->buf);
     freefunc tp_free = (freefunc)PyType_GetSlot(tp, Py_tp_free);
     tp_free(self);
     Py_DECREF(tp);
 }
 
-/* Compile the port filter; *bytecode is PyMem memory or NULL. */
-static int
-compile_filter(PyObject *local, PyObject *remote, void **bytecode,
-               size_t *len)
+/* One count's request, read from Python once; its memory is PyMem's. */
+struct query {
+    unsigned int families;
+    unsigned int states;
+    int form;
+    struct fts_filter filter;
+    struct fts_tally tally;
+    Py_ssize_t nports;
+};
+
+static void
+query_free(struct query *q)
 {
-    struct fts_port_range *ranges = PyMem_Calloc(FTS_MAX_PORT_RANGES,
-                                                 sizeof(*ranges));
-    if (ranges == NULL) {
-        PyErr_NoMemory();
+    PyMem_Free((void *)q->filter.bytecode);
+    PyMem_Free((void *)q->tally.port_slot);
+    PyMem_Free(q->tally.by_port);
+}
+
+static int
+query_validate(const struct query *q)
+{
+    if (fts_py_check_families(q->families) < 0) {
         return -1;
     }
-    int rc = -1;
-    Py_ssize_t nlocal = fts_py_parse_ranges(local, "local ports", ranges,
-                                     FTS_MAX_PORT_RANGES);
-    if (nlocal < 0) {
-        goto done;
+    if ((q->states & ~FTS_STATES_ALL) != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "states must be a mask within STATES_ALL (0x%x), "
+                     "not 0x%x", FTS_STATES_ALL, q->states);
+        return -1;
     }
-    Py_ssize_t nremote = fts_py_parse_ranges(remote, "remote ports",
-                                      ranges + nlocal,
-                                      FTS_MAX_PORT_RANGES - nlocal);
-    if (nremote < 0) {
-        goto done;
+    if (q->form != FTS_FORM_V2 && q->form != FTS_FORM_LEGACY) {
+        PyErr_Format(PyExc_ValueError,
+                     "form must be FORM_V2 or FORM_LEGACY, not %d", q->form);
+        return -1;
     }
-    *len = fts_port_filter_size((size_t)nlocal, (size_t)nremote);
-    *bytecode = NULL;
-    if (*len > 0) {
-        *bytecode = PyMem_Malloc(*len);
-        if (*bytecode == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
-        long built = fts_build_port_filter(*bytecode, *len, ranges,
-                                           (size_t)nlocal, ranges + nlocal,
-                                           (size_t)nremote);
-        if (built != (long)*len) {
-            PyMem_Free(*bytecode);
-            *bytecode = NULL;
-            PyErr_SetString(PyExc_SystemError,
-                            "port filter compilation failed");
-            goto done;
-        }
+    return 0;
+}
+
+/* Compile the port filter to inet_diag bytecode (none if no ranges). */
+static int
+compile_filter(PyObject *local, PyObject *remote, struct fts_filter *out)
+{
+    struct fts_py_filter f;
+    if (fts_py_filter_parse(local, remote, &f) < 0) {
+        return -1;
     }
-    rc = 0;
-done:
-    PyMem_Free(ranges);
+    int rc = 0;
+    size_t len = fts_port_filter_size(f.nlocal, f.nremote);
+    void *bytecode = len > 0 ? PyMem_Malloc(len) : NULL;
+    if (len > 0 && bytecode == NULL) {
+        PyErr_NoMemory();
+        rc = -1;
+    }
+    else if (len > 0
+             && fts_build_port_filter(bytecode, len, f.ranges, f.nlocal,
+                                      f.ranges + f.nlocal, f.nremote)
+                != (long)len) {
+        PyMem_Free(bytecode);
+        bytecode = NULL;
+        PyErr_SetString(PyExc_SystemError, "port filter compilation failed");
+        rc = -1;
+    }
+    out->bytecode = bytecode;
+    out->len = bytecode == NULL ? 0 : len;
+    fts_py_filter_free(&f);
     return rc;
 }
 
@@ -197,7 +152,7 @@ done:
 static int
 prepare_by_port(PyObject *ports, struct fts_tally *tally, Py_ssize_t *nports)
 {
-    Py_ssize_t n = PySequence_Size(ports);
+    Py_ssize_t n = ports == NULL ? 0 : PySequence_Size(ports);
     if (n < 0) {
         return -1;
     }
@@ -244,6 +199,68 @@ error:
     PyMem_Free(slots);
     PyMem_Free(counts);
     return -1;
+}
+
+/* Read count()'s arguments into `q` (zeroed first; free it in any case). */
+static int
+query_parse(PyObject *args, PyObject *kwargs, struct query *q)
+{
+    static char *kwlist[] = {"families", "states", "form", "local", "remote",
+                             "by_port", "by_remote", NULL};
+    PyObject *local = NULL, *remote = NULL, *ports = NULL;
+    memset(q, 0, sizeof(*q));
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "IIi|OOOp:count", kwlist,
+                                     &q->families, &q->states, &q->form,
+                                     &local, &remote, &ports,
+                                     &q->tally.by_remote)) {
+        return -1;
+    }
+    if (query_validate(q) < 0
+        || compile_filter(local, remote, &q->filter) < 0
+        || prepare_by_port(ports, &q->tally, &q->nports) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* Under the lock, GIL released: a socket inherited through fork() is
+ * shared with the parent, and one abandoned mid-dump holds stale
+ * replies: start afresh where allowed. */
+static int
+ensure_socket(NetlinkCounter *self, struct fts_core_call *call)
+{
+    if (self->conn.fd >= 0 && self->conn.owner != getpid()) {
+        fts_conn_close(&self->conn);
+    }
+    if (self->conn.fd >= 0) {
+        return 0;
+    }
+    call->context = "cannot reopen the netlink socket";
+    if (!self->reopen) {
+        return fts_fail(&call->err, ESTALE,
+                        "the socket was lost (after fork() or an "
+                        "interrupted dump) and must be reopened in its "
+                        "namespace");
+    }
+    return fts_conn_open(&self->conn, &call->err);
+}
+
+static int
+dump(PyObject *obj, void *arg, struct fts_core_call *call)
+{
+    NetlinkCounter *self = (NetlinkCounter *)obj;
+    struct query *q = arg;
+    if (ensure_socket(self, call) < 0) {
+        return -1;
+    }
+    int rc = fts_count(&self->conn, q->families, q->states,
+                       (enum fts_request_form)q->form, &q->filter, self->buf,
+                       FTS_RECV_BUFSIZE, &q->tally, fts_py_check_signals,
+                       &call->released, &call->err);
+    if (rc < 0) {
+        fts_conn_close(&self->conn);
+    }
+    return rc;
 }
 
 static PyObject *
@@ -293,117 +310,14 @@ PyDoc_STRVAR(count_doc,
 static PyObject *
 NetlinkCounter_count(NetlinkCounter *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"families", "states", "form", "local", "remote",
-                             "by_port", "by_remote", NULL};
-    unsigned int families, states;
-    int form, by_remote = 0;
-    PyObject *local = NULL, *remote = NULL, *ports = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "IIi|OOOp:count", kwlist,
-                                     &families, &states, &form, &local,
-                                     &remote, &ports, &by_remote)) {
-        return NULL;
-    }
-    if (families == 0 || (families & ~FTS_FAMILY_BOTH) != 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "families must be FAMILY_IPV4, FAMILY_IPV6 or both, "
-                     "not %u", families);
-        return NULL;
-    }
-    if ((states & ~FTS_STATES_ALL) != 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "states must be a mask within STATES_ALL (0x%x), "
-                     "not 0x%x", FTS_STATES_ALL, states);
-        return NULL;
-    }
-    if (form != FTS_FORM_V2 && form != FTS_FORM_LEGACY) {
-        PyErr_Format(PyExc_ValueError,
-                     "form must be FORM_V2 or FORM_LEGACY, not %d", form);
-        return NULL;
-    }
-
-    struct fts_tally tally;
-    struct fts_filter filter = {NULL, 0};
-    void *bytecode = NULL;
-    Py_ssize_t nports = 0;
+    struct query q;
     PyObject *result = NULL;
-    memset(&tally, 0, sizeof(tally));
-    tally.by_remote = by_remote;
-
-    PyObject *empty = PyTuple_New(0);
-    if (empty == NULL) {
-        return NULL;
+    if (query_parse(args, kwargs, &q) == 0
+        && fts_core_run(&self->core, dump, (PyObject *)self, &q,
+                        "netlink inet_diag dump") == 0) {
+        result = build_result(&q.tally, q.nports);
     }
-    int prepared = compile_filter(local ? local : empty,
-                                  remote ? remote : empty, &bytecode,
-                                  &filter.len) == 0
-                   && prepare_by_port(ports ? ports : empty, &tally,
-                                      &nports) == 0;
-    Py_DECREF(empty);
-    if (!prepared) {
-        goto done;
-    }
-    filter.bytecode = bytecode;
-
-    struct fts_error e = {0, NULL};
-    const char *context = "netlink inet_diag dump";
-    int rc = 0;
-    /* Before taking the lock: this runs Python code. */
-    struct fts_py_released ctx;
-    if (fts_py_released_prepare(&ctx) < 0 || lock_counter(self) < 0) {
-        goto done;
-    }
-    if (self->closed) {
-        unlock_counter(self);
-        PyErr_SetString(PyExc_ValueError,
-                        "I/O operation on a closed NetlinkCounter");
-        goto done;
-    }
-    fts_py_released_start(&ctx);
-    ctx.tstate = PyEval_SaveThread();
-    /* A socket inherited through fork() is shared with the parent; a
-     * socket abandoned mid-dump holds stale replies: start afresh. */
-    if (self->conn.fd >= 0 && self->conn.owner != getpid()) {
-        fts_conn_close(&self->conn);
-    }
-    if (self->conn.fd < 0) {
-        if (self->reopen) {
-            rc = fts_conn_open(&self->conn, &e);
-        }
-        else {
-            rc = -1;
-            e.err = ESTALE;
-            e.what = "the socket was lost (after fork() or an interrupted "
-                     "dump) and must be reopened in its namespace";
-        }
-        if (rc < 0) {
-            context = "cannot reopen the netlink socket";
-        }
-    }
-    if (rc == 0) {
-        rc = fts_count(&self->conn, families, states,
-                       (enum fts_request_form)form, &filter, self->buf,
-                       FTS_RECV_BUFSIZE, &tally, fts_py_check_signals, &ctx,
-                       &e);
-        if (rc < 0) {
-            fts_conn_close(&self->conn);
-        }
-    }
-    PyEval_RestoreThread(ctx.tstate);
-    unlock_counter(self);
-
-    if (rc < 0) {
-        if (!(e.err == EINTR && PyErr_Occurred())) {
-            fts_py_raise(&e, context);
-        }
-        /* else a signal handler raised, e.g. KeyboardInterrupt */
-        goto done;
-    }
-    result = build_result(&tally, nports);
-
-done:
-    PyMem_Free(bytecode);
-    PyMem_Free((void *)tally.port_slot);
-    PyMem_Free(tally.by_port);
+    query_free(&q);
     return result;
 }
 
@@ -411,36 +325,35 @@ PyDoc_STRVAR(close_doc,
 "close()\n--\n\n"
 "Close the netlink socket.  Later count() calls raise ValueError.");
 
+static void
+release_socket(PyObject *self)
+{
+    fts_conn_close(&((NetlinkCounter *)self)->conn);
+}
+
 static PyObject *
 NetlinkCounter_close(NetlinkCounter *self, PyObject *Py_UNUSED(ignored))
 {
-    if (lock_counter(self) < 0) {
-        return NULL;
-    }
-    fts_conn_close(&self->conn);
-    __atomic_store_n(&self->closed, 1, __ATOMIC_RELEASE);
-    unlock_counter(self);
-    Py_RETURN_NONE;
+    return fts_core_close(&self->core, release_socket, (PyObject *)self);
 }
 
 static PyObject *
 NetlinkCounter_get_needs_reopen(NetlinkCounter *self,
                                 void *Py_UNUSED(closure))
 {
-    if (lock_counter(self) < 0) {
+    if (fts_core_lock(&self->core) < 0) {
         return NULL;
     }
-    int lost = !self->closed
+    int lost = !fts_core_is_closed(&self->core)
                && (self->conn.fd < 0 || self->conn.owner != getpid());
-    unlock_counter(self);
+    fts_core_unlock(&self->core);
     return PyBool_FromLong(lost);
 }
 
 static PyObject *
 NetlinkCounter_get_closed(NetlinkCounter *self, void *Py_UNUSED(closure))
 {
-    return PyBool_FromLong(
-        __atomic_load_n(&self->closed, __ATOMIC_ACQUIRE));
+    return fts_core_closed(&self->core);
 }
 
 static PyMethodDef NetlinkCounter_methods[] = {
@@ -487,6 +400,23 @@ static PyType_Spec NetlinkCounter_spec = {
     .slots = NetlinkCounter_slots,
 };
 
+static const struct fts_py_constant constants[] = {
+    {"FAMILY_IPV4", FTS_FAMILY_IPV4},
+    {"FAMILY_IPV6", FTS_FAMILY_IPV6},
+    {"FAMILY_BOTH", FTS_FAMILY_BOTH},
+    /* Tallies are indexed by the kernel's state number, 0..NSTATES-1;
+     * ALL_STATES_MASK has the bits of the 11 real states (1..11). */
+    {"NSTATES", FTS_NSTATES},
+    {"ALL_STATES_MASK", FTS_STATES_ALL},
+    {"STATES_ALL", FTS_STATES_ALL},
+    {"FORM_V2", FTS_FORM_V2},
+    {"FORM_LEGACY", FTS_FORM_LEGACY},
+    {"RECV_BUFSIZE", FTS_RECV_BUFSIZE},
+    {"MAX_PORT_RANGES", FTS_MAX_PORT_RANGES},
+    {"MAX_BY_PORT", FTS_MAX_BY_PORT},
+    {NULL, 0}
+};
+
 static int
 fasttcpstat_exec(PyObject *module)
 {
@@ -498,19 +428,7 @@ fasttcpstat_exec(PyObject *module)
         Py_DECREF(type);
         return -1;
     }
-    if (PyModule_AddIntConstant(module, "FAMILY_IPV4", FTS_FAMILY_IPV4) < 0
-        || PyModule_AddIntConstant(module, "FAMILY_IPV6",
-                                   FTS_FAMILY_IPV6) < 0
-        || PyModule_AddIntConstant(module, "STATES_ALL", FTS_STATES_ALL) < 0
-        || PyModule_AddIntConstant(module, "FORM_V2", FTS_FORM_V2) < 0
-        || PyModule_AddIntConstant(module, "FORM_LEGACY",
-                                   FTS_FORM_LEGACY) < 0
-        || PyModule_AddIntConstant(module, "RECV_BUFSIZE",
-                                   FTS_RECV_BUFSIZE) < 0
-        || PyModule_AddIntConstant(module, "MAX_PORT_RANGES",
-                                   FTS_MAX_PORT_RANGES) < 0
-        || PyModule_AddIntConstant(module, "MAX_BY_PORT",
-                                   FTS_MAX_BY_PORT) < 0) {
+    if (fts_py_add_constants(module, constants) < 0) {
         return -1;
     }
     return fts_py_add_bpf(module);

@@ -1,12 +1,16 @@
 /*
- * Helpers shared by the Python binding's types (bind_util.c): errors,
- * locks, signals while the GIL is released, tallies as tuples.
+ * What the Python bindings of the backends share:
+ *  - bind_core.c: the counter core every counter type embeds (one count
+ *    at a time, fork(), re-entry, the closed state, the system call made
+ *    with the GIL released while signal handlers keep running);
+ *  - bind_util.c: errors, argument checks, tallies as tuples.
  */
 #ifndef FASTTCPSTAT_BIND_H
 #define FASTTCPSTAT_BIND_H
 
 #include "Python.h"
 
+#include <sys/types.h>
 #include <time.h>
 
 /* PyMem_Calloc is in the stable ABI since 3.7, but the 3.8 and 3.9 headers
@@ -18,12 +22,46 @@ PyAPI_FUNC(void *) PyMem_Calloc(size_t nelem, size_t elsize);
 
 #include "diag.h"
 
-/* Raise OSError(errno, "<context>: <step>: <strerror>"); OSError's
- * constructor picks the subclass (PermissionError, ...) from errno. */
-void fts_py_raise(const struct fts_error *e, const char *context);
+/* ---- the counter core (bind_core.c) ----------------------------------- */
 
-/* Take a lock without holding the GIL while waiting. */
-void fts_py_lock(PyThread_type_lock lock);
+/* The one message of every operation on a closed counter, any backend. */
+#define FTS_CLOSED_MESSAGE "I/O operation on a closed counter"
+
+struct fts_core {
+    /* One count at a time: two threads must not share one socket mid-dump
+     * or one counter map mid-walk. */
+    PyThread_type_lock lock;
+    /* The process the lock belongs to: a child of fork() gets a copy that
+     * may be held by a thread fork() did not copy; it then gets a fresh
+     * one.  The thread holding it, or 0, to refuse re-entry instead of
+     * deadlocking.  Both only change with the GIL held. */
+    pid_t lock_pid;
+    unsigned long holder;
+    /* close() was called: every operation raises ValueError, nothing is
+     * reopened.  Read without the lock by `closed`, hence atomics. */
+    int closed;
+};
+
+/* 0, or -1 with MemoryError set. */
+int fts_core_init(struct fts_core *core);
+void fts_core_free(struct fts_core *core);
+
+/* Take the lock (the GIL released while waiting).  Returns -1 with an
+ * exception set: RuntimeError for a re-entry from the counting thread (a
+ * signal handler or a finalizer run between chunks), MemoryError. */
+int fts_core_lock(struct fts_core *core);
+/* The same, refusing a closed counter with ValueError. */
+int fts_core_lock_open(struct fts_core *core);
+void fts_core_unlock(struct fts_core *core);
+/* 1 after close(); an atomic read, with or without the lock. */
+int fts_core_is_closed(struct fts_core *core);
+/* close(): under the lock, `release` frees the object's descriptors
+ * (once: closing again does nothing, as for files).  Returns None, or
+ * NULL with an exception set. */
+PyObject *fts_core_close(struct fts_core *core, void (*release)(PyObject *),
+                         PyObject *self);
+/* The `closed` getter: needs no lock. */
+PyObject *fts_core_closed(struct fts_core *core);
 
 /* Let Python run its signal handlers during a system call made with the
  * GIL released: on EINTR, and every 10 ms between chunks of a dump (a
@@ -31,30 +69,70 @@ void fts_py_lock(PyThread_type_lock lock);
  * the end of a long dump).  A KeyboardInterrupt (or any exception a handler
  * raises) aborts.  Only the main thread runs handlers: elsewhere the
  * between-chunks look is skipped, since taking the GIL would only slow the
- * dump down.
- *   struct fts_py_released ctx;
- *   if (fts_py_released_prepare(&ctx) < 0) fail;  (with the GIL: runs Python)
- *   fts_py_released_start(&ctx);
- *   ctx.tstate = PyEval_SaveThread();
- *   ... fts_count(..., fts_py_check_signals, &ctx, ...) ...
- *   PyEval_RestoreThread(ctx.tstate); */
+ * dump down.  Pass fts_py_check_signals and the struct to the core. */
 struct fts_py_released {
     PyThreadState *tstate;
     int poll;               /* look between chunks too */
     struct timespec next;   /* not before then */
 };
-/* Returns -1 with an exception set (a signal handler raised). */
-int fts_py_released_prepare(struct fts_py_released *ctx);
-void fts_py_released_start(struct fts_py_released *ctx);
 int fts_py_check_signals(void *arg, int interrupted);
+
+/* One locked call: `work` runs with the GIL released and the lock held,
+ * on an open counter.  It fills `err` (and may name another `context`)
+ * on failure. */
+struct fts_core_call {
+    struct fts_py_released released;
+    struct fts_error err;
+    const char *context;
+};
+typedef int (*fts_core_work)(PyObject *self, void *arg,
+                             struct fts_core_call *call);
+
+/* Lock, refuse if closed, release the GIL, run `work`, and map a failure
+ * to OSError("<context>: <step>: <strerror>") or to the exception a
+ * signal handler raised.  Returns work's result, or -1 with an exception
+ * set. */
+int fts_core_run(struct fts_core *core, fts_core_work work, PyObject *self,
+                 void *arg, const char *context);
+
+/* ---- helpers (bind_util.c) -------------------------------------------- */
+
+/* Raise OSError(errno, "<context>: <step>: <strerror>"), followed by
+ * "; verifier log:\n<log>" if `log` (NULL or a BPF verifier's log, which
+ * says why a program was refused) is not empty.  OSError's constructor
+ * picks the subclass (PermissionError, ...) from errno. */
+void fts_py_raise(const struct fts_error *e, const char *context,
+                  const char *log);
+
+/* ValueError unless `families` is FAMILY_IPV4, FAMILY_IPV6 or both. */
+int fts_py_check_families(unsigned int families);
 
 /* (ipv4, ipv6): two tuples of FTS_NSTATES counts. */
 PyObject *fts_py_tally_pair(const uint64_t counts[FTS_NFAMILIES][FTS_NSTATES]);
 
-/* Read a sequence of (low, high) port ranges into `out` (room for
- * `room`).  Returns the number read, or -1 with an exception set. */
-Py_ssize_t fts_py_parse_ranges(PyObject *seq, const char *name,
-                               struct fts_port_range *out, Py_ssize_t room);
+/* A port filter read from Python: `local` then `remote` ranges in one
+ * PyMem array (free it with fts_py_filter_free). */
+struct fts_py_filter {
+    struct fts_port_range *ranges;
+    size_t nlocal;
+    size_t nremote;
+};
+/* Read two sequences of (low, high) port ranges (NULL: none).  Returns 0,
+ * or -1 with an exception naming the argument. */
+int fts_py_filter_parse(PyObject *local, PyObject *remote,
+                        struct fts_py_filter *out);
+void fts_py_filter_free(struct fts_py_filter *f);
+
+/* Integer constants the extension exports: the one source of every
+ * number Python shares with C (tests/test_constants.py ties Python's
+ * copies to them). */
+struct fts_py_constant {
+    const char *name;
+    long value;
+};
+/* Add a table ending with {NULL, 0}; -1 with an exception set. */
+int fts_py_add_constants(PyObject *module,
+                         const struct fts_py_constant *table);
 
 /* Add the BPF iterator backend's type and functions (bind_bpf.c). */
 int fts_py_add_bpf(PyObject *module);

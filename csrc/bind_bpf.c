@@ -17,9 +17,13 @@
 
 typedef struct {
     PyObject_HEAD
+    struct fts_core core;
     struct fts_bpf_counter bpf;
-    PyThread_type_lock lock;  /* one count at a time per counter map */
-    int closed;
+    /* What the program was built from, to build it again in a child of
+     * fork() (see fts_bpf_counter.owner). */
+    struct fts_btf_layout layout;
+    struct fts_py_filter filter;
+    unsigned int emit_shift;
 } BpfCounter;
 
 static PyObject *
@@ -79,33 +83,35 @@ btf_layout(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     rc = fts_btf_layout_from_file(path, &layout, &e);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
-        fts_py_raise(&e, "cannot read the kernel's BTF");
+        fts_py_raise(&e, "cannot read the kernel's BTF", NULL);
         return NULL;
     }
     return layout_to_tuple(&layout);
 }
 
-/* Raise the load error with the verifier's log, which says why. */
-static void
-raise_with_log(const struct fts_error *e, const char *context,
-               const char *log)
+static int
+check_emit_shift(unsigned int emit_shift)
 {
-    if (log == NULL || log[0] == '\0') {
-        fts_py_raise(e, context);
-        return;
+    if (emit_shift < 1 || emit_shift > 20) {
+        PyErr_Format(PyExc_ValueError,
+                     "emit_shift must be within 1..20, not %u", emit_shift);
+        return -1;
     }
-    PyObject *msg = PyUnicode_FromFormat("%s: %s: %s; verifier log:\n%s",
-                                         context, e->what, strerror(e->err),
-                                         log);
-    if (msg == NULL) {
-        return;
-    }
-    PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iO", e->err, msg);
-    Py_DECREF(msg);
-    if (exc != NULL) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-    }
+    return 0;
+}
+
+/* Load the program and its map for self's filter.  The verifier's log,
+ * if it refused, goes to `log` (may be NULL). */
+static int
+load_program(BpfCounter *self, char *log, size_t logsize,
+             struct fts_error *e)
+{
+    struct fts_bpf_filter filter = {
+        self->filter.ranges, self->filter.nlocal,
+        self->filter.ranges + self->filter.nlocal, self->filter.nremote,
+    };
+    return fts_bpf_open(&self->bpf, &self->layout, &filter,
+                        self->emit_shift, log, logsize, e);
 }
 
 static PyObject *
@@ -120,70 +126,36 @@ BpfCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                                      &emit_shift)) {
         return NULL;
     }
-    struct fts_btf_layout layout;
-    if (tuple_to_layout(layout_obj, &layout) < 0) {
-        return NULL;
-    }
-    if (emit_shift < 1 || emit_shift > 20) {
-        PyErr_Format(PyExc_ValueError,
-                     "emit_shift must be within 1..20, not %u", emit_shift);
-        return NULL;
-    }
-    struct fts_port_range *ranges = PyMem_Calloc(FTS_MAX_PORT_RANGES,
-                                                 sizeof(*ranges));
-    char *log = PyMem_Malloc(LOG_SIZE);
-    BpfCounter *self = NULL;
-    if (ranges == NULL || log == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    log[0] = '\0';
-    struct fts_bpf_filter filter = {ranges, 0, NULL, 0};
-    Py_ssize_t n = 0;
-    if (local != NULL) {
-        n = fts_py_parse_ranges(local, "local ports", ranges,
-                                FTS_MAX_PORT_RANGES);
-        if (n < 0) {
-            goto done;
-        }
-    }
-    filter.nlocal = (size_t)n;
-    filter.remote = ranges + n;
-    if (remote != NULL) {
-        Py_ssize_t m = fts_py_parse_ranges(remote, "remote ports",
-                                           ranges + n,
-                                           FTS_MAX_PORT_RANGES - n);
-        if (m < 0) {
-            goto done;
-        }
-        filter.nremote = (size_t)m;
-    }
-
     allocfunc alloc = (allocfunc)PyType_GetSlot(type, Py_tp_alloc);
-    self = (BpfCounter *)alloc(type, 0);
+    BpfCounter *self = (BpfCounter *)alloc(type, 0);
     if (self == NULL) {
-        goto done;
+        return NULL;
     }
     fts_bpf_init(&self->bpf);
-    self->closed = 0;
-    self->lock = PyThread_allocate_lock();
-    if (self->lock == NULL) {
-        PyErr_SetString(PyExc_MemoryError, "cannot allocate a lock");
-        Py_CLEAR(self);
-        goto done;
+    self->filter.ranges = NULL;
+    self->emit_shift = emit_shift;
+    if (fts_core_init(&self->core) < 0
+        || tuple_to_layout(layout_obj, &self->layout) < 0
+        || check_emit_shift(emit_shift) < 0
+        || fts_py_filter_parse(local, remote, &self->filter) < 0) {
+        Py_DECREF(self);
+        return NULL;
     }
+    char *log = PyMem_Malloc(LOG_SIZE);
+    if (log == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    log[0] = '\0';
     struct fts_error e = {0, NULL};
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = fts_bpf_open(&self->bpf, &layout, &filter, emit_shift, log,
-                      LOG_SIZE, &e);
+    rc = load_program(self, log, LOG_SIZE, &e);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
-        raise_with_log(&e, "cannot load the BPF iterator", log);
+        fts_py_raise(&e, "cannot load the BPF iterator", log);
         Py_CLEAR(self);
     }
-done:
-    PyMem_Free(ranges);
     PyMem_Free(log);
     return (PyObject *)self;
 }
@@ -193,23 +165,37 @@ BpfCounter_dealloc(BpfCounter *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     fts_bpf_close(&self->bpf);
-    if (self->lock != NULL) {
-        PyThread_free_lock(self->lock);
-    }
+    fts_core_free(&self->core);
+    fts_py_filter_free(&self->filter);
     freefunc tp_free = (freefunc)PyType_GetSlot(tp, Py_tp_free);
     tp_free(self);
     Py_DECREF(tp);
 }
 
+/* Under the lock, GIL released: in a child of fork(), drop the copies of
+ * the parent's map and program and load private ones (the parent's stay
+ * as they are). */
 static int
-check_open(BpfCounter *self)
+ensure_private(BpfCounter *self, struct fts_core_call *call)
 {
-    if (__atomic_load_n(&self->closed, __ATOMIC_ACQUIRE)) {
-        PyErr_SetString(PyExc_ValueError,
-                        "I/O operation on a closed BpfCounter");
+    if (fts_bpf_owned(&self->bpf)) {
+        return 0;
+    }
+    fts_bpf_close(&self->bpf);
+    call->context = "cannot reload the BPF iterator after fork()";
+    return load_program(self, NULL, 0, &call->err);
+}
+
+static int
+create_iter(PyObject *obj, void *arg, struct fts_core_call *call)
+{
+    BpfCounter *self = (BpfCounter *)obj;
+    int *fd = arg;
+    if (ensure_private(self, call) < 0) {
         return -1;
     }
-    return 0;
+    *fd = fts_bpf_iter_create(&self->bpf, &call->err);
+    return *fd < 0 ? -1 : 0;
 }
 
 PyDoc_STRVAR(create_iter_doc,
@@ -220,13 +206,9 @@ PyDoc_STRVAR(create_iter_doc,
 static PyObject *
 BpfCounter_create_iter(BpfCounter *self, PyObject *Py_UNUSED(ignored))
 {
-    if (check_open(self) < 0) {
-        return NULL;
-    }
-    struct fts_error e = {0, NULL};
-    int fd = fts_bpf_iter_create(&self->bpf, &e);
-    if (fd < 0) {
-        fts_py_raise(&e, "cannot start the BPF iterator");
+    int fd = -1;
+    if (fts_core_run(&self->core, create_iter, (PyObject *)self, &fd,
+                     "cannot start the BPF iterator") < 0) {
         return NULL;
     }
     return PyLong_FromLong(fd);
@@ -236,79 +218,80 @@ PyDoc_STRVAR(run_doc,
 "run(iter_fd, families=3)\n--\n\n"
 "Read the iterator to its end (closing iter_fd) and return\n"
 "((ipv4, ipv6), output_bytes): two tuples of 16 counts indexed by TCP\n"
-"state, and how many bytes the program wrote (its progress marks).");
+"state, and how many bytes the program wrote (its progress marks).\n"
+"Python's signal handlers run between progress marks: Ctrl-C stops a\n"
+"long count with KeyboardInterrupt.");
+
+struct run {
+    int fd;
+    struct fts_tally tally;
+    size_t output;
+};
+
+static int
+run_iter(PyObject *obj, void *arg, struct fts_core_call *call)
+{
+    BpfCounter *self = (BpfCounter *)obj;
+    struct run *r = arg;
+    if (!fts_bpf_owned(&self->bpf)) {
+        /* Created before a fork(): it walks into the parent's counters. */
+        return fts_fail(&call->err, ESTALE, "the iterator was created by "
+                        "another process; create one here");
+    }
+    int fd = r->fd;
+    r->fd = -1;  /* fts_bpf_run closes it */
+    return fts_bpf_run(&self->bpf, fd, &r->tally, &r->output,
+                       fts_py_check_signals, &call->released, &call->err);
+}
 
 static PyObject *
 BpfCounter_run(BpfCounter *self, PyObject *args)
 {
-    int fd;
-    unsigned int families = FTS_FAMILY_BOTH;
-    if (!PyArg_ParseTuple(args, "i|I:run", &fd, &families)) {
+    struct run r = {.fd = -1, .output = 0};
+    memset(&r.tally, 0, sizeof(r.tally));
+    r.tally.families = FTS_FAMILY_BOTH;
+    if (!PyArg_ParseTuple(args, "i|I:run", &r.fd, &r.tally.families)) {
         return NULL;
     }
-    if (fd < 0) {
+    if (r.fd < 0) {
         PyErr_SetString(PyExc_ValueError, "iter_fd must be an open fd");
         return NULL;
     }
-    if (families == 0 || (families & ~FTS_FAMILY_BOTH) != 0) {
-        close(fd);
-        PyErr_Format(PyExc_ValueError,
-                     "families must be FAMILY_IPV4, FAMILY_IPV6 or both, "
-                     "not %u", families);
-        return NULL;
+    int rc = -1;
+    if (fts_py_check_families(r.tally.families) == 0) {
+        rc = fts_core_run(&self->core, run_iter, (PyObject *)self, &r,
+                          "BPF iterator count");
     }
-    struct fts_tally tally;
-    memset(&tally, 0, sizeof(tally));
-    tally.families = families;
-    struct fts_error e = {0, NULL};
-    size_t output = 0;
-    int rc;
-
-    struct fts_py_released ctx;
-    if (fts_py_released_prepare(&ctx) < 0) {
-        close(fd);
-        return NULL;
+    if (r.fd >= 0) {
+        close(r.fd);  /* not reached by run_iter: it is ours to close */
     }
-    fts_py_lock(self->lock);
-    if (check_open(self) < 0) {
-        PyThread_release_lock(self->lock);
-        close(fd);
-        return NULL;
-    }
-    ctx.tstate = PyEval_SaveThread();
-    rc = fts_bpf_run(&self->bpf, fd, &tally, &output, fts_py_check_signals,
-                     &ctx, &e);
-    PyEval_RestoreThread(ctx.tstate);
-    PyThread_release_lock(self->lock);
     if (rc < 0) {
-        if (!(e.err == EINTR && PyErr_Occurred())) {
-            fts_py_raise(&e, "BPF iterator count");
-        }
         return NULL;
     }
     PyObject *pair = fts_py_tally_pair(
-        (const uint64_t (*)[FTS_NSTATES])tally.n);
+        (const uint64_t (*)[FTS_NSTATES])r.tally.n);
     if (pair == NULL) {
         return NULL;
     }
-    PyObject *result = Py_BuildValue("(Nn)", pair, (Py_ssize_t)output);
-    return result;
+    return Py_BuildValue("(Nn)", pair, (Py_ssize_t)r.output);
+}
+
+static void
+release_program(PyObject *self)
+{
+    fts_bpf_close(&((BpfCounter *)self)->bpf);
 }
 
 static PyObject *
 BpfCounter_close(BpfCounter *self, PyObject *Py_UNUSED(ignored))
 {
-    fts_py_lock(self->lock);
-    fts_bpf_close(&self->bpf);
-    __atomic_store_n(&self->closed, 1, __ATOMIC_RELEASE);
-    PyThread_release_lock(self->lock);
-    Py_RETURN_NONE;
+    return fts_core_close(&self->core, release_program, (PyObject *)self);
 }
 
 static PyObject *
 BpfCounter_get_closed(BpfCounter *self, void *Py_UNUSED(closure))
 {
-    return PyBool_FromLong(__atomic_load_n(&self->closed, __ATOMIC_ACQUIRE));
+    return fts_core_closed(&self->core);
 }
 
 static PyMethodDef BpfCounter_methods[] = {
@@ -371,12 +354,8 @@ bpf_pin(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     struct fts_btf_layout layout;
     PyObject *result = NULL;
     char *log = NULL;
-    if (tuple_to_layout(layout_obj, &layout) < 0) {
-        goto done;
-    }
-    if (emit_shift < 1 || emit_shift > 20) {
-        PyErr_Format(PyExc_ValueError,
-                     "emit_shift must be within 1..20, not %u", emit_shift);
+    if (tuple_to_layout(layout_obj, &layout) < 0
+        || check_emit_shift(emit_shift) < 0) {
         goto done;
     }
     log = PyMem_Malloc(LOG_SIZE);
@@ -395,7 +374,7 @@ bpf_pin(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     rc = fts_bpf_pin_text(&layout, path, emit_shift, log, LOG_SIZE, &e);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
-        raise_with_log(&e, "cannot pin the BPF iterator", log);
+        fts_py_raise(&e, "cannot pin the BPF iterator", log);
         goto done;
     }
     result = Py_None;
@@ -414,6 +393,13 @@ static PyMethodDef bpf_functions[] = {
     {NULL, NULL, 0, NULL}
 };
 
+static const struct fts_py_constant bpf_constants[] = {
+    {"BPF_EMIT_SHIFT", FTS_BPF_EMIT_SHIFT},
+    {"BPF_MAP_TYPE_ARRAY", FTS_BPF_MAP_TYPE_ARRAY},
+    {"BPF_MAP_TYPE_LRU_HASH", FTS_BPF_MAP_TYPE_LRU_HASH},
+    {NULL, 0}
+};
+
 int
 fts_py_add_bpf(PyObject *module)
 {
@@ -428,6 +414,5 @@ fts_py_add_bpf(PyObject *module)
     if (PyModule_AddFunctions(module, bpf_functions) < 0) {
         return -1;
     }
-    return PyModule_AddIntConstant(module, "BPF_EMIT_SHIFT",
-                                   FTS_BPF_EMIT_SHIFT);
+    return fts_py_add_constants(module, bpf_constants);
 }

@@ -1,5 +1,6 @@
 /*
- * Helpers shared by the binding's types (bind.h).
+ * Helpers shared by the binding's types (bind.h): errors, argument
+ * checks, tallies as tuples.
  */
 #include "bind.h"
 
@@ -7,10 +8,18 @@
 #include <string.h>
 
 void
-fts_py_raise(const struct fts_error *e, const char *context)
+fts_py_raise(const struct fts_error *e, const char *context,
+             const char *log)
 {
-    PyObject *msg = PyUnicode_FromFormat("%s: %s: %s", context, e->what,
-                                         strerror(e->err));
+    PyObject *msg;
+    if (log != NULL && log[0] != '\0') {
+        msg = PyUnicode_FromFormat("%s: %s: %s; verifier log:\n%s", context,
+                                   e->what, strerror(e->err), log);
+    }
+    else {
+        msg = PyUnicode_FromFormat("%s: %s: %s", context, e->what,
+                                   strerror(e->err));
+    }
     if (msg == NULL) {
         return;
     }
@@ -23,84 +32,16 @@ fts_py_raise(const struct fts_error *e, const char *context)
     Py_DECREF(exc);
 }
 
-void
-fts_py_lock(PyThread_type_lock lock)
-{
-    if (!PyThread_acquire_lock(lock, NOWAIT_LOCK)) {
-        Py_BEGIN_ALLOW_THREADS
-        PyThread_acquire_lock(lock, WAIT_LOCK);
-        Py_END_ALLOW_THREADS
-    }
-}
-
-#define POLL_INTERVAL_NS 10000000L  /* 10 ms */
-
-/* 1 if the calling thread is the main one, 0 if not, -1 with an exception
- * set.  This runs Python code (threading.main_thread()), so a signal
- * handler may run and raise here, e.g. KeyboardInterrupt: that must reach
- * the caller, not be cleared. */
-static int
-runs_signal_handlers(void)
-{
-    int result = -1;
-    PyObject *threading = PyImport_ImportModule("threading");
-    PyObject *main = threading == NULL ? NULL
-        : PyObject_CallMethod(threading, "main_thread", NULL);
-    PyObject *ident = main == NULL ? NULL
-        : PyObject_GetAttrString(main, "ident");
-    if (ident != NULL) {
-        unsigned long id = PyLong_AsUnsignedLong(ident);
-        if (!PyErr_Occurred()) {
-            result = id == PyThread_get_thread_ident();
-        }
-    }
-    Py_XDECREF(ident);
-    Py_XDECREF(main);
-    Py_XDECREF(threading);
-    return result;
-}
-
 int
-fts_py_released_prepare(struct fts_py_released *ctx)
+fts_py_check_families(unsigned int families)
 {
-    ctx->tstate = NULL;
-    ctx->poll = runs_signal_handlers();
-    fts_py_released_start(ctx);
-    return ctx->poll < 0 ? -1 : 0;
-}
-
-void
-fts_py_released_start(struct fts_py_released *ctx)
-{
-    clock_gettime(CLOCK_MONOTONIC, &ctx->next);
-    ctx->next.tv_nsec += POLL_INTERVAL_NS;
-    if (ctx->next.tv_nsec >= 1000000000L) {
-        ctx->next.tv_sec++;
-        ctx->next.tv_nsec -= 1000000000L;
+    if (families == 0 || (families & ~FTS_FAMILY_BOTH) != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "families must be FAMILY_IPV4, FAMILY_IPV6 or both, "
+                     "not %u", families);
+        return -1;
     }
-}
-
-int
-fts_py_check_signals(void *arg, int interrupted)
-{
-    struct fts_py_released *ctx = arg;
-    if (!interrupted) {
-        if (!ctx->poll) {
-            return 0;
-        }
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec < ctx->next.tv_sec
-            || (now.tv_sec == ctx->next.tv_sec
-                && now.tv_nsec < ctx->next.tv_nsec)) {
-            return 0;
-        }
-        fts_py_released_start(ctx);
-    }
-    PyEval_RestoreThread(ctx->tstate);
-    int failed = PyErr_CheckSignals();
-    ctx->tstate = PyEval_SaveThread();
-    return failed != 0;
+    return 0;
 }
 
 static PyObject *
@@ -139,13 +80,14 @@ fts_py_tally_pair(const uint64_t counts[FTS_NFAMILIES][FTS_NSTATES])
     return pair;
 }
 
-/* Read a sequence of (low, high) port ranges.  Returns the number read,
- * or -1 with an exception set. */
-Py_ssize_t
-fts_py_parse_ranges(PyObject *seq, const char *name, struct fts_port_range *out,
+/* Read a sequence of (low, high) port ranges (NULL: none) into `out`,
+ * which has room for `room`.  Returns the number read, or -1 with an
+ * exception set. */
+static Py_ssize_t
+parse_ranges(PyObject *seq, const char *name, struct fts_port_range *out,
              Py_ssize_t room)
 {
-    Py_ssize_t n = PySequence_Size(seq);
+    Py_ssize_t n = seq == NULL ? 0 : PySequence_Size(seq);
     if (n < 0) {
         return -1;
     }
@@ -184,3 +126,52 @@ fts_py_parse_ranges(PyObject *seq, const char *name, struct fts_port_range *out,
     return n;
 }
 
+int
+fts_py_filter_parse(PyObject *local, PyObject *remote,
+                    struct fts_py_filter *out)
+{
+    out->nlocal = out->nremote = 0;
+    out->ranges = PyMem_Calloc(FTS_MAX_PORT_RANGES, sizeof(*out->ranges));
+    if (out->ranges == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t nlocal = parse_ranges(local, "local ports", out->ranges,
+                                     FTS_MAX_PORT_RANGES);
+    Py_ssize_t nremote = nlocal < 0 ? -1
+        : parse_ranges(remote, "remote ports", out->ranges + nlocal,
+                       FTS_MAX_PORT_RANGES - nlocal);
+    if (nremote < 0) {
+        fts_py_filter_free(out);
+        return -1;
+    }
+    out->nlocal = (size_t)nlocal;
+    out->nremote = (size_t)nremote;
+    /* A BpfCounter keeps its filter for life (to reload after fork()):
+     * keep only what was read. */
+    size_t used = out->nlocal + out->nremote;
+    void *fitted = PyMem_Realloc(out->ranges,
+                                 (used ? used : 1) * sizeof(*out->ranges));
+    if (fitted != NULL) {
+        out->ranges = fitted;
+    }
+    return 0;
+}
+
+void
+fts_py_filter_free(struct fts_py_filter *f)
+{
+    PyMem_Free(f->ranges);
+    f->ranges = NULL;
+}
+
+int
+fts_py_add_constants(PyObject *module, const struct fts_py_constant *table)
+{
+    for (; table->name != NULL; table++) {
+        if (PyModule_AddIntConstant(module, table->name, table->value) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}

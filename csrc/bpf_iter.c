@@ -9,36 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 
-#ifndef __NR_bpf
-#  if defined(__x86_64__)
-#    define __NR_bpf 321
-#  elif defined(__aarch64__)
-#    define __NR_bpf 280
-#  endif
-#endif
-
-
-static int
-sys_bpf(int cmd, void *attr, size_t size)
-{
-#ifdef __NR_bpf
-    return (int)syscall(__NR_bpf, cmd, attr, (unsigned int)size);
-#else
-    (void)cmd;
-    (void)attr;
-    (void)size;
-    errno = ENOSYS;
-    return -1;
-#endif
-}
-
-static uint64_t
-ptr_to_u64(const void *p)
-{
-    return (uint64_t)(uintptr_t)p;
-}
+#include "bpf_sys.h"
 
 static int
 map_create(uint32_t type, uint32_t key_size, uint32_t value_size,
@@ -51,7 +23,7 @@ map_create(uint32_t type, uint32_t key_size, uint32_t value_size,
     attr.value_size = value_size;
     attr.max_entries = max_entries;
     attr.map_flags = flags;
-    return sys_bpf(FTS_BPF_MAP_CREATE, &attr, sizeof(attr));
+    return fts_sys_bpf(FTS_BPF_MAP_CREATE, &attr, sizeof(attr));
 }
 
 /* Load a tracing program for the tcp iterator.  The verifier's log is
@@ -65,20 +37,20 @@ prog_load(const struct fts_bpf_insn *insns, size_t n, uint32_t btf_id,
     attr.prog_type = FTS_BPF_PROG_TYPE_TRACING;
     attr.expected_attach_type = FTS_BPF_TRACE_ITER;
     attr.attach_btf_id = btf_id;
-    attr.insns = ptr_to_u64(insns);
+    attr.insns = fts_ptr_to_u64(insns);
     attr.insn_cnt = (uint32_t)n;
-    attr.license = ptr_to_u64("GPL");  /* the helpers used are GPL-only */
+    attr.license = fts_ptr_to_u64("GPL");  /* the helpers used are GPL-only */
     memcpy(attr.prog_name, "fasttcpstat", sizeof("fasttcpstat"));
-    int fd = sys_bpf(FTS_BPF_PROG_LOAD, &attr, sizeof(attr));
+    int fd = fts_sys_bpf(FTS_BPF_PROG_LOAD, &attr, sizeof(attr));
     if (fd >= 0 || log == NULL || logsize < 2) {
         return fd;
     }
     int saved = errno;
     log[0] = '\0';
     attr.log_level = 1;
-    attr.log_buf = ptr_to_u64(log);
+    attr.log_buf = fts_ptr_to_u64(log);
     attr.log_size = (uint32_t)(logsize > UINT32_MAX ? UINT32_MAX : logsize);
-    int again = sys_bpf(FTS_BPF_PROG_LOAD, &attr, sizeof(attr));
+    int again = fts_sys_bpf(FTS_BPF_PROG_LOAD, &attr, sizeof(attr));
     if (again >= 0) {
         return again;  /* a transient refusal; keep the program */
     }
@@ -94,7 +66,7 @@ link_create(int prog_fd)
     memset(&attr, 0, sizeof(attr));
     attr.prog_fd = (uint32_t)prog_fd;
     attr.attach_type = FTS_BPF_TRACE_ITER;
-    return sys_bpf(FTS_BPF_LINK_CREATE, &attr, sizeof(attr));
+    return fts_sys_bpf(FTS_BPF_LINK_CREATE, &attr, sizeof(attr));
 }
 
 static void
@@ -114,6 +86,13 @@ fts_bpf_init(struct fts_bpf_counter *c)
     c->link_fd = -1;
     c->counters = NULL;
     c->mapped = 0;
+    c->owner = 0;
+}
+
+int
+fts_bpf_owned(const struct fts_bpf_counter *c)
+{
+    return c->link_fd >= 0 && c->owner == getpid();
 }
 
 void
@@ -134,6 +113,7 @@ fts_bpf_open(struct fts_bpf_counter *c, const struct fts_btf_layout *layout,
              char *log, size_t logsize, struct fts_error *err)
 {
     fts_bpf_init(c);
+    c->owner = getpid();
     if (emit_shift == 0 || emit_shift > 20) {
         return fts_fail(err, EINVAL, "emit interval must be 2^1..2^20 sockets");
     }
@@ -194,7 +174,7 @@ fts_bpf_iter_create(const struct fts_bpf_counter *c, struct fts_error *err)
     struct fts_bpf_iter_create_attr attr;
     memset(&attr, 0, sizeof(attr));
     attr.link_fd = (uint32_t)c->link_fd;
-    int fd = sys_bpf(FTS_BPF_ITER_CREATE, &attr, sizeof(attr));
+    int fd = fts_sys_bpf(FTS_BPF_ITER_CREATE, &attr, sizeof(attr));
     if (fd < 0) {
         return fts_fail(err, errno, "bpf(BPF_ITER_CREATE)");
     }
@@ -206,16 +186,23 @@ fts_bpf_run(struct fts_bpf_counter *c, int iter_fd, struct fts_tally *tally,
             size_t *output, fts_interrupt_fn on_interrupt,
             void *interrupt_arg, struct fts_error *err)
 {
-    char sink[4096];
+    /* One byte per read: the kernel stops a read once it has `size`
+     * bytes, so each read returns after one progress mark (every
+     * 2^emit_shift sockets), and signals are looked at in between. */
+    char mark;
     size_t written = 0;
     int rc = 0;
     for (int i = 0; i < FTS_BPF_NSLOTS; i++) {
         c->counters[i] = 0;
     }
     for (;;) {
-        ssize_t n = read(iter_fd, sink, sizeof(sink));
+        ssize_t n = read(iter_fd, &mark, 1);
         if (n > 0) {
             written += (size_t)n;
+            if (on_interrupt != NULL && on_interrupt(interrupt_arg, 0)) {
+                rc = fts_fail(err, EINTR, "reading the BPF iterator");
+                break;
+            }
             continue;
         }
         if (n == 0) {
@@ -255,7 +242,7 @@ fts_bpf_pin_text(const struct fts_btf_layout *layout, const char *path,
     int sessions = -1, strings = -1, prog = -1, link = -1, rc = -1;
     /* LRU: a reader that stops before the end never reaches the final
      * call that frees its entry; the oldest such entries get evicted. */
-    sessions = map_create(9 /* BPF_MAP_TYPE_LRU_HASH */, 8,
+    sessions = map_create(FTS_BPF_MAP_TYPE_LRU_HASH, 8,
                           FTS_BPF_VALUE_SIZE, 4096, 0);
     if (sessions < 0) {
         fts_fail(err, errno, "bpf(BPF_MAP_CREATE) of the session map");
@@ -273,15 +260,15 @@ fts_bpf_pin_text(const struct fts_btf_layout *layout, const char *path,
     struct fts_bpf_map_elem_attr elem;
     memset(&elem, 0, sizeof(elem));
     elem.map_fd = (uint32_t)strings;
-    elem.key = ptr_to_u64(&key);
-    elem.value = ptr_to_u64(text);
-    if (sys_bpf(FTS_BPF_MAP_UPDATE_ELEM, &elem, sizeof(elem)) < 0) {
+    elem.key = fts_ptr_to_u64(&key);
+    elem.value = fts_ptr_to_u64(text);
+    if (fts_sys_bpf(FTS_BPF_MAP_UPDATE_ELEM, &elem, sizeof(elem)) < 0) {
         fts_fail(err, errno, "writing the format strings");
         goto done;
     }
     /* Frozen and read-only to the program: seq_printf formats must be. */
     struct fts_bpf_map_freeze_attr freeze = {.map_fd = (uint32_t)strings};
-    if (sys_bpf(FTS_BPF_MAP_FREEZE, &freeze, sizeof(freeze)) < 0) {
+    if (fts_sys_bpf(FTS_BPF_MAP_FREEZE, &freeze, sizeof(freeze)) < 0) {
         fts_fail(err, errno, "bpf(BPF_MAP_FREEZE) of the format strings");
         goto done;
     }
@@ -304,9 +291,9 @@ fts_bpf_pin_text(const struct fts_btf_layout *layout, const char *path,
     }
     struct fts_bpf_obj_pin_attr pin;
     memset(&pin, 0, sizeof(pin));
-    pin.pathname = ptr_to_u64(path);
+    pin.pathname = fts_ptr_to_u64(path);
     pin.bpf_fd = (uint32_t)link;
-    if (sys_bpf(FTS_BPF_OBJ_PIN, &pin, sizeof(pin)) < 0) {
+    if (fts_sys_bpf(FTS_BPF_OBJ_PIN, &pin, sizeof(pin)) < 0) {
         fts_fail(err, errno, "bpf(BPF_OBJ_PIN) of the iterator (the path must "
                          "be in a mounted BPF filesystem, e.g. "
                          "/sys/fs/bpf)");

@@ -12,6 +12,7 @@
 #define FASTTCPSTAT_BPF_ITER_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "bpf_prog.h"
 #include "btf.h"
@@ -23,6 +24,11 @@ struct fts_bpf_counter {
     int link_fd;
     volatile uint64_t *counters;  /* the mmapped map value */
     size_t mapped;
+    /* The process that opened it.  A child of fork() shares the map, its
+     * mapping and the program with the parent: counting there would zero
+     * and read the parent's counters.  It must close its copies (which
+     * leaves the parent's alone) and open its own. */
+    pid_t owner;
 };
 
 void fts_bpf_init(struct fts_bpf_counter *c);
@@ -36,13 +42,20 @@ int fts_bpf_open(struct fts_bpf_counter *c,
 
 void fts_bpf_close(struct fts_bpf_counter *c);
 
+/* 1 if `c` is open and was opened by the calling process. */
+int fts_bpf_owned(const struct fts_bpf_counter *c);
+
 /* Create an iterator: it will count the calling thread's namespace. */
 int fts_bpf_iter_create(const struct fts_bpf_counter *c,
                         struct fts_error *err);
 
 /* Zero the counters, read iterator `iter_fd` to its end (closing it) and
  * add the counters to `tally` (keeping `tally->families`).  `*output`
- * receives the number of bytes the program wrote (its progress marks). */
+ * receives the number of bytes the program wrote (its progress marks).
+ * The iterator is read one progress mark at a time, and `on_interrupt`
+ * (arg, 0) is asked between marks whether to stop (EINTR), so that a
+ * count of millions of sockets stays interruptible; on EINTR it is asked
+ * with (arg, 1). */
 int fts_bpf_run(struct fts_bpf_counter *c, int iter_fd,
                 struct fts_tally *tally, size_t *output,
                 fts_interrupt_fn on_interrupt, void *interrupt_arg,

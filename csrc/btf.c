@@ -24,6 +24,12 @@
 #define MAX_CHAIN 32         /* typedef/const/volatile chains */
 #define MAX_FILE_SIZE (256u << 20)
 
+/* Called once per struct or union a member search enters; a test defines
+ * it to count the work (tests/c/test_btf_bound.c). */
+#ifndef FTS_BTF_VISIT
+#define FTS_BTF_VISIT() ((void)0)
+#endif
+
 enum btf_kind {
     KIND_INT = 1, KIND_PTR = 2, KIND_ARRAY = 3, KIND_STRUCT = 4,
     KIND_UNION = 5, KIND_ENUM = 6, KIND_FWD = 7, KIND_TYPEDEF = 8,
@@ -39,6 +45,11 @@ struct btf {
     size_t strs_len;
     uint32_t *offsets;  /* offsets[id] of each record; [0] unused */
     uint32_t count;     /* ids 1..count */
+    /* One bit per id: entered by the current member search.  Each struct
+     * is searched at most once, so a search is linear in the input even
+     * when (malformed) structs hold many copies of themselves.  Shares the
+     * offsets' allocation. */
+    uint32_t *entered;
 };
 
 struct btf_type {
@@ -180,7 +191,8 @@ open_btf(struct btf *b, const void *data, size_t len, struct fts_error *err)
     if (walk_records(b, NULL, &count, err) < 0) {
         return -1;
     }
-    b->offsets = calloc((size_t)count + 1, sizeof(uint32_t));
+    size_t words = (size_t)count / 32 + 1;
+    b->offsets = calloc((size_t)count + 1 + words, sizeof(uint32_t));
     if (b->offsets == NULL) {
         return fts_fail(err, ENOMEM, "indexing BTF types");
     }
@@ -189,6 +201,7 @@ open_btf(struct btf *b, const void *data, size_t len, struct fts_error *err)
         b->offsets = NULL;
         return -1;
     }
+    b->entered = b->offsets + count + 1;
     return 0;
 }
 
@@ -276,8 +289,23 @@ scalar_size(const struct btf *b, uint32_t id, uint32_t *size)
     }
 }
 
+/* Mark struct `id` entered; 0 if it already was. */
+static int
+enter_once(const struct btf *b, uint32_t id)
+{
+    uint32_t bit = 1u << (id % 32);
+    if (b->entered[id / 32] & bit) {
+        return 0;
+    }
+    b->entered[id / 32] |= bit;
+    return 1;
+}
+
 /* Find member `name` in struct/union `id`, looking into nested structs
- * and unions (anonymous ones and embedded ones such as tw_sk). */
+ * and unions (anonymous ones and embedded ones such as tw_sk).  A struct
+ * already entered is not entered again: it did not hold `name` (or this
+ * search would have ended), and in well-formed BTF a type is the same
+ * wherever it is embedded. */
 static int
 find_member(const struct btf *b, uint32_t id, const char *name,
             uint32_t base_bits, int depth, struct fts_btf_field *field,
@@ -286,9 +314,11 @@ find_member(const struct btf *b, uint32_t id, const char *name,
     struct btf_type t;
     uint32_t rid;
     if (depth > MAX_DEPTH || resolve(b, id, &rid, &t) < 0
-        || (t.kind != KIND_STRUCT && t.kind != KIND_UNION)) {
+        || (t.kind != KIND_STRUCT && t.kind != KIND_UNION)
+        || !enter_once(b, rid)) {
         return 1;  /* not here */
     }
+    FTS_BTF_VISIT();
     for (int pass = 0; pass < 2; pass++) {
         for (uint32_t i = 0; i < t.vlen; i++) {
             const unsigned char *m = t.extra + 12 * (size_t)i;
@@ -330,6 +360,7 @@ member(const struct btf *b, uint32_t struct_id, const char *name,
        uint32_t expected_size, struct fts_btf_field *field,
        struct fts_error *err)
 {
+    memset(b->entered, 0, ((size_t)b->count / 32 + 1) * sizeof(uint32_t));
     int rc = find_member(b, struct_id, name, 0, 0, field, err);
     if (rc < 0) {
         return -1;
@@ -523,5 +554,231 @@ fts_btf_layout_from_file(const char *path, struct fts_btf_layout *layout,
         }
     }
     close(fd);
+    return rc;
+}
+
+/* ---- General queries ---------------------------------------------------- */
+
+struct fts_btf {
+    struct btf btf;
+    unsigned char *owned;  /* the file's bytes, for fts_btf_open_file() */
+    void *mapped;          /* or its mapping */
+    size_t mapped_len;
+};
+
+struct fts_btf *
+fts_btf_open(const void *data, size_t len, struct fts_error *err)
+{
+    struct fts_btf *q = calloc(1, sizeof(*q));
+    if (q == NULL) {
+        fts_fail(err, ENOMEM, "parsing BTF");
+        return NULL;
+    }
+    if (open_btf(&q->btf, data, len, err) < 0) {
+        free(q);
+        return NULL;
+    }
+    return q;
+}
+
+struct fts_btf *
+fts_btf_open_file(const char *path, struct fts_error *err)
+{
+    if (path == NULL) {
+        path = "/sys/kernel/btf/vmlinux";
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fts_fail(err, errno, "open() of the kernel's BTF "
+                             "(/sys/kernel/btf/vmlinux; needs "
+                             "CONFIG_DEBUG_INFO_BTF)");
+        return NULL;
+    }
+    /* As fts_btf_layout_from_file(): mmap where sysfs allows it (no copy
+     * of ~6 MiB), else read() to EOF. */
+    off_t end = lseek(fd, 0, SEEK_END);
+    size_t size = end > 0 ? (size_t)end : 0;
+    void *map = size > 0 ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0)
+                         : MAP_FAILED;
+    struct fts_btf *q;
+    if (map != MAP_FAILED) {
+        close(fd);
+        q = fts_btf_open(map, size, err);
+        if (q == NULL) {
+            munmap(map, size);
+            return NULL;
+        }
+        q->mapped = map;
+        q->mapped_len = size;
+        return q;
+    }
+    unsigned char *buf;
+    size_t len;
+    int rc = (size == 0 || lseek(fd, 0, SEEK_SET) == 0)
+             ? read_all(fd, size, &buf, &len, err)
+             : fts_fail(err, errno, "lseek() of the kernel's BTF");
+    close(fd);
+    if (rc < 0) {
+        return NULL;
+    }
+    q = fts_btf_open(buf, len, err);
+    if (q == NULL) {
+        free(buf);
+        return NULL;
+    }
+    q->owned = buf;
+    return q;
+}
+
+void
+fts_btf_close(struct fts_btf *q)
+{
+    if (q != NULL) {
+        close_btf(&q->btf);
+        free(q->owned);
+        if (q->mapped != NULL) {
+            munmap(q->mapped, q->mapped_len);
+        }
+        free(q);
+    }
+}
+
+uint32_t
+fts_btf_find(const struct fts_btf *q, const char *name, unsigned kind)
+{
+    const struct btf *b = &q->btf;
+    for (uint32_t id = 1; id <= b->count; id++) {
+        struct btf_type t;
+        decode(b->types + b->offsets[id], &t);
+        if (t.kind == kind && name_is(b, t.name_off, name)) {
+            return id;
+        }
+    }
+    return 0;
+}
+
+void
+fts_btf_find_many(const struct fts_btf *q, const char *const *names,
+                  const unsigned *kinds, uint32_t *ids, size_t n)
+{
+    const struct btf *b = &q->btf;
+    size_t left = n;
+    memset(ids, 0, n * sizeof(*ids));
+    for (uint32_t id = 1; id <= b->count && left > 0; id++) {
+        struct btf_type t;
+        decode(b->types + b->offsets[id], &t);
+        if (t.name_off == 0) {
+            continue;
+        }
+        const char *name = string_at(b, t.name_off);
+        for (size_t i = 0; name != NULL && i < n; i++) {
+            if (ids[i] == 0 && t.kind == kinds[i]
+                && strcmp(name, names[i]) == 0) {
+                ids[i] = id;
+                left--;
+            }
+        }
+    }
+}
+
+uint32_t
+fts_btf_size_of(const struct fts_btf *q, uint32_t id)
+{
+    struct btf_type t;
+    uint32_t rid;
+    if (resolve(&q->btf, id, &rid, &t) < 0) {
+        return 0;
+    }
+    switch (t.kind) {
+    case KIND_INT:
+    case KIND_ENUM:
+    case KIND_ENUM64:
+    case KIND_STRUCT:
+    case KIND_UNION:
+        return t.size_or_type;
+    case KIND_PTR:
+        return 8;
+    default:
+        return 0;
+    }
+}
+
+static void
+describe(const struct btf *b, uint32_t type, uint32_t offset,
+         struct fts_btf_member *out)
+{
+    struct btf_type t;
+    uint32_t rid = 0;
+    memset(out, 0, sizeof(*out));
+    out->offset = offset;
+    if (resolve(b, type, &rid, &t) < 0) {
+        return;
+    }
+    out->type_id = rid;
+    out->kind = t.kind;
+    if (t.kind == KIND_PTR) {
+        struct btf_type target;
+        uint32_t tid;
+        out->size = 8;
+        if (resolve(b, t.size_or_type, &tid, &target) == 0) {
+            out->target_id = tid;
+        }
+    }
+    else if (t.kind != KIND_ARRAY) {
+        out->size = t.size_or_type;
+    }
+}
+
+/* 1: not found; 0: found; -1: error. */
+static int
+member_lookup(const struct btf *b, uint32_t id, const char *name,
+              uint32_t base_bits, int depth, struct fts_btf_member *out,
+              struct fts_error *err)
+{
+    struct btf_type t;
+    uint32_t rid;
+    if (depth > MAX_DEPTH || resolve(b, id, &rid, &t) < 0
+        || (t.kind != KIND_STRUCT && t.kind != KIND_UNION)) {
+        return 1;
+    }
+    for (uint32_t i = 0; i < t.vlen; i++) {
+        const unsigned char *m = t.extra + 12 * (size_t)i;
+        uint32_t mname = read_u32(m), mtype = read_u32(m + 4);
+        uint32_t moff = read_u32(m + 8);
+        uint32_t bits = t.kflag ? (moff & 0xffffff) : moff;
+        uint32_t bitfield = t.kflag ? (moff >> 24) : 0;
+        if (bits > UINT32_MAX - base_bits) {
+            return fts_fail(err, EINVAL, "malformed BTF: member offset "
+                                         "overflows");
+        }
+        if (mname == 0) {
+            int rc = member_lookup(b, mtype, name, base_bits + bits,
+                                   depth + 1, out, err);
+            if (rc <= 0) {
+                return rc;
+            }
+            continue;
+        }
+        if (!name_is(b, mname, name)) {
+            continue;
+        }
+        if (bitfield != 0 || ((base_bits + bits) & 7) != 0) {
+            return fts_fail(err, EPROTO, "unexpected BTF layout: a needed "
+                                         "member is a bitfield or unaligned");
+        }
+        describe(b, mtype, (base_bits + bits) / 8, out);
+        return 0;
+    }
+    return 1;
+}
+
+int
+fts_btf_member_of(const struct fts_btf *q, uint32_t id, const char *name,
+                  struct fts_btf_member *out, struct fts_error *err)
+{
+    int rc = member_lookup(&q->btf, id, name, 0, 0, out, err);
+    if (rc > 0) {
+        return fts_fail(err, ENOENT, "BTF lacks a member the walk needs");
+    }
     return rc;
 }

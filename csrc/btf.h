@@ -45,4 +45,54 @@ int fts_btf_layout(const void *data, size_t len,
 int fts_btf_layout_from_file(const char *path, struct fts_btf_layout *layout,
                              struct fts_error *err);
 
+/* ---- General queries (the walk backend: csrc/btf_walk.c) --------------
+ * The iterator needs a fixed set of scalar members; the walk also needs
+ * struct sizes, embedded structs, pointer targets and kfunc ids.  A parsed
+ * blob answers any number of such questions. */
+struct fts_btf;
+
+#define FTS_BTF_KIND_STRUCT 4
+#define FTS_BTF_KIND_FUNC 12
+
+/* Parse `len` bytes of BTF (kept by reference: `data` must outlive the
+ * result).  Returns NULL with `err` set. */
+struct fts_btf *fts_btf_open(const void *data, size_t len,
+                             struct fts_error *err);
+
+/* Map (or read) the whole file (`path` NULL: the running kernel's) and
+ * parse it; the result owns the mapping or copy. */
+struct fts_btf *fts_btf_open_file(const char *path, struct fts_error *err);
+
+void fts_btf_close(struct fts_btf *b);
+
+/* The id of the first type of `kind` named `name`, or 0. */
+uint32_t fts_btf_find(const struct fts_btf *b, const char *name,
+                      unsigned kind);
+
+/* The same for `n` names in one pass over the types (vmlinux has ~150k):
+ * ids[i] for names[i] of kinds[i], 0 where none. */
+void fts_btf_find_many(const struct fts_btf *b, const char *const *names,
+                       const unsigned *kinds, uint32_t *ids, size_t n);
+
+/* What a member is: byte offset in the queried type, its type with
+ * typedefs and qualifiers resolved, that type's kind and size (8 for a
+ * pointer) and, for a pointer, the resolved id it points to. */
+struct fts_btf_member {
+    uint32_t offset;
+    uint32_t type_id;
+    uint32_t kind;
+    uint32_t size;
+    uint32_t target_id;
+};
+
+/* Member `name` of struct or union `id`, also found inside anonymous
+ * members (not inside named ones: name those in the query).  Returns 0,
+ * or -1 with `err` set (ENOENT: no such member; EPROTO: a bitfield or
+ * an unaligned member). */
+int fts_btf_member_of(const struct fts_btf *b, uint32_t id, const char *name,
+                      struct fts_btf_member *out, struct fts_error *err);
+
+/* The size in bytes of struct/union/scalar `id` (0 if it has none). */
+uint32_t fts_btf_size_of(const struct fts_btf *b, uint32_t id);
+
 #endif /* FASTTCPSTAT_BTF_H */

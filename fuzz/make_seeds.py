@@ -123,10 +123,12 @@ def filter_seeds() -> dict:
     }
 
 
-def btf_blob(drop: str = "") -> bytes:
+def btf_blob(drop: str = "", self_copies: int = 0) -> bytes:
     """A small BTF blob with the types the iterator needs, shaped like the
     kernel's (anonymous union, embedded struct, typedef, bitfield-encoded
-    offsets), at offsets no real kernel uses.  `drop` renames one string."""
+    offsets), at offsets no real kernel uses.  `drop` renames one string.
+    With `self_copies`, struct sock_common holds that many members of its
+    own type instead (a reader recursing into each took N^8 steps)."""
     strs = [b""]
     types = []
 
@@ -157,8 +159,13 @@ def btf_blob(drop: str = "") -> bytes:
     meta = typ("bpf_iter_meta", 4, 2, 0, 16, members(("seq", pseq, 0), ("session_id", u64, 64)))
     ports = typ("", 4, 2, 0, 4, members(("skc_dport", be16, 0), ("skc_num", u16, 16)))
     uni = typ("", 5, 2, 0, 8, members(("skc_portpair", u64, 0), ("", ports, 0)))
-    skc = typ("sock_common", 4, 3, 1, 64, members(("", uni, 320), ("skc_family", u16, 384),
-                                                  ("skc_state", vu8, 400)))
+    if self_copies:
+        skc = len(types) + 1
+        typ("sock_common", 4, self_copies, 0, 8 * self_copies,
+            members(*(("c", skc, 64 * i) for i in range(self_copies))))
+    else:
+        skc = typ("sock_common", 4, 3, 1, 64, members(("", uni, 320), ("skc_family", u16, 384),
+                                                      ("skc_state", vu8, 400)))
     itw = typ("inet_timewait_sock", 4, 2, 0, 64, members(("__tw_common", skc, 0),
                                                           ("tw_substate", u8, 480)))
     typ("tcp_timewait_sock", 4, 1, 0, 96, members(("tw_sk", itw, 0)))
@@ -182,6 +189,7 @@ def btf_seeds() -> dict:
         "missing_func": btf_blob(drop="bpf_iter_tcp"),
         "truncated": blob[: len(blob) // 2],
         "header_only": blob[:24],
+        "self_embedding_12": btf_blob(self_copies=12),
     }
 
 

@@ -25,6 +25,9 @@ declare -A SOURCES=(
 ORDER=(fuzz_walk fuzz_filter fuzz_btf)
 
 mode=(-max_total_time=30)
+# Per input: a slow input is a finding (the BTF reader was once
+# exponential, and without this bound the fuzzer just waited on it).
+per_input=(-timeout=10)
 merge=0
 targets=()
 while [ $# -gt 0 ]; do
@@ -84,7 +87,7 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 pids=()
 for t in "${targets[@]}"; do
     mkdir -p "fuzz/out/corpus/$t" "fuzz/corpus/$t"
-    ( "fuzz/out/$t" "${mode[@]}" -print_final_stats=1 -timeout=10 -rss_limit_mb=1024 \
+    ( "fuzz/out/$t" "${mode[@]}" "${per_input[@]}" -print_final_stats=1 -rss_limit_mb=1024 \
           -artifact_prefix="fuzz/out/$t-" \
           "fuzz/out/corpus/$t" "fuzz/corpus/$t" "fuzz/out/seeds/$t" \
           >"fuzz/out/$t.log" 2>&1 ) &
@@ -110,7 +113,7 @@ if [ "$merge" = 1 ]; then
     for t in "${targets[@]}"; do
         rm -rf "fuzz/out/merged-$t"
         mkdir -p "fuzz/out/merged-$t"
-        "fuzz/out/$t" -merge=1 "fuzz/out/merged-$t" "fuzz/corpus/$t" \
+        "fuzz/out/$t" -merge=1 "${per_input[@]}" "fuzz/out/merged-$t" "fuzz/corpus/$t" \
             "fuzz/out/corpus/$t" "fuzz/out/seeds/$t" >"fuzz/out/$t-merge.log" 2>&1
         rm -rf "fuzz/corpus/$t"
         mv "fuzz/out/merged-$t" "fuzz/corpus/$t"

@@ -87,7 +87,8 @@ SDIST_REQUIRED = [
 # What the tests need besides the installed package (cibuildwheel's
 # test-sources in pyproject.toml lists the same).
 # fuzz/: the kept fuzz corpora and their seeds, replayed by a test.
-TEST_SOURCES = ["tests", "csrc", "fuzz", "pyproject.toml"]
+# deploy/: the manifests tests/test_deploy.py validates.
+TEST_SOURCES = ["tests", "csrc", "fuzz", "deploy", "pyproject.toml"]
 
 
 class CheckFailed(Exception):

@@ -7,6 +7,7 @@ kernel's audit and interpreter, under AddressSanitizer and UBSan.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,7 +30,8 @@ def _compiler() -> str:
 C_TESTS = {
     "test_diag_msg": ["diag_msg.c"],
     "test_diag_filter": ["diag_filter.c"],
-    "test_btf": ["btf.c", "bpf_prog.c"],
+    "test_btf": ["bpf_prog.c"],  # includes btf.c to count its work
+    "test_diag_cgroup": ["diag_cgroup.c"],
 }
 
 
@@ -76,3 +78,88 @@ def test_core_compiles_warning_free(tmp_path: Path) -> None:
              "-o", str(tmp_path / (source + ".o"))],
             check=True,
         )
+
+
+# --------------------------------------------------------------------------
+# The counter core (csrc/bind_core.c) as both C types use it: closed state
+# --------------------------------------------------------------------------
+
+CLOSED_MESSAGE = "I/O operation on a closed counter"
+
+
+def _netlink_counter():
+    from fasttcpstat import _fasttcpstat
+
+    counter = _fasttcpstat.NetlinkCounter()
+    return counter, {
+        "count": lambda: counter.count(_fasttcpstat.FAMILY_BOTH,
+                                       _fasttcpstat.ALL_STATES_MASK, _fasttcpstat.FORM_V2),
+        "count_filtered": lambda: counter.count(_fasttcpstat.FAMILY_IPV4,
+                                                _fasttcpstat.ALL_STATES_MASK,
+                                                _fasttcpstat.FORM_LEGACY,
+                                                local=[(80, 80)], by_port=[80]),
+    }
+
+
+def _bpf_counter():
+    from fasttcpstat import _bpf, _fasttcpstat
+
+    counter = _fasttcpstat.BpfCounter(_bpf.layout())
+
+    def run_own_fd():
+        r, w = os.pipe()
+        os.close(w)
+        try:
+            counter.run(r)
+        finally:
+            # run() closes the fd it is given, even on a closed counter.
+            try:
+                os.close(r)
+                leaked = True
+            except OSError:
+                leaked = False
+            assert not leaked, "run() on a closed counter left its iter_fd open"
+
+    return counter, {"create_iter": counter.create_iter, "run": run_own_fd}
+
+
+def _fds() -> set:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("make", [_netlink_counter, _bpf_counter], ids=["netlink", "bpf"])
+def test_a_closed_counter_refuses_everything_and_holds_nothing(make, request):
+    if make is _bpf_counter:
+        request.getfixturevalue("require_bpf")
+    before = _fds()
+    counter, operations = make()
+    assert _fds() > before  # it did hold descriptors
+    assert not counter.closed
+    counter.close()
+    counter.close()  # closing again is allowed, as for files
+    assert counter.closed
+    assert _fds() == before
+    for name, operation in operations.items():
+        for _ in range(2):  # never reopened by the first refusal
+            with pytest.raises(ValueError) as info:
+                operation()
+            assert str(info.value) == CLOSED_MESSAGE, name
+    assert _fds() == before
+    if hasattr(counter, "needs_reopen"):
+        assert counter.needs_reopen is False
+    # Nor in a child of fork(), where an open counter would reopen.
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for operation in operations.values():
+                try:
+                    operation()
+                except ValueError as exc:
+                    code = 0 if str(exc) == CLOSED_MESSAGE and code != 3 else 3
+                else:
+                    code = 3
+        finally:
+            os._exit(code if _fds() == before else 4)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 
 from . import _netlink
+from ._all_netns import AllNetnsCounter, counts_all_netns, list_netns
 from ._bpf import pin
 from ._counter import BACKENDS, MAX_BY_PORT, Counter, auto_order, counts, counts_by_port
 from ._states import FAMILIES, STATES
@@ -24,10 +25,13 @@ __all__ = [
     "FAMILIES",
     "MAX_BY_PORT",
     "STATES",
+    "AllNetnsCounter",
     "Counter",
     "auto_order",
     "counts",
+    "counts_all_netns",
     "counts_by_port",
+    "list_netns",
     "pin",
     "summary",
     "__version__",

@@ -1,9 +1,14 @@
 """Type stubs for the C extension (csrc/_fasttcpstat.c)."""
 from typing import Any, Optional, Sequence, Tuple
 
+# The one source of the numbers Python shares with C (csrc/diag.h,
+# csrc/bpf_abi.h); tests/test_constants.py ties Python's copies to them.
 FAMILY_IPV4: int
 FAMILY_IPV6: int
-STATES_ALL: int
+FAMILY_BOTH: int
+NSTATES: int  # tallies have NSTATES entries, indexed by state number
+ALL_STATES_MASK: int
+STATES_ALL: int  # the same as ALL_STATES_MASK
 FORM_V2: int
 FORM_LEGACY: int
 RECV_BUFSIZE: int
@@ -11,6 +16,8 @@ RECV_BUFSIZE: int
 MAX_PORT_RANGES: int
 MAX_BY_PORT: int
 BPF_EMIT_SHIFT: int
+BPF_MAP_TYPE_ARRAY: int
+BPF_MAP_TYPE_LRU_HASH: int
 
 Tally = Tuple[Tuple[int, ...], Tuple[int, ...]]
 Ranges = Sequence[Tuple[int, int]]

@@ -12,7 +12,6 @@
  */
 #include "bpf_prog.h"
 #include "check.h"
-#include "btf.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -20,6 +19,23 @@
 #include <string.h>
 #include <unistd.h>
 #include <linux/bpf.h>
+
+/* The reader is compiled in here (not linked) so that its member search
+ * can be counted: a search that enters more structs than this has lost
+ * its linear bound, and stops the test at once instead of running for
+ * hours (the old reader needed N^8 steps for a struct holding N copies
+ * of itself). */
+#define VISIT_LIMIT 100000
+static unsigned long visits;
+#define FTS_BTF_VISIT()                                                   \
+    do {                                                                  \
+        if (++visits > VISIT_LIMIT) {                                     \
+            fprintf(stderr, "BTF member search entered more than %d "     \
+                    "structs: not linear\n", VISIT_LIMIT);                \
+            exit(1);                                                      \
+        }                                                                 \
+    } while (0)
+#include "btf.c"
 
 
 /* ---- a BTF blob builder ------------------------------------------------ */
@@ -75,6 +91,26 @@ int_type(struct blob *b, const char *name, uint32_t bytes)
     return id;
 }
 
+/* FUNC bpf_iter_tcp(struct bpf_iter_meta *meta, struct sock_common
+ * *sk_common[, uid]): pointer types, the prototype, the function; a `uid`
+ * parameter of that type unless 0. */
+static void
+iter_tcp(struct blob *b, uint32_t meta, uint32_t skc, uint32_t uid)
+{
+    uint32_t pmeta = type(b, NULL, 2, 0, 0, meta);
+    uint32_t pskc = type(b, NULL, 2, 0, 0, skc);
+    uint32_t proto = type(b, NULL, 13, uid ? 3 : 2, 0, 0);
+    put32(b, str(b, "meta"));
+    put32(b, pmeta);
+    put32(b, str(b, "sk_common"));
+    put32(b, pskc);
+    if (uid) {
+        put32(b, str(b, "uid"));
+        put32(b, uid);
+    }
+    type(b, "bpf_iter_tcp", 12, 0, 0, proto);
+}
+
 /* Types shaped like the kernel's, with different offsets than any real
  * kernel so nothing can pass by accident. */
 static void
@@ -115,17 +151,7 @@ build_blob(struct blob *b)
     /* struct tcp_timewait_sock { inet_timewait_sock tw_sk @0; ... } */
     uint32_t ttw = type(b, "tcp_timewait_sock", 4, 1, 0, 96); /* 13 */
     member_(b, "tw_sk", itw, 0);
-    uint32_t pmeta = type(b, NULL, 2, 0, 0, meta);          /* 14 */
-    uint32_t pskc = type(b, NULL, 2, 0, 0, skc);            /* 15 */
-    /* FUNC_PROTO (meta, sk_common, uid) */
-    uint32_t proto = type(b, NULL, 13, 3, 0, 0);            /* 16 */
-    put32(b, str(b, "meta"));
-    put32(b, pmeta);
-    put32(b, str(b, "sk_common"));
-    put32(b, pskc);
-    put32(b, str(b, "uid"));
-    put32(b, u16);
-    type(b, "bpf_iter_tcp", 12, 0, 0, proto);               /* 17 */
+    iter_tcp(b, meta, skc, u16);                            /* 14..17 */
     (void)ttw;
 }
 
@@ -201,6 +227,55 @@ test_blob_layout(void)
     CHECK(fts_btf_layout(data, len, &l, &e) < 0 && e.err == ENOENT);
 }
 
+/* A struct sock_common holding `copies` members of its own type and no
+ * skc_state: every lookup in it must fail after entering it once. */
+static void
+build_self_referencing(struct blob *b, uint32_t copies)
+{
+    memset(b, 0, sizeof(*b));
+    b->strs_len = 1;
+    b->next_id = 1;
+    uint32_t u64 = int_type(b, "long long unsigned int", 8);  /* 1 */
+    uint32_t meta = type(b, "bpf_iter_meta", 4, 2, 0, 16);    /* 2 */
+    member_(b, "seq", u64, 0);
+    member_(b, "session_id", u64, 64);
+    uint32_t skc = b->next_id;                                  /* 3 */
+    type(b, "sock_common", 4, copies, 0, 8 * copies);
+    for (uint32_t i = 0; i < copies; i++) {
+        member_(b, "c", skc, 64 * i);
+    }
+    type(b, "tcp_timewait_sock", 4, 1, 0, 8);                  /* 4 */
+    member_(b, "tw_sk", skc, 0);
+    iter_tcp(b, meta, skc, 0);                                  /* 5..8 */
+}
+
+static void
+test_member_search_is_linear(void)
+{
+    static struct blob b;
+    static unsigned char data[8192];
+    for (uint32_t copies = 1; copies <= 200; copies += copies < 16 ? 1 : 61) {
+        build_self_referencing(&b, copies);
+        size_t len = serialise(&b, data);
+        struct fts_btf_layout l;
+        struct fts_error e = {0, NULL};
+        visits = 0;
+        CHECK(fts_btf_layout(data, len, &l, &e) < 0 && e.err == ENOENT);
+        /* seq and session_id enter bpf_iter_meta once each; skc_state
+         * enters sock_common once and none of its copies again. */
+        CHECK(visits == 3);
+    }
+    /* The kernel-shaped blob: each of the 7 lookups enters each of its
+     * 6 structs and unions at most once. */
+    build_blob(&b);
+    size_t len = serialise(&b, data);
+    struct fts_btf_layout l;
+    struct fts_error e = {0, NULL};
+    visits = 0;
+    CHECK(fts_btf_layout(data, len, &l, &e) == 0);
+    CHECK(visits > 0 && visits <= 7 * 6);
+}
+
 static void
 test_kernel_btf(void)
 {
@@ -256,7 +331,7 @@ test_abi_constants(void)
     CHECK(FTS_BPF_LINK_CREATE == BPF_LINK_CREATE);
     CHECK(FTS_BPF_ITER_CREATE == BPF_ITER_CREATE);
     CHECK(FTS_BPF_MAP_TYPE_ARRAY == BPF_MAP_TYPE_ARRAY);
-    CHECK(9 == BPF_MAP_TYPE_LRU_HASH);
+    CHECK(FTS_BPF_MAP_TYPE_LRU_HASH == BPF_MAP_TYPE_LRU_HASH);
     CHECK(FTS_BPF_F_MMAPABLE == BPF_F_MMAPABLE);
     CHECK(FTS_BPF_F_RDONLY_PROG == BPF_F_RDONLY_PROG);
     CHECK(FTS_BPF_PROG_TYPE_TRACING == BPF_PROG_TYPE_TRACING);
@@ -283,14 +358,13 @@ test_abi_constants(void)
           == (size_t)((char *)&a.bpf_fd - (char *)&a));
     CHECK(offsetof(struct fts_bpf_map_create_attr, map_flags)
           == (size_t)((char *)&a.map_flags - (char *)&a));
-    /* Register nibbles as the kernel's bitfields lay them out. */
-    struct bpf_insn k;
-    memset(&k, 0, sizeof(k));
-    k.dst_reg = 3;
-    k.src_reg = 9;
-    struct fts_bpf_insn mine[8];
+    /* The generator's register byte, read through the kernel's own
+     * struct bpf_insn bitfields: its first instructions are r6 = r1 and
+     * r7 = *(u64 *)(r6 + ctx_sk_common), in this host's byte order. */
+    struct fts_bpf_insn mine[64];
     struct fts_btf_layout l;
     memset(&l, 0, sizeof(l));
+    l.ctx_sk_common = 8;
     l.meta_seq.size = 8;
     l.skc_state.size = 1;
     l.skc_family.size = 2;
@@ -298,9 +372,14 @@ test_abi_constants(void)
     l.skc_dport.size = 2;
     l.tw_substate.size = 1;
     CHECK(fts_bpf_count_prog(mine, 8, &l, NULL, 3, 16) == 0); /* too small */
-    unsigned char raw[sizeof(k)];
-    memcpy(raw, &k, sizeof(k));
-    CHECK(raw[1] == (3 | (9 << 4)) || raw[1] == ((3 << 4) | 9));
+    CHECK(fts_bpf_count_prog(mine, 64, &l, NULL, 3, 16) > 2);
+    struct bpf_insn k[2];
+    memcpy(k, mine, sizeof(k));
+    CHECK(k[0].code == (BPF_ALU64 | BPF_MOV | BPF_X));
+    CHECK(k[0].dst_reg == BPF_REG_6 && k[0].src_reg == BPF_REG_1);
+    CHECK(k[1].code == (BPF_LDX | BPF_MEM | BPF_DW));
+    CHECK(k[1].dst_reg == BPF_REG_7 && k[1].src_reg == BPF_REG_6);
+    CHECK(k[1].off == 8);
 }
 
 /* Every jump lands inside the program; the last instruction exits. */
@@ -368,6 +447,7 @@ int
 main(void)
 {
     test_blob_layout();
+    test_member_search_is_linear();
     test_kernel_btf();
     test_abi_constants();
     test_programs();

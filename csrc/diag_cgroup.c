@@ -1,0 +1,105 @@
+/*
+ * INET_DIAG_CGROUP_ID and the bounded per-cgroup tally.
+ *
+ * As in diag_msg.c, the reply buffer is only read through memcpy or
+ * single bytes: it may come from a fuzzer at any alignment.
+ */
+#include "diag_cgroup.h"
+
+#include <string.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+
+int
+fts_diag_cgroup_id(const void *payload, size_t paylen, uint64_t *id)
+{
+    const unsigned char *p = payload;
+    size_t at = NLMSG_ALIGN(sizeof(struct inet_diag_msg));
+
+    if (paylen < sizeof(struct inet_diag_msg)) {
+        return -1;
+    }
+    while (at + sizeof(struct rtattr) <= paylen) {
+        struct rtattr a;
+        memcpy(&a, p + at, sizeof(a));
+        if (a.rta_len < sizeof(a) || a.rta_len > paylen - at) {
+            return -1;
+        }
+        /* The kernel may set NLA_F_NESTED and NLA_F_NET_BYTEORDER. */
+        if ((a.rta_type & NLA_TYPE_MASK) == INET_DIAG_CGROUP_ID) {
+            if (a.rta_len < RTA_LENGTH(sizeof(*id))) {
+                return -1;
+            }
+            memcpy(id, p + at + RTA_LENGTH(0), sizeof(*id));
+            return 1;
+        }
+        at += RTA_ALIGN(a.rta_len);
+    }
+    /* Fewer bytes left than an attribute header: padding at most. */
+    return 0;
+}
+
+int
+fts_cgroup_tally_init(struct fts_cgroup_tally *tally,
+                      struct fts_cgroup_slot *slots, size_t capacity)
+{
+    if (capacity < 2 || (capacity & (capacity - 1)) != 0) {
+        return -1;
+    }
+    memset(tally, 0, sizeof(*tally));
+    memset(slots, 0, capacity * sizeof(*slots));
+    tally->slots = slots;
+    tally->capacity = capacity;
+    return 0;
+}
+
+/* Fibonacci hashing: cgroup ids are allocated in sequence, and
+ * multiplying spreads neighbours over the table. */
+static size_t
+slot_of(const struct fts_cgroup_tally *tally, uint64_t id)
+{
+    return (size_t)((id * UINT64_C(0x9E3779B97F4A7C15)) >> 32)
+           & (tally->capacity - 1);
+}
+
+/* The slot holding `id`, or the empty slot where it would go. */
+static struct fts_cgroup_slot *
+probe(const struct fts_cgroup_tally *tally, uint64_t id)
+{
+    size_t i = slot_of(tally, id);
+    /* Terminates: the table is never more than half full. */
+    while (tally->slots[i].used && tally->slots[i].id != id) {
+        i = (i + 1) & (tally->capacity - 1);
+    }
+    return &tally->slots[i];
+}
+
+int
+fts_cgroup_add(struct fts_cgroup_tally *tally, int found, uint64_t id,
+               int family_idx, uint8_t state)
+{
+    if (!found) {
+        tally->unowned[family_idx][state]++;
+        return 0;
+    }
+    struct fts_cgroup_slot *slot = probe(tally, id);
+    if (!slot->used) {
+        if (tally->used + 1 > tally->capacity / 2) {
+            tally->overflow[family_idx][state]++;
+            return 1;
+        }
+        slot->used = 1;
+        slot->id = id;
+        tally->used++;
+    }
+    slot->n[family_idx][state]++;
+    return 0;
+}
+
+const struct fts_cgroup_slot *
+fts_cgroup_find(const struct fts_cgroup_tally *tally, uint64_t id)
+{
+    const struct fts_cgroup_slot *slot = probe(tally, id);
+    return slot->used ? slot : NULL;
+}

@@ -1,0 +1,528 @@
+/*
+ * Generating the walk program (see walk_prog.h for what it does).
+ *
+ * Two functions: the main program takes the RCU read lock, finds the
+ * calling task's namespace's table, and calls bpf_loop() with the step
+ * callback; the callback makes one step per call: start a bucket, count
+ * one socket, or end a chain.  The cursor lives in the shared map value,
+ * so a run can stop after any step and the next one resumes.
+ *
+ * Pointers read through bpf_rdonly_cast() keep their BTF type, and the
+ * verifier refuses arithmetic on them (testing a chain pointer's nulls
+ * bit, indexing the bucket array).  Stored to the map value and read back
+ * they are plain numbers (this needs CAP_PERFMON's leak allowance); a
+ * number is cast back to a typed pointer with bpf_rdonly_cast(), whose
+ * loads the kernel guards (a faulting load reads 0).
+ *
+ * Callback registers: r6 the map value, r7 the socket, r8 its state,
+ * r9 its family's offset in a tally slot (0 or 128).
+ */
+#include "walk_prog.h"
+
+#include <stddef.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "bpf_asm.h"
+
+#define HELPER_ktime_get_ns 5
+#define HELPER_get_current_task_btf 158
+#define HELPER_loop 181
+
+#define CTL(field) ((int16_t)offsetof(struct fts_walk_ctl, field))
+#define SLOTS_AT ((int32_t)sizeof(struct fts_walk_ctl))
+#define SLOT_SIZE ((int32_t)sizeof(struct fts_walk_slot))
+#define FAMILY_STRIDE ((int32_t)(FTS_NSTATES * 8))
+
+/* TCP states (include/net/tcp_states.h), a stable ABI. */
+#define TCP_SYN_RECV 3
+#define TCP_TIME_WAIT 6
+#define TCP_CLOSING 11
+#define TCP_NEW_SYN_RECV 12
+
+enum label {
+    L_UNLOCK, L_CALLBACK, L_STEP, L_EHASH_DONE, L_TO_LHASH2, L_LHASH2,
+    L_HEAD, L_FINISHED, L_STOP, L_UNREADABLE, L_EMPTY, L_EMPTY_LHASH2,
+    L_LAST, L_LAST_LHASH2, L_SOCKET, L_NEXT, L_RESCAN, L_NOT_REQ,
+    L_STATE_CHECK, L_STATE_OK, L_BAD_STATE, L_FAM4, L_FAM6, L_BAD_FAMILY,
+    L_FAM_DONE, L_STATES_OK, L_LOCAL_OK, L_REMOTE_OK, L_SKIP, L_ANY_NS,
+    L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_LOGGED,
+    NLABELS
+};
+_Static_assert(NLABELS <= FTS_ASM_MAXLABELS, "too many labels");
+
+size_t
+fts_walk_value_size(uint32_t nslots)
+{
+    return sizeof(struct fts_walk_ctl)
+           + (size_t)nslots * sizeof(struct fts_walk_slot);
+}
+
+size_t
+fts_walk_prog_len(const struct fts_walk_filter *filter)
+{
+    size_t ranges = filter == NULL ? 0 : filter->nlocal + filter->nremote;
+    return 256 + 8 * FTS_WALK_PROBES + 2 * ranges;
+}
+
+/* ctl.field += 1 */
+static void
+bump(struct fts_asm *a, int16_t field)
+{
+    fts_load(a, R1, R6, field, 8);
+    fts_alu_imm(a, FTS_OP_ADD, R1, 1);
+    fts_store(a, R6, field, R1, 8);
+}
+
+/* reg = the number a typed pointer in `reg` holds. */
+static void
+launder(struct fts_asm *a, int reg)
+{
+    fts_store(a, R6, CTL(scratch), reg, 8);
+    fts_load(a, reg, R6, CTL(scratch), 8);
+}
+
+/* r0 = bpf_rdonly_cast(r1, type) */
+static void
+cast(struct fts_asm *a, const struct fts_walk_layout *l, uint32_t type)
+{
+    fts_mov_imm(a, R2, (int32_t)type);
+    fts_call_kfunc(a, l->kf_rdonly_cast);
+}
+
+static void
+main_program(struct fts_asm *a, const struct fts_walk_layout *l, int map_fd)
+{
+    fts_ld_map(a, R6, FTS_BPF_PSEUDO_MAP_VALUE, map_fd, 0);
+    fts_store_imm(a, R6, CTL(status), FTS_WALK_ST_OK, 4);
+    fts_store_imm(a, R6, CTL(loops), 0, 8);
+    fts_call_kfunc(a, l->kf_rcu_read_lock);
+    fts_call(a, HELPER_ktime_get_ns);
+    fts_store(a, R6, CTL(held_ns), R0, 8);
+
+    /* r7 = current->nsproxy->net_ns->ipv4.tcp_death_row.hashinfo */
+    fts_call(a, HELPER_get_current_task_btf);
+    fts_load(a, R1, R0, (int16_t)l->task_nsproxy, 8);
+    fts_load(a, R1, R1, (int16_t)l->nsproxy_net, 8);
+    fts_load(a, R7, R1, (int16_t)l->net_hashinfo, 8);
+    fts_mov_reg(a, R1, R7);
+    launder(a, R1);
+    fts_store(a, R6, CTL(hashinfo), R1, 8);
+    fts_store_imm(a, R6, CTL(status), FTS_WALK_ST_NO_TABLE, 4);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_UNLOCK);
+    fts_store_imm(a, R6, CTL(status), FTS_WALK_ST_OK, 4);
+
+    fts_load(a, R1, R7, (int16_t)l->hi_ehash, 8);
+    launder(a, R1);
+    fts_store(a, R6, CTL(ehash), R1, 8);
+    fts_load(a, R1, R7, (int16_t)l->hi_ehash_mask, 4);
+    fts_store(a, R6, CTL(ehash_mask), R1, 4);
+    fts_load(a, R1, R7, (int16_t)l->hi_lhash2, 8);
+    launder(a, R1);
+    fts_store(a, R6, CTL(lhash2), R1, 8);
+    fts_load(a, R1, R7, (int16_t)l->hi_lhash2_mask, 4);
+    fts_store(a, R6, CTL(lhash2_mask), R1, 4);
+
+    /* bpf_loop(ctl.budget + ctl.slack, step, NULL, 0) */
+    fts_load(a, R1, R6, CTL(budget), 8);
+    fts_load(a, R2, R6, CTL(slack), 8);
+    fts_alu_reg(a, FTS_OP_ADD, R1, R2);
+    fts_ld_func(a, R2, L_CALLBACK);
+    fts_mov_imm(a, R3, 0);
+    fts_mov_imm(a, R4, 0);
+    fts_call(a, HELPER_loop);
+    fts_store(a, R6, CTL(loops), R0, 8);
+
+    fts_place(a, L_UNLOCK);
+    fts_call(a, HELPER_ktime_get_ns);
+    fts_load(a, R1, R6, CTL(held_ns), 8);
+    fts_alu_reg(a, FTS_OP_SUB, R0, R1);
+    fts_store(a, R6, CTL(held_ns), R0, 8);
+    fts_call_kfunc(a, l->kf_rcu_read_unlock);
+    fts_exit_imm(a, 0);
+}
+
+/* A bucket start: r1 = the address of the bucket's chain head (then on
+ * at L_HEAD), or jump to `past_end` after the last bucket.  `mask`,
+ * `base`: the table's fields in ctl; `size`, `head`: its bucket layout. */
+static void
+bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
+            uint16_t head, int past_end)
+{
+    fts_load(a, R3, R6, CTL(bucket), 4);
+    fts_load(a, R4, R6, mask, 4);
+    fts_jump(a, FTS_J_JGT | FTS_SRC_X, R3, R4, 0, past_end);
+    fts_alu_imm(a, FTS_OP_MUL, R3, size);
+    fts_load(a, R1, R6, base, 8);
+    fts_alu_reg(a, FTS_OP_ADD, R1, R3);
+    fts_alu_imm(a, FTS_OP_ADD, R1, head);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_HEAD);
+}
+
+/* r8 = the state as netlink reports it, or jump to L_BAD_STATE. */
+static void
+classify_state(struct fts_asm *a, const struct fts_walk_layout *l)
+{
+    fts_load(a, R8, R7, (int16_t)l->skc_state, 1);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, TCP_NEW_SYN_RECV, L_NOT_REQ);
+    fts_mov_imm(a, R8, TCP_SYN_RECV);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_STATE_OK);
+    fts_place(a, L_NOT_REQ);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, TCP_TIME_WAIT, L_STATE_CHECK);
+    fts_mov_reg(a, R1, R7);
+    cast(a, l, l->id_tw_sock);
+    fts_load(a, R8, R0, (int16_t)l->tw_substate, 1);
+    fts_place(a, L_STATE_CHECK);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R8, 0, 0, L_BAD_STATE);
+    fts_jump(a, FTS_J_JGT | FTS_SRC_K, R8, 0, TCP_CLOSING, L_BAD_STATE);
+    fts_place(a, L_STATE_OK);
+}
+
+/* Leave out what the filter does not want (jump to L_SKIP). */
+static void
+apply_filter(struct fts_asm *a, const struct fts_walk_layout *l,
+             const struct fts_walk_filter *f)
+{
+    if (f == NULL) {
+        return;
+    }
+    if (f->states != 0) {
+        fts_mov_imm(a, R1, (int32_t)f->states);
+        fts_alu_reg(a, FTS_OP_RSH, R1, R8);
+        fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_STATES_OK);
+        fts_jump(a, FTS_J_JA, 0, 0, 0, L_SKIP);
+        fts_place(a, L_STATES_OK);
+    }
+    if (f->nlocal > 0) {
+        fts_load(a, R1, R7, (int16_t)l->skc_num, 2);  /* host order */
+        fts_port_group(a, R1, f->local, f->nlocal, L_LOCAL_OK, L_SKIP);
+    }
+    if (f->nremote > 0) {
+        fts_load(a, R1, R7, (int16_t)l->skc_dport, 2);  /* network order */
+        fts_emit(a, FTS_ALU | FTS_OP_END | FTS_TO_BE, R1, 0, 0, 16);
+        fts_port_group(a, R1, f->remote, f->nremote, L_REMOTE_OK, L_SKIP);
+    }
+}
+
+/* r9 = the family's offset in a slot, or jump to L_BAD_FAMILY.  A
+ * v4-mapped socket is an AF_INET6 socket: IPv6, as netlink says. */
+static void
+classify_family(struct fts_asm *a, const struct fts_walk_layout *l)
+{
+    fts_load(a, R9, R7, (int16_t)l->skc_family, 2);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R9, 0, AF_INET, L_FAM4);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R9, 0, AF_INET6, L_FAM6);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_BAD_FAMILY);
+    fts_place(a, L_FAM4);
+    fts_mov_imm(a, R9, 0);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_FAM_DONE);
+    fts_place(a, L_FAM6);
+    fts_mov_imm(a, R9, FAMILY_STRIDE);
+    fts_place(a, L_FAM_DONE);
+}
+
+/* r3 = the byte offset of the tally slot for namespace r1 (open
+ * addressing, FTS_WALK_PROBES tries), claiming a free one; else jump to
+ * L_FULL. */
+static void
+find_slot(struct fts_asm *a, uint32_t nslots)
+{
+    /* Fibonacci hashing: the top bits of a 32-bit product, as the
+     * kernel's hash_32(); inode numbers come in arithmetic runs, which
+     * the product's middle bits would crowd into a few clusters. */
+    int bits = 0;
+    while ((1u << bits) < nslots) {
+        bits++;
+    }
+    fts_mov_reg(a, R2, R1);
+    fts_emit(a, FTS_ALU | FTS_OP_MUL | FTS_SRC_K, R2, 0, 0,
+             -1640531527);  /* GOLDEN_RATIO_32 (0x9E3779B9) as an s32 */
+    fts_alu_imm(a, FTS_OP_RSH, R2, 32 - bits);
+    for (int k = 0; k < FTS_WALK_PROBES; k++) {
+        fts_mov_reg(a, R3, R2);
+        fts_alu_imm(a, FTS_OP_ADD, R3, k);
+        fts_alu_imm(a, FTS_OP_AND, R3, (int32_t)(nslots - 1));
+        fts_alu_imm(a, FTS_OP_MUL, R3, SLOT_SIZE);
+        fts_alu_imm(a, FTS_OP_ADD, R3, SLOTS_AT);
+        fts_mov_reg(a, R4, R6);
+        fts_alu_reg(a, FTS_OP_ADD, R4, R3);
+        fts_load(a, R5, R4, (int16_t)offsetof(struct fts_walk_slot, inum), 4);
+        fts_jump(a, FTS_J_JEQ | FTS_SRC_X, R5, R1, 0, L_FOUND);
+        fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R5, 0, 0, L_CLAIM);
+    }
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_FULL);
+    fts_place(a, L_CLAIM);
+    fts_store(a, R4, (int16_t)offsetof(struct fts_walk_slot, inum), R1, 4);
+    fts_place(a, L_FOUND);
+}
+
+/* slot r3, family r9, state r8: add one, and log the counter's offset
+ * so that a rescan of this bucket can take it back. */
+static void
+count(struct fts_asm *a, uint32_t nslots)
+{
+    fts_alu_imm(a, FTS_OP_ADD, R3,
+                (int32_t)offsetof(struct fts_walk_slot, n));
+    fts_alu_reg(a, FTS_OP_ADD, R3, R9);
+    fts_alu_imm(a, FTS_OP_LSH, R8, 3);
+    fts_alu_reg(a, FTS_OP_ADD, R3, R8);
+    /* Always true; it shows the verifier the access is in bounds. */
+    fts_jump(a, FTS_J_JGT | FTS_SRC_K, R3, 0,
+             (int32_t)(fts_walk_value_size(nslots) - 8), L_SKIP);
+    fts_mov_reg(a, R4, R6);
+    fts_alu_reg(a, FTS_OP_ADD, R4, R3);
+    fts_load(a, R5, R4, 0, 8);
+    fts_alu_imm(a, FTS_OP_ADD, R5, 1);
+    fts_store(a, R4, 0, R5, 8);
+
+    fts_load(a, R4, R6, CTL(nlog), 4);
+    fts_mov_reg(a, R5, R4);
+    fts_alu_imm(a, FTS_OP_ADD, R5, 1);
+    fts_store(a, R6, CTL(nlog), R5, 4);
+    fts_jump(a, FTS_J_JGE | FTS_SRC_K, R4, 0, FTS_WALK_LOG, L_LOGGED);
+    fts_alu_imm(a, FTS_OP_LSH, R4, 2);
+    fts_alu_reg(a, FTS_OP_ADD, R4, R6);
+    fts_store(a, R4, CTL(log), R3, 4);
+    fts_place(a, L_LOGGED);
+    bump(a, CTL(counted));
+    fts_exit_imm(a, 0);
+}
+
+/* r1 holds a nulls marker: the chain ended.  Its value must name this
+ * bucket (else L_RESCAN); then move the cursor to the next bucket and go
+ * on at `then`.  `lhash2_ok` is a label free for this copy's use. */
+static void
+chain_end(struct fts_asm *a, int lhash2_ok, int then)
+{
+    fts_alu_imm(a, FTS_OP_RSH, R1, 1);
+    fts_load(a, R2, R6, CTL(bucket), 4);
+    fts_load(a, R3, R6, CTL(table), 4);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R3, 0, FTS_WALK_TABLE_EHASH,
+             lhash2_ok);
+    fts_alu_imm(a, FTS_OP_ADD, R2, (int32_t)FTS_WALK_LISTEN_NULLS_BASE);
+    fts_place(a, lhash2_ok);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_X, R1, R2, 0, L_RESCAN);
+    fts_load(a, R1, R6, CTL(bucket), 4);
+    fts_alu_imm(a, FTS_OP_ADD, R1, 1);
+    fts_store(a, R6, CTL(bucket), R1, 4);
+    fts_store_imm(a, R6, CTL(node), 0, 8);
+    bump(a, CTL(buckets));
+    fts_jump(a, FTS_J_JA, 0, 0, 0, then);
+}
+
+/* ctl.field += 1, and end this iteration. */
+static void
+tally_exit(struct fts_asm *a, int label, int16_t field)
+{
+    fts_place(a, label);
+    bump(a, field);
+    fts_exit_imm(a, 0);
+}
+
+/* One iteration: a bucket's start (and its end, if empty), or one socket
+ * (and the chain's end, if it is the last).  Checking the end in the same
+ * iteration as the last socket makes a bucket atomic unless it has more
+ * sockets than a run has iterations left. */
+static void
+callback(struct fts_asm *a, const struct fts_walk_layout *l,
+         const struct fts_walk_filter *filter, int map_fd, uint32_t nslots)
+{
+    fts_place(a, L_CALLBACK);
+    fts_mov_reg(a, R7, R1);  /* the iteration's index */
+    fts_ld_map(a, R6, FTS_BPF_PSEUDO_MAP_VALUE, map_fd, 0);
+    fts_load(a, R1, R6, CTL(node), 8);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R1, 0, 0, L_STEP);
+
+    /* At a bucket boundary past the budget: end the run here (bpf_loop
+     * was given ctl.slack more iterations to reach one). */
+    fts_load(a, R2, R6, CTL(budget), 8);
+    fts_jump(a, FTS_J_JGE | FTS_SRC_X, R7, R2, 0, L_STOP);
+
+    /* Start a bucket: r1 = its head's address, then r1 = its first node. */
+    fts_load(a, R2, R6, CTL(table), 4);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, FTS_WALK_TABLE_EHASH, L_LHASH2);
+    bucket_head(a, CTL(ehash_mask), CTL(ehash), l->ehash_size,
+                l->ehash_head, L_EHASH_DONE);
+    fts_place(a, L_EHASH_DONE);
+    fts_load(a, R1, R6, CTL(tables), 8);
+    fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, FTS_WALK_LHASH2, L_TO_LHASH2);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_FINISHED);
+    fts_place(a, L_TO_LHASH2);
+    fts_store_imm(a, R6, CTL(table), FTS_WALK_TABLE_LHASH2, 4);
+    fts_store_imm(a, R6, CTL(bucket), 0, 4);
+    fts_exit_imm(a, 0);
+    fts_place(a, L_LHASH2);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, FTS_WALK_TABLE_LHASH2, L_STOP);
+    bucket_head(a, CTL(lhash2_mask), CTL(lhash2), l->lhash2_size,
+                l->lhash2_head, L_FINISHED);
+    fts_place(a, L_HEAD);
+    cast(a, l, l->id_nulls_head);
+    fts_load(a, R1, R0, (int16_t)l->head_first, 8);
+    launder(a, R1);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_UNREADABLE);
+    fts_store_imm(a, R6, CTL(nlog), 0, 4);
+    fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_EMPTY);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_STEP);
+    fts_place(a, L_EMPTY);
+    chain_end(a, L_EMPTY_LHASH2, L_NEXT);
+    fts_place(a, L_FINISHED);
+    fts_store_imm(a, R6, CTL(table), FTS_WALK_TABLE_DONE, 4);
+    fts_place(a, L_STOP);
+    fts_exit_imm(a, 1);
+
+    /* A NULL head or link: no valid chain has one.  Stop the run; user
+     * space undoes the bucket and rescans it, then gives up on it. */
+    fts_place(a, L_UNREADABLE);
+    bump(a, CTL(unreadable));
+    fts_place(a, L_RESCAN);
+    fts_store_imm(a, R6, CTL(status), FTS_WALK_ST_RESCAN, 4);
+    fts_exit_imm(a, 1);
+
+    /* One socket: r1 = its node. */
+    fts_place(a, L_STEP);
+    fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
+    cast(a, l, l->id_sock_common);
+    fts_mov_reg(a, R7, R0);
+    fts_load(a, R1, R7, (int16_t)l->skc_node_next, 8);
+    launder(a, R1);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_UNREADABLE);
+    fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LAST);
+    fts_store(a, R6, CTL(node), R1, 8);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_SOCKET);
+    fts_place(a, L_LAST);
+    chain_end(a, L_LAST_LHASH2, L_SOCKET);
+
+    fts_place(a, L_SOCKET);
+    classify_state(a, l);
+    classify_family(a, l);
+    apply_filter(a, l, filter);
+
+    /* r1 = the socket's namespace inode number */
+    fts_load(a, R1, R7, (int16_t)l->skc_net, 8);
+    fts_load(a, R1, R1, (int16_t)l->net_inum, 4);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_BAD_NS);
+    fts_load(a, R2, R6, CTL(only_inum), 8);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R2, 0, 0, L_ANY_NS);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_X, R1, R2, 0, L_SKIP);
+    fts_place(a, L_ANY_NS);
+    find_slot(a, nslots);
+    count(a, nslots);
+
+    tally_exit(a, L_SKIP, CTL(filtered));
+    tally_exit(a, L_BAD_STATE, CTL(bad_state));
+    tally_exit(a, L_BAD_FAMILY, CTL(bad_family));
+    tally_exit(a, L_BAD_NS, CTL(bad_ns));
+    tally_exit(a, L_FULL, CTL(full));
+    fts_place(a, L_NEXT);
+    fts_exit_imm(a, 0);
+}
+
+size_t
+fts_walk_prog(struct fts_bpf_insn *insns, size_t cap,
+              const struct fts_walk_layout *layout,
+              const struct fts_walk_filter *filter, int map_fd,
+              uint32_t nslots, uint32_t *callback_at)
+{
+    if (nslots == 0 || nslots > FTS_WALK_MAX_SLOTS
+        || (nslots & (nslots - 1)) != 0
+        || (filter != NULL && (filter->nlocal > FTS_MAX_PORT_RANGES
+                               || filter->nremote > FTS_MAX_PORT_RANGES))) {
+        return 0;
+    }
+    struct fts_asm a;
+    fts_asm_init(&a, insns, cap);
+    main_program(&a, layout, map_fd);
+    callback(&a, layout, filter, map_fd, nslots);
+    size_t n = fts_asm_finish(&a);
+    if (n > 0) {
+        *callback_at = (uint32_t)a.label_at[L_CALLBACK];
+    }
+    return n;
+}
+
+/* ---- the program's BTF ---------------------------------------------- */
+
+#define BTF_KIND_INT 1
+#define BTF_KIND_PTR 2
+#define BTF_KIND_FUNC 12
+#define BTF_KIND_FUNC_PROTO 13
+#define BTF_INT_SIGNED 1
+#define FUNC_STATIC 0
+#define FUNC_GLOBAL 1
+
+struct writer {
+    unsigned char *buf;
+    size_t cap;
+    size_t n;
+};
+
+static void
+put32(struct writer *w, uint32_t v)
+{
+    if (w->n + 4 <= w->cap) {
+        memcpy(w->buf + w->n, &v, 4);
+    }
+    w->n += 4;
+}
+
+static void
+put_type(struct writer *w, uint32_t name, uint32_t kind, uint32_t vlen,
+         uint32_t size_or_type)
+{
+    put32(w, name);
+    put32(w, (kind << 24) | vlen);
+    put32(w, size_or_type);
+}
+
+/* Type ids below; names are offsets into STRINGS. */
+#define STRINGS "\0int\0u64\0ctx\0index\0fasttcpstat_walk\0walk_step"
+#define S_INT 1
+#define S_U64 5
+#define S_CTX 9
+#define S_INDEX 13
+#define S_MAIN 19
+#define S_STEP 36
+enum { T_INT = 1, T_U64, T_PTR, T_MAIN_PROTO, T_MAIN, T_STEP_PROTO, T_STEP };
+
+size_t
+fts_walk_prog_btf(unsigned char *out, size_t cap, uint32_t callback_at,
+                  uint32_t func_info[4])
+{
+    struct writer w = {out, cap, 24};
+    put_type(&w, S_INT, BTF_KIND_INT, 0, 4);
+    put32(&w, (BTF_INT_SIGNED << 24) | 32);
+    put_type(&w, S_U64, BTF_KIND_INT, 0, 8);
+    put32(&w, 64);
+    put_type(&w, 0, BTF_KIND_PTR, 0, 0);                  /* void * */
+    put_type(&w, 0, BTF_KIND_FUNC_PROTO, 1, T_INT);       /* int (void *ctx) */
+    put32(&w, S_CTX);
+    put32(&w, T_PTR);
+    put_type(&w, S_MAIN, BTF_KIND_FUNC, FUNC_GLOBAL, T_MAIN_PROTO);
+    put_type(&w, 0, BTF_KIND_FUNC_PROTO, 2, T_INT);  /* int (u64, void *) */
+    put32(&w, S_INDEX);
+    put32(&w, T_U64);
+    put32(&w, S_CTX);
+    put32(&w, T_PTR);
+    /* bpf_loop's callback must be static. */
+    put_type(&w, S_STEP, BTF_KIND_FUNC, FUNC_STATIC, T_STEP_PROTO);
+    size_t types_len = w.n - 24;
+    size_t total = w.n + sizeof(STRINGS);
+    if (total > cap) {
+        return 0;
+    }
+    memcpy(out + w.n, STRINGS, sizeof(STRINGS));
+    /* The header: magic, version 1, flags 0, its length, then the type
+     * and string sections' offsets and lengths after it. */
+    uint16_t magic = 0xEB9F;
+    uint32_t hdr[5] = {24, 0, (uint32_t)types_len, (uint32_t)types_len,
+                       (uint32_t)sizeof(STRINGS)};
+    memcpy(out, &magic, 2);
+    out[2] = 1;
+    out[3] = 0;
+    memcpy(out + 4, hdr, sizeof(hdr));
+    func_info[0] = 0;
+    func_info[1] = T_MAIN;
+    func_info[2] = callback_at;
+    func_info[3] = T_STEP;
+    return total;
+}

@@ -1,0 +1,402 @@
+"""counts_all_netns(), AllNetnsCounter and list_netns() on real namespaces.
+
+The module builds its own namespaces: populations (exact mixes: every
+state, 10,000 sockets, one with its own socket hash table), a namespace
+that only an `ip netns` bind mount holds (no process in it), and
+namespaces that go away during a call.  Every count is compared with
+`ss -tan` run inside the namespace and with the population's spec.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import fasttcpstat
+from fasttcpstat import _all_netns
+from fasttcpstat._netns import Netns
+
+from .hardening import STABLE_SPEC, drop_to_nobody, total_expected
+from .population import SMALL_SPEC, SS_STATE_NAMES, STATES, Population, Spec
+
+PREFIX = f"issue12-{os.getpid()}"
+BOUND_NAME = f"{PREFIX}-bound"
+OWN_TABLE_BUCKETS = 1024
+# No TIME_WAIT: exact for as long as it is held.
+OWN_TABLE_SPEC = Spec(listen4=2, listen6=1, estab4=7, estab6=3, close_wait4=2)
+# About 10,000 sockets in every state that lasts (long_lived: SYN_SENT and
+# SYN_RECV for hours), so that it stays exact on a loaded machine.
+STABLE_10K = Spec(
+    listen4=5, listen6=3, listen_dual=2, estab4=2500, estab6=1000, estab_mapped=500,
+    close_wait4=500, close_wait6=250, fin_wait1_4=50, last_ack4=50, closing4=50,
+    syn_sent4=100, syn_recv4=100, syn_recv6=50,
+)
+BACKENDS = ["auto", "bpf", "netlink", "procfs"]
+
+
+def ss_in(path: str) -> dict:
+    """`ss -tan` inside the namespace at `path`, per state.  Bound-inactive
+    sockets (UNCONN in a recent ss) are not counted by fasttcpstat."""
+    out = subprocess.run(["nsenter", f"--net={path}", "ss", "-tan"], check=True,
+                         stdout=subprocess.PIPE, universal_newlines=True).stdout
+    counts = dict.fromkeys(STATES, 0)
+    for line in out.splitlines()[1:]:
+        if line.strip():
+            counts[SS_STATE_NAMES[line.split(None, 1)[0]]] += 1
+    counts["CLOSE"] = 0
+    return counts
+
+
+def inode_of(path: str) -> int:
+    return os.stat(path).st_ino
+
+
+def _wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _loopback_sockets(listeners: int, pairs: int) -> list:
+    """Runs in a thread inside the namespace: listeners on 127.0.0.1 and
+    ::1, and connected pairs through the first of each."""
+    held = []
+    for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        first = None
+        for _ in range(listeners):
+            srv = socket.socket(family)
+            srv.bind((addr, 0))
+            srv.listen(16)
+            held.append(srv)
+            first = first or srv
+        for _ in range(pairs):
+            held.append(socket.create_connection(first.getsockname()[:2]))
+            held.append(first.accept()[0])
+    return held
+
+
+class BoundNetns:
+    """A namespace held only by a bind mount under /run/netns: its sockets
+    are made from a thread that entered it and held by this process,
+    which lives elsewhere, so no /proc/PID/ns/net points to it."""
+
+    def __init__(self, name: str, listeners: int = 0, pairs: int = 0) -> None:
+        self.name = name
+        self.path = f"/run/netns/{name}"
+        self.sockets: list = []
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        try:
+            subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+            target = Netns(self.path)
+            try:
+                self.sockets = target.run_inside(lambda: _loopback_sockets(listeners, pairs))
+            finally:
+                target.close()
+            self.expected = dict.fromkeys(STATES, 0)
+            self.expected.update(LISTEN=2 * listeners, ESTABLISHED=4 * pairs)
+            _wait_for(lambda: ss_in(self.path) == self.expected, "the sockets")
+        except BaseException:
+            self.delete()
+            raise
+
+    def delete(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets = []
+        subprocess.run(["ip", "netns", "delete", self.name], check=False,
+                       stderr=subprocess.DEVNULL)
+
+
+def start_lone_netns() -> subprocess.Popen:
+    """A process alone in a new, empty network namespace."""
+    proc = subprocess.Popen(["unshare", "--net", "sleep", "600"])
+    _wait_for(lambda: inode_of(f"/proc/{proc.pid}/ns/net") != inode_of("/proc/self/ns/net"),
+              "unshare")
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+# SMALL_SPEC's population is rebuilt unless it stays exact this long.
+FRESH_MARGIN = 40.0
+
+
+class World:
+    """Our namespaces.  All hold still but SMALL_SPEC's (every state,
+    TIME_WAIT and orphaned FIN_WAIT2 included, exact for a minute), which
+    only tests that count once ask for: on a loaded host, a call can take
+    tens of seconds."""
+
+    def __init__(self) -> None:
+        self.pops: dict = {}
+        self.bound = None
+        self.small = None
+
+    def spaces(self, every_state: bool = False) -> dict:
+        """{name: (path, expected counts)}; with every_state, SMALL_SPEC's
+        population too, fresh."""
+        spaces = {name: (pop.ns_path, total_expected(pop.expected))
+                  for name, pop in self.pops.items()}
+        spaces["bound"] = (self.bound.path, self.bound.expected)
+        if every_state:
+            if self.small is None or self.small.fresh_until - time.monotonic() < FRESH_MARGIN:
+                if self.small is not None:
+                    self.small.close()
+                self.small = Population(SMALL_SPEC)
+            spaces["small"] = (self.small.ns_path, total_expected(self.small.expected))
+        return spaces
+
+    def close(self) -> None:
+        for pop in [*self.pops.values(), self.small]:
+            if pop is not None:
+                pop.close()
+        if self.bound is not None:
+            self.bound.delete()
+
+
+@pytest.fixture(scope="module")
+def world(require_netns):
+    made = World()
+    try:
+        made.pops["large"] = Population(STABLE_10K, workers="auto", long_lived=True)
+        made.pops["stable"] = Population(STABLE_SPEC, long_lived=True)
+        made.pops["own_table"] = Population(OWN_TABLE_SPEC, ehash_entries=OWN_TABLE_BUCKETS)
+        made.bound = BoundNetns(BOUND_NAME, listeners=2, pairs=3)
+        yield made
+    finally:
+        made.close()
+
+
+def _check_exact(got: dict, spaces: dict) -> None:
+    """Every namespace of `spaces` (World.spaces() taken before the count)
+    counted as built, and as ss sees it."""
+    for name, (path, expected) in spaces.items():
+        inode = inode_of(path)
+        assert inode in got, f"{name} ({inode}) not counted"
+        assert got[inode] == expected, name
+        assert got[inode] == ss_in(path), name
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_namespace_exact(world, backend):
+    spaces = world.spaces(every_state=True)
+    got = fasttcpstat.counts_all_netns(backend=backend)
+    _check_exact(got, spaces)
+    assert inode_of("/proc/self/ns/net") in got
+    assert list(got) == sorted(got)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_filters_as_counts(world, backend):
+    """The filters are those of counts(), applied in every namespace."""
+    spaces = world.spaces()
+    filters = dict(family="ipv6", states=["ESTABLISHED", "LISTEN"], local_ports=(10000, 32767))
+    got = fasttcpstat.counts_all_netns(backend=backend, **filters)
+    for name, (path, _) in spaces.items():
+        inode = inode_of(path)
+        assert got[inode] == fasttcpstat.counts(netns=path, backend=backend, **filters), name
+    large = world.pops["large"]
+    assert got[inode_of(large.ns_path)]["LISTEN"] == large.expected["ipv6"]["LISTEN"] > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reusable_counter(world, backend):
+    """The exporter form: counters kept between calls, a namespace created
+    in between counted, one gone dropped (and its counter closed)."""
+    spaces = world.spaces()
+    with fasttcpstat.AllNetnsCounter(backend) as counter:
+        first = counter.counts()
+        _check_exact(first, spaces)
+        assert counter.skipped == {}
+        used = counter.backends()
+        expected_backend = {"auto": "bpf"}.get(backend, backend)
+        assert {used[inode_of(p)] for p, _ in spaces.values()} == {expected_backend}
+        lone = start_lone_netns()
+        try:
+            lone_inode = inode_of(f"/proc/{lone.pid}/ns/net")
+            second = counter.counts()
+            assert second[lone_inode] == dict.fromkeys(STATES, 0)
+            _check_exact(second, spaces)
+        finally:
+            stop(lone)
+        third = counter.counts()
+        assert lone_inode not in third
+        assert lone_inode not in counter.backends()
+        _check_exact(third, spaces)
+
+
+@pytest.mark.parametrize("held_by", ["process", "bind mount"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_namespace_gone_during_call(world, monkeypatch, backend, held_by):
+    """Fault injection: the namespace disappears after the scan found it and
+    before its counter opens.  It is left out; nothing else changes."""
+    spaces = world.spaces()
+    if held_by == "process":
+        lone = start_lone_netns()
+        doomed_spec = f"/proc/{lone.pid}/ns/net"
+
+        def remove() -> None:
+            stop(lone)
+    else:
+        doomed = BoundNetns(f"{PREFIX}-doomed")
+        doomed_spec = doomed.path
+        remove = doomed.delete
+    doomed_inode = inode_of(doomed_spec)
+    real_counter = _all_netns.Counter
+    removed = []
+
+    def counter_after_removal(backend, *, netns=None, **kw):
+        if netns == doomed_spec:
+            remove()
+            removed.append(netns)
+        return real_counter(backend, netns=netns, **kw)
+
+    monkeypatch.setattr(_all_netns, "Counter", counter_after_removal)
+    try:
+        with fasttcpstat.AllNetnsCounter(backend) as counter:
+            got = counter.counts()
+            assert removed == [doomed_spec]
+            assert doomed_inode not in got
+            assert counter.skipped == {}
+            _check_exact(got, spaces)
+    finally:
+        remove()
+
+
+def test_list_netns_identity(world):
+    infos = {info.inode: info for info in fasttcpstat.list_netns()}
+    bound = infos[inode_of(world.bound.path)]
+    assert bound.names == (BOUND_NAME,)
+    assert bound.pid is None and bound.command is None
+    stable = world.pops["stable"]
+    info = infos[inode_of(stable.ns_path)]
+    assert info.pid == stable.holder_pid
+    with open(f"/proc/{stable.holder_pid}/comm") as f:
+        assert info.command == f.read().strip()
+    assert info.names == ()
+    assert info.container_id is None and info.pod_uid is None
+    with open(f"/proc/{stable.holder_pid}/cgroup") as f:
+        v2 = [line.split(":", 2)[2].strip() for line in f if line.startswith("0::")]
+    assert info.cgroup == v2[0]
+    own_table = infos[inode_of(world.pops["own_table"].ns_path)]
+    assert own_table.ehash_entries == OWN_TABLE_BUCKETS
+    assert own_table.shares_host_table is False
+    host = infos[inode_of("/proc/self/ns/net")]
+    with open("/proc/sys/net/ipv4/tcp_ehash_entries") as f:
+        assert host.ehash_entries == int(f.read())
+    # A namespace created with the host's tcp_child_ehash_entries at 0
+    # shares the host table: the sysctl reads as minus its size.
+    with open("/proc/sys/net/ipv4/tcp_child_ehash_entries") as f:
+        if int(f.read()) == 0:
+            assert info.ehash_entries == -host.ehash_entries
+            assert info.shares_host_table is True
+            assert bound.shares_host_table is True
+
+
+def _all_as_nobody() -> dict:
+    drop_to_nobody()
+    with fasttcpstat.AllNetnsCounter() as counter:
+        got = counter.counts()
+        return {"counts": got, "backends": counter.backends(),
+                "skipped": counter.skipped, "hidden": counter.hidden,
+                "own": inode_of("/proc/self/ns/net")}
+
+
+def test_as_nobody(world):
+    """As nobody: our own namespace through netlink; root's namespaces are
+    hidden (their /proc/PID/ns/net needs ptrace access), and say so; one
+    held by a bind mount is found (the mount is readable) but skipped."""
+    spaces = world.spaces()
+    stable = world.pops["stable"]
+    out = stable.run(_all_as_nobody)
+    assert out["own"] == inode_of(stable.ns_path)
+    assert out["counts"][out["own"]] == spaces["stable"][1]
+    assert out["backends"][out["own"]] == "netlink"
+    assert inode_of(world.pops["large"].ns_path) not in out["counts"]
+    assert "CAP_SYS_PTRACE" in out["hidden"]
+    # A namespace with no process is out of reach without CAP_SYS_ADMIN.
+    assert "CAP_SYS_ADMIN" in out["skipped"][inode_of(world.bound.path)]
+
+
+PTRACE_ONLY = """
+import json, fasttcpstat
+with fasttcpstat.AllNetnsCounter() as c:
+    got = c.counts()
+    print(json.dumps({"counts": got, "backends": c.backends(), "skipped": c.skipped}))
+"""
+
+
+def test_with_cap_sys_ptrace_only(world):
+    """Root with CAP_SYS_PTRACE and nothing else (the DaemonSet without
+    CAP_SYS_ADMIN): every namespace with a process is counted through
+    /proc/PID/net; one held only by a bind mount is skipped, saying why."""
+    import json
+
+    spaces = world.spaces()
+    out = subprocess.run(
+        ["setpriv", "--inh-caps=-all", "--bounding-set=-all,+sys_ptrace", "--",
+         sys.executable, "-c", PTRACE_ONLY],
+        check=True, stdout=subprocess.PIPE, universal_newlines=True).stdout
+    result = json.loads(out)
+    counts = {int(k): v for k, v in result["counts"].items()}
+    backends = {int(k): v for k, v in result["backends"].items()}
+    skipped = {int(k): v for k, v in result["skipped"].items()}
+    for name, (path, expected) in spaces.items():
+        inode = inode_of(path)
+        if name == "bound":
+            assert inode not in counts
+            assert "CAP_SYS_ADMIN" in skipped[inode]
+        else:
+            assert counts[inode] == expected, name
+            assert backends[inode] == "procfs", name
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"backend": "pinned"}, ValueError, "'auto', 'bpf', 'netlink', 'procfs'"),
+    ({"backend": 1}, TypeError, "not int"),
+    ({"family": "ipv5"}, ValueError, "family"),
+    ({"states": ["ESTABLISHED", "NOPE"]}, ValueError, "NOPE"),
+    ({"local_ports": 70000}, ValueError, "local_ports"),
+    ({"remote_ports": "x"}, TypeError, "remote_ports"),
+])
+def test_bad_arguments_before_any_scan(monkeypatch, kwargs, error, words):
+    """Bad input is refused by name, before /proc is scanned."""
+    def no_scan():
+        raise AssertionError("scanned")
+
+    monkeypatch.setattr(_all_netns, "scan", no_scan)
+    with pytest.raises(error, match=words):
+        fasttcpstat.counts_all_netns(**kwargs)
+
+
+def test_reusable_identities(world):
+    """AllNetnsCounter.namespaces(): list_netns(), each identity read once
+    per namespace and pid, and dropped with its namespace."""
+    spaces = world.spaces()
+    with fasttcpstat.AllNetnsCounter() as counter:
+        lone = start_lone_netns()
+        try:
+            lone_inode = inode_of(f"/proc/{lone.pid}/ns/net")
+            first = {info.inode: info for info in counter.namespaces()}
+            again = {info.inode: info for info in counter.namespaces()}
+            fresh = {info.inode: info for info in fasttcpstat.list_netns()}
+            for path, _ in spaces.values():
+                inode = inode_of(path)
+                assert again[inode] is first[inode]
+                assert first[inode] == fresh[inode]
+            assert first[lone_inode].pid == lone.pid
+        finally:
+            stop(lone)
+        assert lone_inode not in {info.inode for info in counter.namespaces()}
+        assert all(key[0] != lone_inode for key in counter._identities)
