@@ -121,5 +121,5 @@ def pytest_configure(config) -> None:
 
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
-        if is_kernel_facing(str(item.fspath)):
+        if is_kernel_facing(item.nodeid):
             item.add_marker(pytest.mark.kernel)

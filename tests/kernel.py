@@ -22,6 +22,9 @@ FEATURES = {
     "bound_inactive_dump": (6, 8),
     # The BPF `tcp` iterator, with BTF: the bpf backend and pinning.
     "bpf_iter_tcp": (5, 9),
+    # The walk engine's program (bpf_rcu_read_lock kfuncs, bpf_rdonly_cast):
+    # older kernels refuse to load it.
+    "walk": (6, 2),
 }
 
 # Test modules whose results depend on the kernel: real sockets in network
@@ -34,6 +37,12 @@ KERNEL_FACING = (
     "test_fallback.py",            # netlink refused: "auto" moves on
     "test_filters_netns.py",       # port filters in the kernel, netns, fork
     "test_population.py",          # the population itself, bound-only sockets per version
+    # The walk engine against the kernel (not its C unit tests or fuzzer).
+    "test_walk_engine.py::test_refused_below_6_2",
+    "test_walk_engine.py::test_one_pass_counts_every_namespace",
+    "test_walk_engine.py::test_state_filter",
+    "test_walk_engine.py::test_port_filters_equal_ss",
+    "test_walk_engine.py::test_own_table_walked_from_inside",
 )
 # Left out: test_cli_netns.py (the CLI's --netns is the library's netns=,
 # tested above; a Python start per case under software emulation outlives
@@ -67,11 +76,17 @@ def has(feature: str) -> bool:
     return (version(pretend) if pretend else version()) >= FEATURES[feature]
 
 
-def is_kernel_facing(path: str) -> bool:
-    """True if the test file at `path` is in KERNEL_FACING."""
-    return os.path.basename(path) in KERNEL_FACING
+def is_kernel_facing(nodeid: str) -> bool:
+    """True if a test (a pytest node id) is in KERNEL_FACING, by file or by
+    file::function (parameters left off)."""
+    path, _, name = nodeid.partition("::")
+    base = os.path.basename(path)
+    return base in KERNEL_FACING or "%s::%s" % (base, name.split("[")[0]) in KERNEL_FACING
 
-# Kernel-facing tests that may skip on a booted kernel, with why (the
-# classname::name suffix of a junit test case).  Any other skip there fails
-# .ci/kernels: a skip would hide an untested kernel.
-MAY_SKIP: dict = {}
+# Test modules that may skip on a kernel without the FEATURES entry named.
+# Any other skip fails .ci/kernels: a skip would hide an untested kernel.
+MAY_SKIP: dict = {
+    # Where the kernel refuses the walk program (test_refused_below_6_2
+    # asserts the refusal), the tests that use it skip.
+    "test_walk_engine": "walk",
+}

@@ -42,6 +42,16 @@ def test_summary_line_and_verdict(tmp_path, kinds, code, line):
     assert got_code == code
 
 
+@pytest.mark.parametrize("release, code", [("6.1.0-50-amd64", 0), ("6.12.117+deb13-amd64", 1)])
+def test_walk_tests_may_skip_only_below_6_2(tmp_path, release, code):
+    xml = tmp_path / "junit.xml"
+    xml.write_text('<testsuite>%s<testcase classname="tests.test_walk_engine" name="test_x">'
+                   '<skipped message="old"/></testcase></testsuite>' % CASES["pass"])
+    done = subprocess.run([sys.executable, str(SUMMARY), release, str(xml)],
+                          capture_output=True, text=True)
+    assert done.returncode == code, done.stdout
+
+
 def test_missing_results_fail(tmp_path):
     done = subprocess.run([sys.executable, str(SUMMARY), "6.12", str(tmp_path / "none.xml")],
                           capture_output=True, text=True)
@@ -62,4 +72,4 @@ def test_has_follows_the_pretended_version(monkeypatch):
     monkeypatch.setenv("FASTTCPSTAT_TEST_KERNEL", "6.8")
     assert kernel.has("bound_inactive_dump")
     with pytest.raises(ValueError, match="feature must be one of"):
-        kernel.has("walk")
+        kernel.has("no-such-feature")
