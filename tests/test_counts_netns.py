@@ -15,6 +15,7 @@ import pytest
 import fasttcpstat
 
 from .population import STATES, proc_counts, ss_counts
+from tests.conftest import LARGE_TOTAL
 
 # (backend, netlink request form)
 METHODS = [
@@ -168,7 +169,7 @@ def test_module_cli_prints_json(require_netns, small_population):
 @pytest.mark.parametrize("backend, request_form", METHODS, ids=METHOD_IDS)
 def test_exact_counts_large(require_netns, large_population, backend, request_form):
     pop = large_population
-    assert sum(_total(pop.expected).values()) >= 10_000
+    assert sum(_total(pop.expected).values()) >= LARGE_TOTAL
     got = pop.run(_count_all_ways, backend, request_form)
     assert got[None] == _total(pop.expected)
     assert got["ipv4"] == pop.expected["ipv4"]

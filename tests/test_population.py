@@ -8,8 +8,6 @@ is derived from the spec alone.
 from __future__ import annotations
 
 import os
-import platform
-import re
 import resource
 import subprocess
 import sys
@@ -18,7 +16,7 @@ import time
 
 import pytest
 
-from tests import population
+from tests import kernel, population
 from tests.population import (
     FAMILIES,
     SMALL_SPEC,
@@ -40,10 +38,6 @@ from tests.conftest import LARGE_TOTAL, ROOT
 def total(counts: dict) -> dict:
     """Sum per-family counts into one {state: n}."""
     return {s: sum(counts[f][s] for f in FAMILIES) for s in STATES}
-
-
-def kernel_version() -> tuple:
-    return tuple(int(x) for x in re.findall(r"\d+", platform.release())[:2])
 
 
 # --------------------------------------------------------------------------
@@ -125,17 +119,19 @@ def test_bound_inactive_invisible_to_proc(small_population):
 
 
 def test_bound_inactive_in_kernel_dump(small_population):
-    if kernel_version() < (6, 8):
-        pytest.skip("TCP_BOUND_INACTIVE dumps need Linux >= 6.8 (have %s)" % platform.release())
+    """Asked for state bit 13, kernels >= 6.8 dump bound-only sockets (as
+    CLOSE); older ones accept the request and send none."""
     got = small_population.run(diag_counts, "ipv4", population.BOUND_INACTIVE_MASK)
-    assert got == dict(dict.fromkeys(STATES, 0), CLOSE=SMALL_SPEC.bound_inactive4)
+    dumped = SMALL_SPEC.bound_inactive4 if kernel.has("bound_inactive_dump") else 0
+    assert SMALL_SPEC.bound_inactive4 > 0
+    assert got == dict(dict.fromkeys(STATES, 0), CLOSE=dumped), kernel.release()
 
 
 def test_bound_inactive_in_ss(small_population):
     unconn = small_population.run(ss_counts, "ipv4")["CLOSE"]
-    if kernel_version() < (6, 8):
-        pytest.skip("TCP_BOUND_INACTIVE dumps need Linux >= 6.8 (have %s)" % platform.release())
-    if ss_shows_bound_inactive():
+    if not kernel.has("bound_inactive_dump"):
+        assert unconn == 0, kernel.release()     # the kernel never sends them
+    elif ss_shows_bound_inactive():
         assert unconn == SMALL_SPEC.bound_inactive4
     else:
         # An `ss` older than the bound-inactive support (e.g. iproute2 6.1)
@@ -154,8 +150,8 @@ def test_large_population_matches(large_population):
     for family in FAMILIES:
         assert pop.run(proc_counts, family) == pop.expected[family]
     assert pop.run(ss_counts, exclude_unconn=True) == total(pop.expected)
-    # Building must stay cheap enough for the test suite (about 0.4 s here).
-    assert pop.timings["build_seconds"] < 20, pop.timings
+    # About 0.4 s here; no bound: speed is for bench/, and under QEMU's
+    # software emulation (.ci/kernels) a build takes 10-40 times longer.
     print("10k build timings:", pop.timings)
 
 
@@ -232,7 +228,7 @@ def _alive(pid: int) -> bool:
     try:
         with open("/proc/%d/stat" % pid) as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):   # gone before open / before read
         return False
 
 
