@@ -30,8 +30,9 @@
 int fts_diag_cgroup_id(const void *payload, size_t paylen, uint64_t *id);
 
 /* The most cgroups one count breaks down (a slot is 272 bytes, the
- * table twice as many slots: 35 MiB at most). */
-#define FTS_MAX_BY_CGROUP 65536
+ * table twice as many slots: 2.2 MiB at most); sockets of further
+ * cgroups are tallied in the overflow bucket. */
+#define FTS_MAX_BY_CGROUP 4096
 
 struct fts_cgroup_slot {
     uint64_t id;

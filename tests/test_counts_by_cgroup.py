@@ -267,7 +267,7 @@ def test_extension_arguments():
 
     counter = ext.NetlinkCounter()
     try:
-        with pytest.raises(ValueError, match="by_cgroup must be within 0..65536"):
+        with pytest.raises(ValueError, match="by_cgroup must be within 0..4096"):
             counter.count(ext.FAMILY_BOTH, ext.STATES_ALL, ext.FORM_V2,
                           by_cgroup=ext.MAX_BY_CGROUP + 1)
         with pytest.raises(ValueError, match="by_port and by_cgroup"):
@@ -275,3 +275,28 @@ def test_extension_arguments():
                           by_cgroup=8)
     finally:
         counter.close()
+
+
+def test_overflow_bucket(world):
+    """Sockets of cgroups beyond the table's room are summed, not lost."""
+    from fasttcpstat._netlink import NetlinkBackend
+    from fasttcpstat._netns import Netns
+    from fasttcpstat._query import parse_by_cgroup
+
+    query = parse_by_cgroup(states=["LISTEN", "ESTABLISHED", "TIME_WAIT"])
+    query.by_cgroup = 1
+    target = Netns(world.ns_path)
+    backend = NetlinkBackend(netns=target)
+    try:
+        by_id, unowned, overflow = backend.count(query).per_cgroup
+    finally:
+        backend.close()
+        target.close()
+    world.check_settled()
+    server, client = os.stat(world.server_cg).st_ino, os.stat(world.client_cg).st_ino
+    assert len(by_id) == 1 and set(by_id) <= {server, client}
+    kept = by_id.get(server) or by_id[client]
+    lost = overflow
+    total = [[kept[f][s] + lost[f][s] + unowned[f][s] for s in range(16)] for f in (0, 1)]
+    assert sum(map(sum, lost)) == (KEPT4 + KEPT6 if server in by_id else 2 + KEPT4 + KEPT6)
+    assert sum(map(sum, total)) == 2 + 2 * (KEPT4 + KEPT6) + CLOSED

@@ -379,7 +379,7 @@ def counts_by_cgroup(
     belongs to the cgroup of the process that created it (an accepted one
     to its listener's).  A cgroup removed since (sockets can outlive it)
     is reported as ``"cgroup-id:<id>"``; sockets of cgroups beyond
-    MAX_BY_CGROUP (4096) are summed under ``"overflow"`` (present only
+    _query.MAX_BY_CGROUP (4096) are summed under ``"overflow"`` (present only
     then).  The sum over all keys equals counts() with the same arguments.
 
     The arguments are those of counts().  Netlink only: the kernel sends

@@ -22,8 +22,9 @@ SIDES = ("local", "remote")
 #: in C; the kernel's filter program grows 20 bytes a port).
 MAX_BY_PORT = 1024
 
-#: The most cgroups one counts_by_cgroup() call tells apart; sockets of
-#: further cgroups are reported together under "overflow".
+#: The most cgroups one counts_by_cgroup() call tells apart (tallied in
+#: C: csrc/diag_cgroup.h); sockets of further cgroups are reported
+#: together under "overflow".
 MAX_BY_CGROUP = 4096
 
 
