@@ -22,6 +22,7 @@ from fasttcpstat import _cgroup
 
 from .population import STATES
 from .test_all_netns import BACKENDS, _wait_for, ss_in, start_lone_netns, stop
+from .test_cgroup_diag import _start_in
 from .test_cgroup import CgroupTree
 
 KEPT4, KEPT6, CLOSED = 3, 2, 2
@@ -66,17 +67,6 @@ AS_NOBODY = r"""
 import json, fasttcpstat
 print(json.dumps(fasttcpstat.counts_by_cgroup(states=["LISTEN", "ESTABLISHED", "TIME_WAIT"])))
 """
-
-
-def _start_in(cgroup_dir: str, ns_path: str, script: str, *args: str) -> subprocess.Popen:
-    """A Python process in `ns_path`, moved into `cgroup_dir` before it
-    made any socket (a socket's owner is fixed at creation)."""
-    def enter() -> None:
-        with open(os.path.join(cgroup_dir, "cgroup.procs"), "w") as f:
-            f.write(str(os.getpid()))
-
-    return subprocess.Popen(["nsenter", f"--net={ns_path}", sys.executable, "-c", script, *args],
-                            stdout=subprocess.PIPE, universal_newlines=True, preexec_fn=enter)
 
 
 def _nonzero(counts: dict) -> dict:
