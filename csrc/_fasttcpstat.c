@@ -16,6 +16,7 @@
 
 #include "bind.h"
 #include "diag.h"
+#include "diag_cgroup.h"
 
 typedef struct {
     PyObject_HEAD
@@ -88,6 +89,9 @@ struct query {
     struct fts_filter filter;
     struct fts_tally tally;
     Py_ssize_t nports;
+    /* The per-cgroup breakdown, when by_cgroup > 0. */
+    int by_cgroup;
+    struct fts_cgroup_tally cgroups;
 };
 
 static void
@@ -96,6 +100,7 @@ query_free(struct query *q)
     PyMem_Free((void *)q->filter.bytecode);
     PyMem_Free((void *)q->tally.port_slot);
     PyMem_Free(q->tally.by_port);
+    PyMem_Free(q->cgroups.slots);
 }
 
 static int
@@ -201,23 +206,57 @@ error:
     return -1;
 }
 
+/* Set up the per-cgroup breakdown: room for `max` cgroups in a table at
+ * most half full, so a power of two of at least 2 * max slots. */
+static int
+prepare_by_cgroup(struct query *q)
+{
+    if (q->by_cgroup == 0) {
+        return 0;
+    }
+    if (q->by_cgroup < 0 || q->by_cgroup > FTS_MAX_BY_CGROUP) {
+        PyErr_Format(PyExc_ValueError, "by_cgroup must be within 0..%d, "
+                     "not %d", FTS_MAX_BY_CGROUP, q->by_cgroup);
+        return -1;
+    }
+    if (q->nports > 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "by_port and by_cgroup cannot be combined");
+        return -1;
+    }
+    size_t capacity = 2;
+    while (capacity < 2 * (size_t)q->by_cgroup) {
+        capacity *= 2;
+    }
+    struct fts_cgroup_slot *slots = PyMem_Calloc(capacity, sizeof(*slots));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    fts_cgroup_tally_init(&q->cgroups, slots, capacity);
+    q->tally.on_socket = fts_cgroup_on_socket;
+    q->tally.on_socket_arg = &q->cgroups;
+    return 0;
+}
+
 /* Read count()'s arguments into `q` (zeroed first; free it in any case). */
 static int
 query_parse(PyObject *args, PyObject *kwargs, struct query *q)
 {
     static char *kwlist[] = {"families", "states", "form", "local", "remote",
-                             "by_port", "by_remote", NULL};
+                             "by_port", "by_remote", "by_cgroup", NULL};
     PyObject *local = NULL, *remote = NULL, *ports = NULL;
     memset(q, 0, sizeof(*q));
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "IIi|OOOp:count", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "IIi|OOOpi:count", kwlist,
                                      &q->families, &q->states, &q->form,
                                      &local, &remote, &ports,
-                                     &q->tally.by_remote)) {
+                                     &q->tally.by_remote, &q->by_cgroup)) {
         return -1;
     }
     if (query_validate(q) < 0
         || compile_filter(local, remote, &q->filter) < 0
-        || prepare_by_port(ports, &q->tally, &q->nports) < 0) {
+        || prepare_by_port(ports, &q->tally, &q->nports) < 0
+        || prepare_by_cgroup(q) < 0) {
         return -1;
     }
     return 0;
@@ -263,10 +302,57 @@ dump(PyObject *obj, void *arg, struct fts_core_call *call)
     return rc;
 }
 
+/* ({cgroup id: (ipv4, ipv6)}, unowned, overflow). */
 static PyObject *
-build_result(const struct fts_tally *tally, Py_ssize_t nports)
+build_by_cgroup(const struct fts_cgroup_tally *cg)
 {
+    PyObject *by_id = PyDict_New();
+    PyObject *unowned = fts_py_tally_pair(
+        (const uint64_t (*)[FTS_NSTATES])cg->unowned);
+    PyObject *overflow = fts_py_tally_pair(
+        (const uint64_t (*)[FTS_NSTATES])cg->overflow);
+    PyObject *result = NULL;
+    if (by_id == NULL || unowned == NULL || overflow == NULL) {
+        goto done;
+    }
+    for (size_t i = 0; i < cg->capacity; i++) {
+        const struct fts_cgroup_slot *slot = &cg->slots[i];
+        if (!slot->used) {
+            continue;
+        }
+        PyObject *key = PyLong_FromUnsignedLongLong(slot->id);
+        PyObject *pair = fts_py_tally_pair(
+            (const uint64_t (*)[FTS_NSTATES])slot->n);
+        int rc = key == NULL || pair == NULL
+                 ? -1 : PyDict_SetItem(by_id, key, pair);
+        Py_XDECREF(key);
+        Py_XDECREF(pair);
+        if (rc < 0) {
+            goto done;
+        }
+    }
+    result = PyTuple_Pack(3, by_id, unowned, overflow);
+done:
+    Py_XDECREF(by_id);
+    Py_XDECREF(unowned);
+    Py_XDECREF(overflow);
+    return result;
+}
+
+static PyObject *
+build_result(const struct query *q)
+{
+    const struct fts_tally *tally = &q->tally;
+    Py_ssize_t nports = q->nports;
     PyObject *totals = fts_py_tally_pair(tally->n);
+    if (totals != NULL && q->by_cgroup > 0) {
+        PyObject *by_cgroup = build_by_cgroup(&q->cgroups);
+        PyObject *result = by_cgroup == NULL ? NULL
+            : PyTuple_Pack(2, totals, by_cgroup);
+        Py_XDECREF(by_cgroup);
+        Py_DECREF(totals);
+        return result;
+    }
     if (totals == NULL || nports == 0) {
         return totals;
     }
@@ -293,7 +379,7 @@ build_result(const struct fts_tally *tally, Py_ssize_t nports)
 
 PyDoc_STRVAR(count_doc,
 "count(families, states, form, local=(), remote=(), by_port=(),\n"
-"      by_remote=False)\n--\n\n"
+"      by_remote=False, by_cgroup=0)\n--\n\n"
 "Dump the TCP sockets of the counter's network namespace and tally them\n"
 "by state.\n\n"
 "families: FAMILY_IPV4, FAMILY_IPV6 or both OR-ed; states: bit mask of\n"
@@ -305,7 +391,12 @@ PyDoc_STRVAR(count_doc,
 "indexed by the kernel's state number.  With by_port (distinct ports,\n"
 "at most MAX_BY_PORT), returns ((ipv4, ipv6), per_port) where per_port\n"
 "holds an (ipv4, ipv6) pair for each listed port, keyed on the local\n"
-"port, or on the remote one if by_remote.");
+"port, or on the remote one if by_remote.  With by_cgroup = N > 0 (at\n"
+"most MAX_BY_CGROUP; not with by_port), returns ((ipv4, ipv6),\n"
+"(by_id, unowned, overflow)): by_id maps each owner cgroup id\n"
+"(INET_DIAG_CGROUP_ID, Linux >= 5.7; OSError EOPNOTSUPP without it) to\n"
+"an (ipv4, ipv6) pair for its first N cgroups; timewait and request\n"
+"sockets are in unowned, sockets of further cgroups in overflow.");
 
 static PyObject *
 NetlinkCounter_count(NetlinkCounter *self, PyObject *args, PyObject *kwargs)
@@ -315,7 +406,7 @@ NetlinkCounter_count(NetlinkCounter *self, PyObject *args, PyObject *kwargs)
     if (query_parse(args, kwargs, &q) == 0
         && fts_core_run(&self->core, dump, (PyObject *)self, &q,
                         "netlink inet_diag dump") == 0) {
-        result = build_result(&q.tally, q.nports);
+        result = build_result(&q);
     }
     query_free(&q);
     return result;
@@ -414,6 +505,7 @@ static const struct fts_py_constant constants[] = {
     {"RECV_BUFSIZE", FTS_RECV_BUFSIZE},
     {"MAX_PORT_RANGES", FTS_MAX_PORT_RANGES},
     {"MAX_BY_PORT", FTS_MAX_BY_PORT},
+    {"MAX_BY_CGROUP", FTS_MAX_BY_CGROUP},
     {NULL, 0}
 };
 

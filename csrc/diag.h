@@ -65,6 +65,12 @@ struct fts_port_range {
 
 typedef uint64_t fts_state_counts[FTS_NFAMILIES][FTS_NSTATES];
 
+/* What failed: a positive errno and a static description of the step. */
+struct fts_error {
+    int err;
+    const char *what;
+};
+
 struct fts_tally {
     uint64_t n[FTS_NFAMILIES][FTS_NSTATES];
     /* Optional per-port breakdown.  port_slot has 65536 entries: 0 for a
@@ -75,16 +81,19 @@ struct fts_tally {
     int by_remote;
     /* FTS_FAMILY_* mask of families to keep; 0 keeps both. */
     unsigned families;
+    /* Optional: called for each socket kept, with its message payload
+     * (after the netlink header), to tally more than the state, e.g. its
+     * cgroup (diag_cgroup.c).  A pointer rather than a call, so that the
+     * walk links without the breakdowns.  Returns FTS_WALK_MORE, or
+     * FTS_WALK_ERROR with `err` filled in. */
+    int (*on_socket)(void *arg, const void *payload, size_t paylen,
+                     int family_idx, uint8_t state, struct fts_error *err);
+    void *on_socket_arg;
     /* The kernel flagged NLM_F_DUMP_INTR.  It does not do so for inet
      * dumps today; kept so callers can tell if that ever changes. */
     int dump_interrupted;
 };
 
-/* What failed: a positive errno and a static description of the step. */
-struct fts_error {
-    int err;
-    const char *what;
-};
 
 /* Fill `err` and return -1 (FTS_WALK_ERROR): the one failure idiom of
  * the plain-C core. */

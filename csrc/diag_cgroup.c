@@ -6,7 +6,9 @@
  */
 #include "diag_cgroup.h"
 
+#include <errno.h>
 #include <string.h>
+#include <netinet/tcp.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -102,4 +104,24 @@ fts_cgroup_find(const struct fts_cgroup_tally *tally, uint64_t id)
 {
     const struct fts_cgroup_slot *slot = probe(tally, id);
     return slot->used ? slot : NULL;
+}
+
+int
+fts_cgroup_on_socket(void *tally, const void *payload, size_t paylen,
+                     int family_idx, uint8_t state, struct fts_error *err)
+{
+    uint64_t id = 0;
+    int found = fts_diag_cgroup_id(payload, paylen, &id);
+    if (found < 0) {
+        return fts_fail(err, EPROTO, "malformed netlink reply: bad "
+                        "attributes after inet_diag_msg");
+    }
+    /* A request socket (NEW_SYN_RECV) is reported as SYN_RECV. */
+    if (!found && state != TCP_SYN_RECV && state != TCP_TIME_WAIT) {
+        return fts_fail(err, EOPNOTSUPP, "the kernel sends no socket cgroup "
+                        "(INET_DIAG_CGROUP_ID needs Linux >= 5.7 with "
+                        "CONFIG_SOCK_CGROUP_DATA)");
+    }
+    fts_cgroup_add(tally, found, id, family_idx, state);
+    return FTS_WALK_MORE;
 }

@@ -11,8 +11,7 @@
  * loses detail, never counts.
  *
  * The walk (diag_msg.c) hands each socket's payload, family and state
- * here; binding that into the extension waits for the shared counter
- * core.
+ * here through fts_tally.on_socket (fts_cgroup_on_socket below).
  */
 #ifndef FASTTCPSTAT_DIAG_CGROUP_H
 #define FASTTCPSTAT_DIAG_CGROUP_H
@@ -29,6 +28,11 @@
  * attribute shorter than 8 bytes) or the payload is shorter than an
  * inet_diag_msg. */
 int fts_diag_cgroup_id(const void *payload, size_t paylen, uint64_t *id);
+
+/* The most cgroups one count breaks down (a slot is 272 bytes, the
+ * table twice as many slots: 2.2 MiB at most); sockets of further
+ * cgroups are tallied in the overflow bucket. */
+#define FTS_MAX_BY_CGROUP 4096
 
 struct fts_cgroup_slot {
     uint64_t id;
@@ -56,6 +60,16 @@ int fts_cgroup_tally_init(struct fts_cgroup_tally *tally,
  * walk).  Returns 0, or 1 when the socket went to the overflow bucket. */
 int fts_cgroup_add(struct fts_cgroup_tally *tally, int found, uint64_t id,
                    int family_idx, uint8_t state);
+
+/* fts_tally.on_socket for a `struct fts_cgroup_tally *` arg: tallies
+ * the socket by its cgroup.  A full socket without INET_DIAG_CGROUP_ID
+ * (any state but SYN_RECV and TIME_WAIT, which timewait and request
+ * sockets have) means a kernel older than 5.7 or built without cgroup
+ * socket data: the walk stops with EOPNOTSUPP rather than report every
+ * socket as unowned.  Malformed attributes end it with EPROTO. */
+int fts_cgroup_on_socket(void *tally, const void *payload, size_t paylen,
+                         int family_idx, uint8_t state,
+                         struct fts_error *err);
 
 /* The slot of `id`, or NULL. */
 const struct fts_cgroup_slot *

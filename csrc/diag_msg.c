@@ -176,6 +176,10 @@ on_socket_message(const unsigned char *payload, size_t paylen,
             tally->by_port[slot - 1][idx][state]++;
         }
     }
+    if (tally->on_socket != NULL) {
+        return tally->on_socket(tally->on_socket_arg, payload, paylen, idx,
+                                state, err);
+    }
     return FTS_WALK_MORE;
 }
 

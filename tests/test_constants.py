@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 fasttcpstat = pytest.importorskip("fasttcpstat")
-from fasttcpstat import _counter, _states  # noqa: E402
+from fasttcpstat import _counter, _query, _states  # noqa: E402
 
 C = pytest.importorskip("fasttcpstat._fasttcpstat")
 
@@ -28,6 +28,7 @@ PYTHON_COPIES = [
     (_states, "ALL_STATES_MASK", "ALL_STATES_MASK"),
     (_counter, "MAX_BY_PORT", "MAX_BY_PORT"),
     (fasttcpstat, "MAX_BY_PORT", "MAX_BY_PORT"),
+    (_query, "MAX_BY_CGROUP", "MAX_BY_CGROUP"),
 ]
 
 # Literal tally lengths (`[0] * 16`, `(0,) * 16`) in the package today:

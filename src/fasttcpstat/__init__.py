@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from . import _netlink
 from ._bpf import pin
-from ._counter import BACKENDS, MAX_BY_PORT, Counter, auto_order, counts, counts_by_port
+from ._counter import (
+    BACKENDS,
+    MAX_BY_PORT,
+    Counter,
+    auto_order,
+    counts,
+    counts_by_cgroup,
+    counts_by_port,
+)
 from ._states import FAMILIES, STATES
 from ._summary import summary
 from ._version import __version__
@@ -27,6 +35,7 @@ __all__ = [
     "auto_order",
     "counts",
     "counts_all_netns",
+    "counts_by_cgroup",
     "counts_by_port",
     "list_netns",
     "pin",

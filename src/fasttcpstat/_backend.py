@@ -15,11 +15,12 @@ import abc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Generic, Optional, Protocol, Tuple, TypeVar
+    from typing import Dict, Generic, Optional, Protocol, Tuple, TypeVar
 
     from ._query import CountQuery
 
     Counts = Tuple[int, ...]  # indexed by kernel state number (16 slots)
+    Pair = Tuple[Counts, Counts]  # (ipv4, ipv6)
 
     class Closeable(Protocol):
         def close(self) -> None: ...
@@ -39,23 +40,30 @@ else:
 class Tally:
     """One count's result: per-state counts for IPv4 and IPv6 (indexed by
     kernel state number; states outside the query's mask are 0), and for a
-    per-port query the same pair for each port, in the query's order."""
+    per-port query the same pair for each port, in the query's order.
+    For a per-cgroup query, per_cgroup is ({cgroup id: pair}, unowned,
+    overflow): timewait and request sockets have no owner; sockets of
+    cgroups beyond the table's room are in overflow."""
 
-    __slots__ = ("v4", "v6", "per_port")
+    __slots__ = ("v4", "v6", "per_port", "per_cgroup")
 
     def __init__(self, v4: Counts, v6: Counts,
-                 per_port: Tuple[Tuple[Counts, Counts], ...] = ()) -> None:
+                 per_port: Tuple[Pair, ...] = (),
+                 per_cgroup: Optional[Tuple[Dict[int, Pair], Pair, Pair]] = None) -> None:
         self.v4 = v4
         self.v6 = v6
         self.per_port = per_port
+        self.per_cgroup = per_cgroup
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Tally):
             return NotImplemented
-        return (self.v4, self.v6, self.per_port) == (other.v4, other.v6, other.per_port)
+        return ((self.v4, self.v6, self.per_port, self.per_cgroup)
+                == (other.v4, other.v6, other.per_port, other.per_cgroup))
 
     def __repr__(self) -> str:
-        return f"Tally(v4={self.v4!r}, v6={self.v6!r}, per_port={self.per_port!r})"
+        return (f"Tally(v4={self.v4!r}, v6={self.v6!r}, per_port={self.per_port!r}, "
+                f"per_cgroup={self.per_cgroup!r})")
 
 
 class Backend(abc.ABC):
@@ -64,10 +72,13 @@ class Backend(abc.ABC):
     Capabilities (class attributes):
     per_port: count() honours query.by_port (a per-port breakdown).
     port_filters: count() honours query.local / query.remote.
+    per_cgroup: count() honours query.by_cgroup (a breakdown by the
+        sockets' owner cgroup).
     """
 
     name: str = ""
     per_port: bool = True
+    per_cgroup: bool = False
     port_filters: bool = True
     #: The netlink request form, for backends that have one.
     request: Optional[str] = None

@@ -15,6 +15,7 @@ RECV_BUFSIZE: int
 
 MAX_PORT_RANGES: int
 MAX_BY_PORT: int
+MAX_BY_CGROUP: int
 BPF_EMIT_SHIFT: int
 BPF_MAP_TYPE_ARRAY: int
 BPF_MAP_TYPE_LRU_HASH: int
@@ -33,6 +34,7 @@ class NetlinkCounter:
         remote: Ranges = ...,
         by_port: Sequence[int] = ...,
         by_remote: bool = ...,
+        by_cgroup: int = ...,
     ) -> Any: ...
     def close(self) -> None: ...
     @property

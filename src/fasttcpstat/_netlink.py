@@ -65,6 +65,7 @@ class NetlinkBackend(Backend):
     """
 
     name = "netlink"
+    per_cgroup = True
 
     def __init__(self, request: str = "auto", netns: Optional[Netns] = None) -> None:
         check_request(request)
@@ -107,7 +108,11 @@ class NetlinkBackend(Backend):
     def _dump(self, query: CountQuery, form: int) -> Tally:
         result = self._counter.count(
             query.families, query.mask, form, local=query.local or (),
-            remote=query.remote or (), by_port=query.by_port, by_remote=query.by_remote)
+            remote=query.remote or (), by_port=query.by_port, by_remote=query.by_remote,
+            by_cgroup=query.by_cgroup)
+        if query.by_cgroup:
+            (v4, v6), per_cgroup = result
+            return Tally(v4, v6, per_cgroup=per_cgroup)
         if not query.by_port:
             v4, v6 = result
             return Tally(v4, v6)

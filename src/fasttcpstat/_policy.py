@@ -126,8 +126,9 @@ class Policy:
                 raise ValueError(CLOSED)
             lease = self._main
             backend = lease.resource
-            if query.by_port and not backend.per_port:
-                lease = self._by_port_lease()
+            if (query.by_port and not backend.per_port) or \
+                    (query.by_cgroup and not backend.per_cgroup):
+                lease = self._by_port_lease(cgroups=bool(query.by_cgroup))
             elif (query.local is not None or query.remote is not None) \
                     and not backend.port_filters:
                 raise ValueError(
@@ -136,17 +137,22 @@ class Policy:
             lease.take()
             return lease
 
-    def _by_port_lease(self) -> Lease[Backend]:
-        """netlink (else /proc) for the breakdowns the backend in use
-        cannot make; opened at the first one.  Call with the lock held."""
+    def _by_port_lease(self, cgroups: bool = False) -> Lease[Backend]:
+        """netlink (else /proc, for ports only) for the breakdowns the
+        backend in use cannot make; opened at the first one.  Call with the
+        lock held."""
         if self._by_port is None:
             try:
                 backend = self._opener("netlink")
             except (OSError, ImportError) as exc:
-                if not self.refused("netlink", exc):
+                if cgroups or not self.refused("netlink", exc):
                     raise
                 backend = self._opener("procfs")
             self._by_port = Lease(backend)
+        if cgroups and not self._by_port.resource.per_cgroup:
+            raise ValueError(
+                "a per-cgroup breakdown needs the netlink backend (socket owners "
+                "come with INET_DIAG_CGROUP_ID), which was refused here")
         return self._by_port
 
     def _moved_on(self, lease: Lease[Backend], exc: OSError) -> bool:

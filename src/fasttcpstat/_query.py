@@ -22,6 +22,11 @@ SIDES = ("local", "remote")
 #: in C; the kernel's filter program grows 20 bytes a port).
 MAX_BY_PORT = 1024
 
+#: The most cgroups one counts_by_cgroup() call tells apart (tallied in
+#: C: csrc/diag_cgroup.h); sockets of further cgroups are reported
+#: together under "overflow".
+MAX_BY_CGROUP = 4096
+
 
 def check_side(side: object) -> bool:
     """True for "remote"."""
@@ -39,15 +44,18 @@ class CountQuery:
     (empty: nothing to count); mask: their idiag_states bits; local, remote:
     merged inclusive port ranges, None for no filter; by_port: ports of a
     per-port breakdown (empty for none), keyed on the remote port if
-    by_remote.
+    by_remote; by_cgroup: the most cgroups of a per-cgroup breakdown (0
+    for none).
     """
 
-    __slots__ = ("families", "names", "mask", "local", "remote", "by_port", "by_remote")
+    __slots__ = ("families", "names", "mask", "local", "remote", "by_port", "by_remote",
+                 "by_cgroup")
 
     def __init__(self, families: int, names: "Tuple[str, ...]",
                  local: "Optional[Tuple[Range, ...]]" = None,
                  remote: "Optional[Tuple[Range, ...]]" = None,
-                 by_port: "Tuple[int, ...]" = (), by_remote: bool = False) -> None:
+                 by_port: "Tuple[int, ...]" = (), by_remote: bool = False,
+                 by_cgroup: int = 0) -> None:
         self.families = families
         self.names = names
         self.mask = states_mask(names)
@@ -55,11 +63,12 @@ class CountQuery:
         self.remote = remote
         self.by_port = by_port
         self.by_remote = by_remote
+        self.by_cgroup = by_cgroup
 
     def with_families(self, families: int) -> "CountQuery":
         """The same query over other families."""
         return CountQuery(families, self.names, self.local, self.remote,
-                          self.by_port, self.by_remote)
+                          self.by_port, self.by_remote, self.by_cgroup)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
@@ -80,6 +89,16 @@ def parse_counts(family: "Optional[str]" = None,
     names = parse_states(states)
     return CountQuery(families, names, _ranges(local_ports, "local_ports"),
                       _ranges(remote_ports, "remote_ports"))
+
+
+def parse_by_cgroup(family: "Optional[str]" = None,
+                    states: "Optional[Iterable[str]]" = None,
+                    local_ports: "PortSpec" = None,
+                    remote_ports: "PortSpec" = None) -> CountQuery:
+    """counts_by_cgroup()'s arguments (those of counts()), each read once."""
+    query = parse_counts(family, states, local_ports, remote_ports)
+    query.by_cgroup = MAX_BY_CGROUP
+    return query
 
 
 def parse_by_family(states: "Optional[Iterable[str]]" = None,

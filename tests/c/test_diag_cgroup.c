@@ -8,9 +8,11 @@
 #include "check.h"
 #include "diag_cgroup.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <netinet/tcp.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -189,6 +191,48 @@ test_many_ids(void)
     CHECK(t.used == 1024);
 }
 
+/* The walk's hook: full sockets must carry an id, timewait and request
+ * sockets go to unowned, malformed attributes stop the walk. */
+static void
+test_on_socket(void)
+{
+    struct fts_cgroup_slot slots[8];
+    struct fts_cgroup_tally t;
+    struct fts_error e = {0, NULL};
+    struct payload m;
+    CHECK(fts_cgroup_tally_init(&t, slots, 8) == 0);
+
+    start(&m);
+    put_kernel_attrs(&m, 42);
+    CHECK(fts_cgroup_on_socket(&t, m.buf, m.len, FTS_IDX_IPV4, TCP_LISTEN, &e)
+          == FTS_WALK_MORE);
+    const struct fts_cgroup_slot *s = fts_cgroup_find(&t, 42);
+    CHECK(s != NULL && s->n[FTS_IDX_IPV4][TCP_LISTEN] == 1);
+
+    start(&m);
+    CHECK(fts_cgroup_on_socket(&t, m.buf, m.len, FTS_IDX_IPV6, TCP_TIME_WAIT, &e)
+          == FTS_WALK_MORE);
+    CHECK(fts_cgroup_on_socket(&t, m.buf, m.len, FTS_IDX_IPV6, TCP_SYN_RECV, &e)
+          == FTS_WALK_MORE);
+    CHECK(t.unowned[FTS_IDX_IPV6][TCP_TIME_WAIT] == 1);
+    CHECK(t.unowned[FTS_IDX_IPV6][TCP_SYN_RECV] == 1);
+
+    /* A full socket without an id: a kernel older than 5.7. */
+    uint8_t shutdown = 0;
+    put_attr(&m, INET_DIAG_SHUTDOWN, &shutdown, 1);
+    CHECK(fts_cgroup_on_socket(&t, m.buf, m.len, FTS_IDX_IPV4,
+                               TCP_ESTABLISHED, &e) == FTS_WALK_ERROR);
+    CHECK(e.err == EOPNOTSUPP && strstr(e.what, "5.7") != NULL);
+    CHECK(t.unowned[FTS_IDX_IPV4][TCP_ESTABLISHED] == 0);
+
+    start(&m);
+    put_kernel_attrs(&m, 42);
+    CHECK(fts_cgroup_on_socket(&t, m.buf, m.len - 1, FTS_IDX_IPV4, TCP_LISTEN,
+                               &e) == FTS_WALK_ERROR);
+    CHECK(e.err == EPROTO);
+    CHECK(s->n[FTS_IDX_IPV4][TCP_LISTEN] == 1);
+}
+
 int
 main(void)
 {
@@ -196,5 +240,6 @@ main(void)
     test_malformed();
     test_tally();
     test_many_ids();
+    test_on_socket();
     return report();
 }

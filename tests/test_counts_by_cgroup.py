@@ -1,0 +1,292 @@
+"""counts_by_cgroup() on real cgroups and a real network namespace.
+
+Two cgroups under the cgroup2 mount (named issue12b-<pid>-...), in a new
+network namespace: a server in one (listeners on 127.0.0.1 and ::1, and
+the connections it accepted), a client in the other (its connected
+sockets, and the TIME_WAIT sockets of the connections it closed first).
+Accepted sockets belong to the listener's cgroup, as in the kernel;
+TIME_WAIT sockets have no owner and land in "unowned".  Every count is
+exact, checked against `ss -tan` in the namespace and against counts().
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fasttcpstat
+from fasttcpstat import _cgroup
+
+from .population import STATES
+from .test_all_netns import BACKENDS, _wait_for, ss_in, start_lone_netns, stop
+from .test_cgroup_diag import _start_in
+from .test_cgroup import CgroupTree
+
+KEPT4, KEPT6, CLOSED = 3, 2, 2
+
+SERVER = r"""
+import socket, threading, time
+def serve(srv):
+    kept = []
+    while True:
+        conn, _ = srv.accept()
+        if conn.recv(1):
+            kept.append(conn)
+        else:
+            conn.close()    # the client closed first: it keeps the TIME_WAIT
+ports = []
+for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    srv = socket.socket(family)
+    srv.bind((addr, 0))
+    srv.listen(16)
+    ports.append(srv.getsockname()[1])
+    threading.Thread(target=serve, args=(srv,), daemon=True).start()
+print(*ports, flush=True)
+time.sleep(600)
+"""
+
+CLIENT = r"""
+import socket, sys, time
+port4, port6 = map(int, sys.argv[1:3])
+kept = []
+for addr, port, n in (("127.0.0.1", port4, {kept4}), ("::1", port6, {kept6})):
+    for _ in range(n):
+        c = socket.create_connection((addr, port))
+        c.sendall(b"k")
+        kept.append(c)
+for _ in range({closed}):
+    socket.create_connection(("127.0.0.1", port4)).close()
+print("ok", flush=True)
+time.sleep(600)
+"""
+
+AS_NOBODY = r"""
+import json, fasttcpstat
+print(json.dumps(fasttcpstat.counts_by_cgroup(states=["LISTEN", "ESTABLISHED", "TIME_WAIT"])))
+"""
+
+
+def _nonzero(counts: dict) -> dict:
+    return {state: n for state, n in counts.items() if n}
+
+
+class World:
+    def __init__(self) -> None:
+        self.mount = _cgroup.find_cgroup2()
+        assert self.mount is not None, "no cgroup2 mount"
+        self.tree = CgroupTree(self.mount.path, f"issue12b-{os.getpid()}-cgroups")
+        self.procs: list = []
+        self.lone = start_lone_netns()
+        self.ns_path = f"/proc/{self.lone.pid}/ns/net"
+        try:
+            self._populate()
+        except BaseException:
+            self.close()
+            raise
+
+    def _populate(self) -> None:
+        subprocess.run(["nsenter", f"--net={self.ns_path}", "ip", "link", "set", "lo", "up"],
+                       check=True)
+        self.server_cg = self.tree.make("server.service")
+        self.client_cg = self.tree.make("client.slice/client.service")
+        server = _start_in(self.server_cg, self.ns_path, SERVER)
+        self.procs.append(server)
+        port4, port6 = server.stdout.readline().split()
+        self.port4, self.port6 = int(port4), int(port6)
+        client = _start_in(self.client_cg, self.ns_path,
+                           CLIENT.format(kept4=KEPT4, kept6=KEPT6, closed=CLOSED),
+                           port4, port6)
+        self.procs.append(client)
+        assert client.stdout.readline().strip() == "ok"
+        self.expected = dict.fromkeys(STATES, 0)
+        self.expected.update(LISTEN=2, ESTABLISHED=2 * (KEPT4 + KEPT6), TIME_WAIT=CLOSED)
+        _wait_for(lambda: ss_in(self.ns_path) == self.expected, "the sockets to settle")
+
+    def rel(self, directory: str) -> str:
+        inside = directory[len(self.mount.path):]
+        return inside if self.mount.root == "/" else self.mount.root + inside
+
+    def check_settled(self) -> None:
+        # TIME_WAIT lasts 60 s: every count is checked against ss around it.
+        assert ss_in(self.ns_path) == self.expected
+
+    def close(self) -> None:
+        for proc in self.procs:
+            stop(proc)
+        stop(self.lone)
+        self.tree.remove()
+
+
+@pytest.fixture(scope="module")
+def world(require_netns):
+    made = World()
+    yield made
+    made.close()
+
+
+def _sum(by_cgroup: dict) -> dict:
+    total: dict = {}
+    for counts in by_cgroup.values():
+        for state, n in counts.items():
+            total[state] = total.get(state, 0) + n
+    return total
+
+
+def test_every_socket_by_owner(world):
+    got = fasttcpstat.counts_by_cgroup(netns=world.ns_path)
+    world.check_settled()
+    server, client = world.rel(world.server_cg), world.rel(world.client_cg)
+    assert list(got) == sorted([server, client]) + ["unowned"]
+    # Accepted sockets are the listener's.
+    assert _nonzero(got[server]) == {"LISTEN": 2, "ESTABLISHED": KEPT4 + KEPT6}
+    assert _nonzero(got[client]) == {"ESTABLISHED": KEPT4 + KEPT6}
+    assert _nonzero(got["unowned"]) == {"TIME_WAIT": CLOSED}
+    assert all(list(counts) == list(STATES) for counts in got.values())
+    assert _sum(got) == world.expected == fasttcpstat.counts(netns=world.ns_path)
+
+
+@pytest.mark.parametrize("family, v4, v6", [("ipv4", 1, 0), ("ipv6", 0, 1)])
+def test_family(world, family, v4, v6):
+    got = fasttcpstat.counts_by_cgroup(family=family, netns=world.ns_path)
+    world.check_settled()
+    server, client = world.rel(world.server_cg), world.rel(world.client_cg)
+    assert _nonzero(got[server]) == {"LISTEN": 1, "ESTABLISHED": v4 * KEPT4 + v6 * KEPT6}
+    assert _nonzero(got[client]) == {"ESTABLISHED": v4 * KEPT4 + v6 * KEPT6}
+    assert _nonzero(got["unowned"]) == ({"TIME_WAIT": CLOSED} if v4 else {})
+    assert _sum(got) == fasttcpstat.counts(family=family, netns=world.ns_path)
+
+
+def test_filters(world):
+    """States and ports filter as in counts(); cgroups without a counted
+    socket are left out."""
+    states = iter(["established", "TIME_WAIT"])  # any iterable, read once
+    got = fasttcpstat.counts_by_cgroup(states=states, remote_ports=[world.port4],
+                                       netns=world.ns_path)
+    world.check_settled()
+    client = world.rel(world.client_cg)
+    assert got == {client: {"ESTABLISHED": KEPT4, "TIME_WAIT": 0},
+                   "unowned": {"ESTABLISHED": 0, "TIME_WAIT": CLOSED}}
+    got = fasttcpstat.counts_by_cgroup(local_ports=(world.port6, world.port6),
+                                       netns=world.ns_path)
+    assert list(got) == [world.rel(world.server_cg), "unowned"]
+    assert _nonzero(got[world.rel(world.server_cg)]) == {"LISTEN": 1, "ESTABLISHED": KEPT6}
+    assert fasttcpstat.counts_by_cgroup(states=[], netns=world.ns_path) == {"unowned": {}}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_counter_on_every_backend(world, backend):
+    """A backend without the per_cgroup capability hands the breakdown to
+    netlink; the counter keeps its own backend for counts()."""
+    with fasttcpstat.Counter(backend, netns=world.ns_path) as counter:
+        first = counter.counts_by_cgroup()
+        again = counter.counts_by_cgroup()
+        plain = counter.counts()
+        used = counter.backend
+    world.check_settled()
+    assert first == again
+    assert _sum(first) == plain == world.expected
+    assert _nonzero(first[world.rel(world.client_cg)]) == {"ESTABLISHED": KEPT4 + KEPT6}
+    if backend != "auto":
+        assert used == backend
+
+
+def test_removed_cgroup_keeps_its_id(world):
+    """A cgroup removed while its sockets live on is reported by id."""
+    extra = world.tree.make("gone.service")
+    cgroup_id = os.stat(extra).st_ino
+    proc = _start_in(extra, world.ns_path,
+                     "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\n"
+                     "s.listen(1)\nprint('ok', flush=True)\ntime.sleep(600)")
+    try:
+        assert proc.stdout.readline().strip() == "ok"
+        # The listener is passed to a process outside the cgroup, which
+        # then can be removed: the socket keeps its owner's id.
+        with open(os.path.join(world.server_cg, "cgroup.procs"), "w") as f:
+            f.write(str(proc.pid))
+        os.rmdir(extra)
+        got = fasttcpstat.counts_by_cgroup(states=["LISTEN"], netns=world.ns_path)
+        assert got[f"cgroup-id:{cgroup_id}"] == {"LISTEN": 1}
+        assert got[world.rel(world.server_cg)] == {"LISTEN": 2}
+    finally:
+        stop(proc)
+
+
+def test_as_nobody(world):
+    """Netlink needs no privilege in one's own namespace; nor does the
+    cgroup walk (the directories are world-readable)."""
+    out = subprocess.run(
+        ["nsenter", f"--net={world.ns_path}", "setpriv", "--reuid=65534", "--regid=65534",
+         "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
+         sys.executable, "-c", AS_NOBODY],
+        check=True, stdout=subprocess.PIPE, universal_newlines=True).stdout
+    got = json.loads(out)
+    world.check_settled()
+    assert got == {
+        world.rel(world.client_cg): {"LISTEN": 0, "ESTABLISHED": KEPT4 + KEPT6, "TIME_WAIT": 0},
+        world.rel(world.server_cg): {"LISTEN": 2, "ESTABLISHED": KEPT4 + KEPT6, "TIME_WAIT": 0},
+        "unowned": {"LISTEN": 0, "ESTABLISHED": 0, "TIME_WAIT": CLOSED},
+    }
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"family": "ipv5"}, ValueError, "family"),
+    ({"family": 4}, TypeError, "family"),
+    ({"states": ["LISTENING"]}, ValueError, "LISTENING"),
+    ({"states": [1]}, TypeError, "states"),
+    ({"states": 5}, TypeError, "states"),
+    ({"local_ports": 70000}, ValueError, "local_ports"),
+    ({"remote_ports": "80"}, TypeError, "remote_ports"),
+    ({"netns": 3.5}, TypeError, "netns"),
+])
+def test_bad_arguments(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        fasttcpstat.counts_by_cgroup(**kwargs)
+
+
+def test_positional_arguments_refused():
+    with pytest.raises(TypeError):
+        fasttcpstat.counts_by_cgroup("ipv4")  # type: ignore[misc]
+
+
+def test_extension_arguments():
+    """The extension's by_cgroup checks its bound and refuses by_port with it."""
+    from fasttcpstat import _fasttcpstat as ext
+
+    counter = ext.NetlinkCounter()
+    try:
+        with pytest.raises(ValueError, match="by_cgroup must be within 0..4096"):
+            counter.count(ext.FAMILY_BOTH, ext.STATES_ALL, ext.FORM_V2,
+                          by_cgroup=ext.MAX_BY_CGROUP + 1)
+        with pytest.raises(ValueError, match="by_port and by_cgroup"):
+            counter.count(ext.FAMILY_BOTH, ext.STATES_ALL, ext.FORM_V2, by_port=[80],
+                          by_cgroup=8)
+    finally:
+        counter.close()
+
+
+def test_overflow_bucket(world):
+    """Sockets of cgroups beyond the table's room are summed, not lost."""
+    from fasttcpstat._netlink import NetlinkBackend
+    from fasttcpstat._netns import Netns
+    from fasttcpstat._query import parse_by_cgroup
+
+    query = parse_by_cgroup(states=["LISTEN", "ESTABLISHED", "TIME_WAIT"])
+    query.by_cgroup = 1
+    target = Netns(world.ns_path)
+    backend = NetlinkBackend(netns=target)
+    try:
+        by_id, unowned, overflow = backend.count(query).per_cgroup
+    finally:
+        backend.close()
+        target.close()
+    world.check_settled()
+    server, client = os.stat(world.server_cg).st_ino, os.stat(world.client_cg).st_ino
+    assert len(by_id) == 1 and set(by_id) <= {server, client}
+    kept = by_id.get(server) or by_id[client]
+    lost = overflow
+    total = [[kept[f][s] + lost[f][s] + unowned[f][s] for s in range(16)] for f in (0, 1)]
+    assert sum(map(sum, lost)) == (KEPT4 + KEPT6 if server in by_id else 2 + KEPT4 + KEPT6)
+    assert sum(map(sum, total)) == 2 + 2 * (KEPT4 + KEPT6) + CLOSED
