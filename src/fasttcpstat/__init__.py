@@ -15,6 +15,7 @@ import warnings
 from . import _netlink
 from ._bpf import pin
 from ._counter import BACKENDS, MAX_BY_PORT, Counter, auto_order, counts, counts_by_port
+from ._extension import missing_warning
 from ._states import FAMILIES, STATES
 from ._summary import summary
 from ._version import __version__
@@ -34,10 +35,4 @@ __all__ = [
 ]
 
 if _netlink.IMPORT_ERROR is not None:
-    warnings.warn(
-        "fasttcpstat's C extension is not available "
-        f"({_netlink.IMPORT_ERROR}); counting falls back to /proc/net/tcp, "
-        "which is several times slower. Reinstall with a C compiler to fix.",
-        RuntimeWarning,
-        stacklevel=2,
-    )
+    warnings.warn(missing_warning(_netlink.IMPORT_ERROR), RuntimeWarning, stacklevel=2)

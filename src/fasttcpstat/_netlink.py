@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
+from ._extension import import_error
 from ._ports import Range
 from ._states import FAMILY_BOTH
 
@@ -26,7 +27,7 @@ try:
     from . import _fasttcpstat
 except ImportError as exc:  # a source install without a compiler
     _fasttcpstat = None  # type: ignore[assignment]
-    IMPORT_ERROR: "ImportError | None" = exc
+    IMPORT_ERROR: "ImportError | None" = import_error(exc)
 else:
     IMPORT_ERROR = None
 
