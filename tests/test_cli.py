@@ -13,7 +13,8 @@ import pytest
 
 import fasttcpstat
 from fasttcpstat import _formats, _watch
-from fasttcpstat._cli import _listen_address, build_parser, main
+from fasttcpstat._cli import main
+from fasttcpstat._options import build_parser, listen_address
 
 from .cli_tools import cli, parse_exposition, parse_table
 
@@ -50,7 +51,7 @@ def _assert_one_line_error(err: str, *words: str) -> None:
     (["--state", "established,bogus"], ["unknown TCP state 'bogus'", "allowed: ESTABLISHED"]),
     (["--netns", "/nonexistent/netns"], ["netns: no such file", "/nonexistent/netns",
                                          "/var/run/netns/NAME"]),
-    (["--netns", str(2 ** 22 + 12345)], ["no process with pid", "pid of a running process"]),
+    (["--netns", str(2 ** 22 + 12345)], ["--netns: no process with pid", "or the pid of a process"]),
     (["--netns", "/proc/self/ns/uts"], ["not a network namespace"]),
 ])
 def test_refused_values_exit_1_with_one_line(capsys, argv, words):
@@ -127,7 +128,8 @@ def test_serve_without_prometheus_client():
 # runs as nobody.
 _AS_NOBODY = """
 import os, sys
-from fasttcpstat._cli import build_parser, main
+from fasttcpstat._cli import main
+from fasttcpstat._options import build_parser
 build_parser().format_help()  # argparse loads gettext and locale lazily
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 sys.exit(main(sys.argv[1:]))
@@ -244,7 +246,7 @@ def test_package_ships_its_type_information():
     ("10.0.0.5:0", ("10.0.0.5", 0)),
 ])
 def test_listen_address(text, address):
-    assert _listen_address(text) == address
+    assert listen_address(text) == address
 
 
 def test_parser_defaults():

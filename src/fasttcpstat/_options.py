@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND",
                                      title="commands (default: count)")
     pin = commands.add_parser(
-        "pin", help="pin the BPF text iterator (root, once) for unprivileged counting",
+        "pin", prog="fasttcpstat pin", help="pin the BPF text iterator (root, once) for unprivileged counting",
         description="Pin the BPF text iterator at PATH (as root, once): then any user "
                     "reads the counts of their own network namespace with `cat PATH` "
                     "or `fasttcpstat --pinned PATH`.")
