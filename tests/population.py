@@ -46,6 +46,8 @@ import sys
 import time
 import traceback
 
+# Besides what this module uses, the names other tests import from here
+# (tests.population was one module): keep them importable.
 from .population_builder import (
     DEFER_ACCEPT_SECONDS,
     LONG_DEFER_ACCEPT_SECONDS,

@@ -13,32 +13,13 @@ import pytest
 
 import fasttcpstat
 from fasttcpstat import _formats, _watch
-from fasttcpstat._cli import main
 from fasttcpstat._options import build_parser, listen_address
 
+from .cli_tools import assert_one_line_error as _assert_one_line_error
 from .cli_tools import cli, parse_exposition, parse_table
+from .cli_tools import main_in_process as _main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _main(capsys, *argv: str) -> tuple:
-    """The command in this process (the argument checks need no fresh
-    interpreter): (exit status, stdout, stderr), as `sys.exit(main())`
-    would give them."""
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _assert_one_line_error(err: str, *words: str) -> None:
-    assert err.startswith("fasttcpstat: error: "), err
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    for word in words:
-        assert word in err, (word, err)
 
 
 @pytest.mark.parametrize("argv, words", [

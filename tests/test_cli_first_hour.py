@@ -19,7 +19,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import termios
 import time
 import urllib.error
@@ -30,8 +29,9 @@ import pytest
 import fasttcpstat
 from fasttcpstat import _http
 
-from .cli_tools import COMMAND, cli, parse_exposition, read_line, start, stop, total
-from .population import SMALL_SPEC, Population, Spec
+from .cli_tools import (COMMAND, assert_one_line_error, cli, main_in_process, parse_exposition,
+                        read_line, start, stop, total)
+from .population import Population, Spec
 
 # Every backend a user can choose without a pinned file; "auto" is bpf as
 # root, netlink as nobody.
@@ -43,13 +43,6 @@ def backend(request):
     if request.param == "bpf":
         request.getfixturevalue("require_bpf")
     return request.param
-
-
-def _one_line_error(err: str, *words: str) -> None:
-    assert err.startswith("fasttcpstat: error: "), err
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    for word in words:
-        assert word in err, (word, err)
 
 
 # ---- item 2: an interval too long for select() --------------------------------
@@ -90,7 +83,7 @@ def test_closed_stdout_is_one_line(backend, tmp_path):
                           stderr=subprocess.PIPE, text=True, timeout=60,
                           preexec_fn=_close_stdout)
     assert done.returncode == 1
-    _one_line_error(done.stderr, "standard output is closed", "--textfile")
+    assert_one_line_error(done.stderr, "standard output is closed", "--textfile")
     # Modes that do not write to stdout do not need it.
     path = tmp_path / "tcp.prom"
     done = subprocess.run([*COMMAND, "--backend", backend, "--textfile", str(path)],
@@ -140,7 +133,7 @@ def test_without_the_extension_commands_that_need_it_say_so(without_extension, a
     assert "Traceback" not in done.stderr
     # The import warning, then the command's own line.
     last = done.stderr.splitlines()[-1] + "\n"
-    _one_line_error(last, "C extension", "was not built", "C compiler")
+    assert_one_line_error(last, "C extension", "was not built", "C compiler")
     assert not os.path.lexists("/sys/fs/bpf/issue14-never-made")
 
 
@@ -282,17 +275,6 @@ def test_watch_fits_a_small_terminal(backend):
 # ---- item 7: messages that name the option and the cause --------------------------
 
 
-def _main(capsys, *argv: str) -> tuple:
-    from fasttcpstat._cli import main
-
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.parametrize("argv, status, words", [
     (["--local-port", "\u00b2"], 1, ["--local-port", "'\u00b2' is not a port"]),
     (["--remote-port", "1-\u00b2"], 1, ["--remote-port", "is not a port"]),
@@ -312,22 +294,22 @@ def _main(capsys, *argv: str) -> tuple:
     (["--format", "table", "pin"], 2, ["pin takes no counting options (--format)"]),
 ])
 def test_messages_name_the_option_and_the_cause(capsys, argv, status, words):
-    code, out, err = _main(capsys, *argv)
+    code, out, err = main_in_process(capsys, *argv)
     assert (code, out) == (status, "")
     assert "Traceback" not in err and "invalid" not in err
     last = err.splitlines()[-1]
     for word in words:
         assert word in last, (word, err)
     if status == 1:
-        _one_line_error(err)
+        assert_one_line_error(err)
     # The advice is given once, not repeated by the command after the API.
     assert err.count("/var/run/netns/NAME") <= 1, err
 
 
 def test_the_netns_advice_is_given_once(capsys):
-    code, out, err = _main(capsys, "--netns", "/nonexistent/issue14")
+    code, out, err = main_in_process(capsys, "--netns", "/nonexistent/issue14")
     assert (code, out) == (1, "")
-    _one_line_error(err, "--netns: no such file", "/nonexistent/issue14")
+    assert_one_line_error(err, "--netns: no such file", "/nonexistent/issue14")
     assert err.count("/proc/PID/ns/net") == 1, err
 
 
@@ -401,7 +383,7 @@ def test_pin_as_nobody_says_it_needs_root():
     path = f"/sys/fs/bpf/issue14-nobody-{os.getpid()}"
     done = _as_nobody("pin", path)
     assert (done.returncode, done.stdout) == (1, "")
-    _one_line_error(done.stderr, "pin needs root")
+    assert_one_line_error(done.stderr, "pin needs root")
     assert not os.path.lexists(path)
 
 

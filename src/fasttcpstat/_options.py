@@ -41,7 +41,7 @@ examples:
   fasttcpstat --watch --netns /var/run/netns/blue
   fasttcpstat pin                              (root) then: fasttcpstat --pinned PATH
 
-exit status: 0 ok, 1 error (one line on stderr), 2 usage error.
+exit status: 0 ok, 1 error (one line on stderr), 2 usage error, 130 Ctrl-C.
 """
 
 
@@ -269,7 +269,7 @@ def _netns(text: Optional[str]) -> Union[str, int, None]:
     if text is None:
         return None
     spec: Union[str, int] = text
-    if is_number(text.lstrip("-+")):
+    if is_number(text[1:] if text[:1] in "+-" else text):
         spec = int(text)
         if spec < 1:
             raise ValueError(f"--netns: {text} is not a pid (a pid is at least 1); "
