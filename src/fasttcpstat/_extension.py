@@ -30,4 +30,5 @@ def import_error(exc: ImportError) -> ImportError:
 
 def missing_warning(error: ImportError) -> str:
     """The warning `import fasttcpstat` gives without the extension."""
-    return (f"fasttcpstat counts through /proc/net/tcp, several times slower: {error}")
+    return (f"fasttcpstat's C extension is not available: {error}; until then, "
+            "counting goes through /proc/net/tcp, several times slower")
