@@ -70,7 +70,9 @@ def _positive_int(text: str) -> int:
 
 
 def listen_address(text: str) -> Tuple[str, int]:
-    """'PORT', 'ADDR:PORT' or '[IPV6]:PORT' -> (address, port)."""
+    """'PORT', 'ADDR:PORT' or '[IPV6]:PORT' -> (address, port).  Like every
+    type function here, it raises only ArgumentTypeError: argparse turns
+    anything else into "invalid listen_address value"."""
     address, colon, port_text = text.rpartition(":")
     if not colon:
         address = DEFAULT_SERVE_ADDRESS
@@ -81,12 +83,6 @@ def listen_address(text: str) -> Tuple[str, int]:
             f"expected PORT or ADDR:PORT (ADDR an IP address, [ADDR] for IPv6, "
             f"PORT 0..65535), not {text!r}")
     return address, int(port_text)
-
-
-# argparse names a type in its message ("invalid listen_address value") when
-# a type function raises anything but ArgumentTypeError.
-_seconds.__name__ = "seconds"
-_positive_int.__name__ = "whole number"
 
 
 def _add_counting_options(parser: argparse.ArgumentParser) -> None:
