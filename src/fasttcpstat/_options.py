@@ -21,9 +21,13 @@ WATCH_INTERVAL = 1.0
 # Not 0.0.0.0: the counts tell who talks to this host on which ports;
 # publishing them on every interface should be a decision, not a default.
 DEFAULT_SERVE_ADDRESS = "127.0.0.1"
-# What one count can filter on, local and remote ranges together (the C
-# extension's FTS_MAX_PORT_RANGES).
-MAX_PORT_RANGES = 2048
+# What one count can filter on, local and remote ranges together; None
+# without the C extension: /proc, the only backend left then, has no limit.
+MAX_PORT_RANGES: Optional[int]
+try:
+    from ._fasttcpstat import MAX_PORT_RANGES
+except ImportError:
+    MAX_PORT_RANGES = None
 
 PortItems = List[Union[int, Tuple[int, int]]]
 
@@ -217,7 +221,7 @@ def _check_range_count(local: Optional[PortItems], remote: Optional[PortItems]) 
     # Adjacent and overlapping ranges merge first, so only what is left counts.
     merged = [len(parse_ports(items, option) or ()) for items, option in
               ((local, "--local-port"), (remote, "--remote-port")) if items is not None]
-    if sum(merged) > MAX_PORT_RANGES:
+    if MAX_PORT_RANGES is not None and sum(merged) > MAX_PORT_RANGES:
         raise ValueError(
             f"--local-port and --remote-port: {sum(merged)} port ranges given (after "
             f"merging adjacent ones); at most {MAX_PORT_RANGES} in all")
