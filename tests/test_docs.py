@@ -220,7 +220,9 @@ def test_the_readme_fits_on_two_screens():
     command = ("python3 -m venv .venv && .venv/bin/pip install -q '.[test]' && "
                ".venv/bin/python -m pytest")
     assert command in lines
-    assert command in (ROOT / ".ci" / "run").read_text()
+    ci = ROOT / ".ci" / "run"
+    if ci.is_file():  # not in an sdist
+        assert command in ci.read_text()
 
 
 def test_a_wrong_output_is_caught():
