@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -51,19 +52,59 @@ def require_bpf() -> None:
     require(ok, "the BPF iterator", reason)
 
 
-@pytest.fixture(scope="module")
-def small_population(require_netns):
-    """A handful of every scenario (SMALL_SPEC).  Exact for ~55 s after the
-    build (TIME_WAIT / orphan FIN_WAIT2 expire at 60 s), so keep modules quick."""
-    with Population(SMALL_SPEC) as pop:
-        yield pop
+# A test gets its population with at least this many seconds of exact
+# counts ahead.  TIME_WAIT and orphaned FIN_WAIT2 sockets expire 60 s after
+# the build whatever the machine's speed, so on a loaded machine a module's
+# tests outlast them: the population is then rebuilt between two tests
+# instead of failing the later ones.
+FRESH_FOR_SECONDS = 30.0
+
+
+class _Renewed:
+    """One population per module, rebuilt when it is about to go stale."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.pop: "Population | None" = None
+
+    def get(self) -> Population:
+        if self.pop is None or time.monotonic() + FRESH_FOR_SECONDS > self.pop.fresh_until:
+            self.close()
+            self.pop = Population(self.spec)
+        return self.pop
+
+    def close(self) -> None:
+        if self.pop is not None:
+            self.pop.close()
+            self.pop = None
 
 
 @pytest.fixture(scope="module")
-def large_population(require_netns):
-    """Spec.mixed(10_000): at least 10,000 visible sockets, every scenario."""
-    with Population(Spec.mixed(LARGE_TOTAL)) as pop:
-        yield pop
+def _small_populations(require_netns):
+    renewed = _Renewed(SMALL_SPEC)
+    yield renewed
+    renewed.close()
+
+
+@pytest.fixture(scope="module")
+def _large_populations(require_netns):
+    renewed = _Renewed(Spec.mixed(LARGE_TOTAL))
+    yield renewed
+    renewed.close()
+
+
+@pytest.fixture
+def small_population(_small_populations):
+    """A handful of every scenario (SMALL_SPEC), exact for at least
+    FRESH_FOR_SECONDS from the test's start."""
+    return _small_populations.get()
+
+
+@pytest.fixture
+def large_population(_large_populations):
+    """Spec.mixed(10_000): at least 10,000 visible sockets, every scenario,
+    exact for at least FRESH_FOR_SECONDS from the test's start."""
+    return _large_populations.get()
 
 
 def pytest_configure(config) -> None:
