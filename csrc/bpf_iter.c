@@ -107,6 +107,15 @@ fts_bpf_close(struct fts_bpf_counter *c)
     close_fd(&c->map_fd);
 }
 
+/* Whether a bpf() failure may be a missing capability: EMFILE or ENOMEM
+ * name their own cause, and a capability hint would send the reader the
+ * wrong way. */
+static int
+lacks_privilege(int code)
+{
+    return code != EMFILE && code != ENFILE && code != ENOMEM;
+}
+
 int
 fts_bpf_open(struct fts_bpf_counter *c, const struct fts_btf_layout *layout,
              const struct fts_bpf_filter *filter, unsigned emit_shift,
@@ -122,8 +131,10 @@ fts_bpf_open(struct fts_bpf_counter *c, const struct fts_btf_layout *layout,
     c->map_fd = map_create(FTS_BPF_MAP_TYPE_ARRAY, 4, FTS_BPF_VALUE_SIZE, 1,
                            FTS_BPF_F_MMAPABLE);
     if (c->map_fd < 0) {
-        return fts_fail(err, errno, "bpf(BPF_MAP_CREATE) of the counter array "
-                                "(needs CAP_BPF, or CAP_SYS_ADMIN)");
+        return fts_fail(err, errno, lacks_privilege(errno)
+                        ? "bpf(BPF_MAP_CREATE) of the counter array "
+                          "(needs CAP_BPF, or CAP_SYS_ADMIN)"
+                        : "bpf(BPF_MAP_CREATE) of the counter array");
     }
     long page = sysconf(_SC_PAGESIZE);
     c->mapped = page > 0 ? (size_t)page : 4096;
@@ -155,9 +166,11 @@ fts_bpf_open(struct fts_bpf_counter *c, const struct fts_btf_layout *layout,
     free(insns);
     if (c->prog_fd < 0) {
         fts_bpf_close(c);
-        return fts_fail(err, saved, "bpf(BPF_PROG_LOAD) of the iterator program "
-                                "(needs CAP_BPF + CAP_PERFMON, or "
-                                "CAP_SYS_ADMIN; Linux >= 5.9)");
+        return fts_fail(err, saved, lacks_privilege(saved)
+                        ? "bpf(BPF_PROG_LOAD) of the iterator program "
+                          "(needs CAP_BPF + CAP_PERFMON, or "
+                          "CAP_SYS_ADMIN; Linux >= 5.9)"
+                        : "bpf(BPF_PROG_LOAD) of the iterator program");
     }
     c->link_fd = link_create(c->prog_fd);
     if (c->link_fd < 0) {

@@ -19,6 +19,30 @@ METRIC = "fasttcpstat_connections"
 COMMAND = [sys.executable, "-m", "fasttcpstat"]
 
 
+def main_in_process(capsys, *argv: str) -> tuple:
+    """The command in this process (argument checks need no fresh
+    interpreter): (exit status, stdout, stderr), as `sys.exit(main())`
+    would give them."""
+    from fasttcpstat._cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err: str, *words: str) -> None:
+    """The command's error contract: one line, prefixed, no traceback,
+    naming each of `words`."""
+    assert err.startswith("fasttcpstat: error: "), err
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err, (word, err)
+
+
 def cli(*args: str, timeout: float = 60) -> tuple:
     """Run the command to its end: (exit status, stdout, stderr)."""
     done = subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=timeout)

@@ -19,10 +19,6 @@ from tests.population import SMALL_SPEC, Population, Spec, netns_supported  # no
 # .ci/kernels sets a smaller size under software emulation, where building
 # 10,000 sockets takes half of a population's 55 s of exactness.
 LARGE_TOTAL = int(os.environ.get("FASTTCPSTAT_LARGE_TOTAL", "10000"))
-# A population is exact for ~55 s from the start of its build: TIME_WAIT
-# and orphaned FIN_WAIT2 sockets expire at 60 s.  A test starting later
-# than this gets a new one (only slow machines and emulated kernels do).
-FRESH_SECONDS = 25
 
 
 def require(ok: bool, what: str, reason: str) -> None:
@@ -59,18 +55,24 @@ def require_bpf() -> None:
     require(ok, "the BPF iterator", reason)
 
 
-class _Fresh:
-    """One population per module, rebuilt when it is too old to be exact."""
+# A test gets its population with at least this many seconds of exact
+# counts ahead.  TIME_WAIT and orphaned FIN_WAIT2 sockets expire 60 s after
+# the build whatever the machine's speed, so on a loaded machine a module's
+# tests outlast them: the population is then rebuilt between two tests
+# instead of failing the later ones.
+FRESH_FOR_SECONDS = 30.0
+
+
+class _Renewed:
+    """One population per module, rebuilt when it is about to go stale."""
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
-        self.pop = None
-        self.started = 0.0
+        self.pop: "Population | None" = None
 
     def get(self) -> Population:
-        if self.pop is None or time.monotonic() - self.started > FRESH_SECONDS:
+        if self.pop is None or time.monotonic() + FRESH_FOR_SECONDS > self.pop.fresh_until:
             self.close()
-            self.started = time.monotonic()
             self.pop = Population(self.spec)
         return self.pop
 
@@ -81,31 +83,31 @@ class _Fresh:
 
 
 @pytest.fixture(scope="module")
-def _small(require_netns):
-    fresh = _Fresh(SMALL_SPEC)
-    yield fresh
-    fresh.close()
+def _small_populations(require_netns):
+    renewed = _Renewed(SMALL_SPEC)
+    yield renewed
+    renewed.close()
 
 
 @pytest.fixture(scope="module")
-def _large(require_netns):
-    fresh = _Fresh(Spec.mixed(LARGE_TOTAL))
-    yield fresh
-    fresh.close()
+def _large_populations(require_netns):
+    renewed = _Renewed(Spec.mixed(LARGE_TOTAL))
+    yield renewed
+    renewed.close()
 
 
 @pytest.fixture
-def small_population(_small):
-    """A handful of every scenario (SMALL_SPEC), built at most FRESH_SECONDS
-    before the test starts."""
-    return _small.get()
+def small_population(_small_populations):
+    """A handful of every scenario (SMALL_SPEC), exact for at least
+    FRESH_FOR_SECONDS from the test's start."""
+    return _small_populations.get()
 
 
 @pytest.fixture
-def large_population(_large):
-    """Spec.mixed(LARGE_TOTAL): at least that many visible sockets, every
-    scenario, built at most FRESH_SECONDS before the test starts."""
-    return _large.get()
+def large_population(_large_populations):
+    """Spec.mixed(LARGE_TOTAL): at least that many visible sockets, every scenario,
+    exact for at least FRESH_FOR_SECONDS from the test's start."""
+    return _large_populations.get()
 
 
 def pytest_configure(config) -> None:

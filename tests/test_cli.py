@@ -13,31 +13,13 @@ import pytest
 
 import fasttcpstat
 from fasttcpstat import _formats, _watch
-from fasttcpstat._cli import _listen_address, build_parser, main
+from fasttcpstat._options import build_parser, listen_address
 
+from .cli_tools import assert_one_line_error as _assert_one_line_error
 from .cli_tools import cli, parse_exposition, parse_table
+from .cli_tools import main_in_process as _main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _main(capsys, *argv: str) -> tuple:
-    """The command in this process (the argument checks need no fresh
-    interpreter): (exit status, stdout, stderr), as `sys.exit(main())`
-    would give them."""
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _assert_one_line_error(err: str, *words: str) -> None:
-    assert err.startswith("fasttcpstat: error: "), err
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    for word in words:
-        assert word in err, (word, err)
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -50,7 +32,7 @@ def _assert_one_line_error(err: str, *words: str) -> None:
     (["--state", "established,bogus"], ["unknown TCP state 'bogus'", "allowed: ESTABLISHED"]),
     (["--netns", "/nonexistent/netns"], ["netns: no such file", "/nonexistent/netns",
                                          "/var/run/netns/NAME"]),
-    (["--netns", str(2 ** 22 + 12345)], ["no process with pid", "pid of a running process"]),
+    (["--netns", str(2 ** 22 + 12345)], ["--netns: no process with pid", "or the pid of a process"]),
     (["--netns", "/proc/self/ns/uts"], ["not a network namespace"]),
 ])
 def test_refused_values_exit_1_with_one_line(capsys, argv, words):
@@ -127,7 +109,8 @@ def test_serve_without_prometheus_client():
 # runs as nobody.
 _AS_NOBODY = """
 import os, sys, threading  # fasttcpstat sets up threads and counts with it
-from fasttcpstat._cli import build_parser, main
+from fasttcpstat._cli import main
+from fasttcpstat._options import build_parser
 build_parser().format_help()  # argparse loads gettext and locale lazily
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 sys.exit(main(sys.argv[1:]))
@@ -244,7 +227,7 @@ def test_package_ships_its_type_information():
     ("10.0.0.5:0", ("10.0.0.5", 0)),
 ])
 def test_listen_address(text, address):
-    assert _listen_address(text) == address
+    assert listen_address(text) == address
 
 
 def test_parser_defaults():
@@ -304,5 +287,8 @@ def test_watch_frame():
     assert rows["CLOSING"].split()[1:] == ["0", "+0"]  # no bar for zero
     assert all(len(line) <= 60 for line in lines[2:])
     bar = rows["ESTABLISHED"].split()[3]
-    assert len(bar) == 60 - len(rows["ESTABLISHED"]) + len(bar)  # the largest fills the width
+    # The largest count's bar fills the width exactly: 60 columns minus the
+    # name (11), count (5: "COUNT"), change (6: "CHANGE") and 3 gaps of 2.
+    assert len(rows["ESTABLISHED"]) == 60
+    assert len(bar) == 60 - (11 + 5 + 6 + 6) == 32
     assert rows["LISTEN"].split()[3] == "#" * (len(bar) * 3 // 40)

@@ -4,9 +4,10 @@
 >>> fasttcpstat.counts()                                    # doctest: +SKIP
 {'ESTABLISHED': 100, 'SYN_SENT': 0, ..., 'LISTEN': 4, 'CLOSING': 0}
 
-The counting is done by a C extension over netlink sock_diag (what ``ss``
-uses), with memory that does not grow with the number of sockets; where
-netlink is refused, /proc/net/tcp{,6} is read instead.
+The counting is done by a C extension, with memory that does not grow with
+the number of sockets: as root, a BPF iterator program counts inside the
+kernel; otherwise one netlink sock_diag dump (what ``ss`` uses) is tallied;
+where both are refused, /proc/net/tcp{,6} is read instead.
 """
 from __future__ import annotations
 
@@ -69,10 +70,6 @@ def __dir__() -> list[str]:
 if _netlink.IMPORT_ERROR is not None:
     import warnings
 
-    warnings.warn(
-        "fasttcpstat's C extension is not available "
-        f"({_netlink.IMPORT_ERROR}); counting falls back to /proc/net/tcp, "
-        "which is several times slower. Reinstall with a C compiler to fix.",
-        RuntimeWarning,
-        stacklevel=2,
-    )
+    from ._extension import missing_warning
+
+    warnings.warn(missing_warning(_netlink.IMPORT_ERROR), RuntimeWarning, stacklevel=2)

@@ -199,7 +199,8 @@ def pin(path: str = DEFAULT_PIN_PATH, *, mode: int = 0o444) -> str:
             )
     if os.path.lexists(path):
         raise FileExistsError(errno.EEXIST, "pin: already exists; remove it first", path)
-    _fasttcpstat.bpf_pin(layout(), path)
+    pin_layout = layout()  # first: it says so when the C extension is missing
+    _fasttcpstat.bpf_pin(pin_layout, path)
     os.chmod(path, mode)
     return path
 

@@ -30,7 +30,9 @@ try:
     from . import _fasttcpstat
 except ImportError as exc:  # a source install without a compiler
     _fasttcpstat = None  # type: ignore[assignment]
-    IMPORT_ERROR: Optional[ImportError] = exc
+    from ._extension import import_error
+
+    IMPORT_ERROR: Optional[ImportError] = import_error(exc)
 else:
     IMPORT_ERROR = None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import shutil
-from typing import List, Optional, TextIO
+from typing import List, Optional, TextIO, Tuple
 
 from ._counter import StateCounts
 from ._formats import timestamp
@@ -84,9 +84,14 @@ class Screen:
         encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
         self.block = "\u2588" if encoding == "utf8" else "#"
 
-    def width(self) -> int:
-        # Asked at every frame, so the view follows a resized terminal.
-        return shutil.get_terminal_size().columns if self.live else PLAIN_WIDTH
+    def size(self) -> Tuple[int, Optional[int]]:
+        """(columns, lines) of the terminal, asked at every frame so the
+        view follows a resized one; off a terminal, PLAIN_WIDTH and no
+        height limit."""
+        if not self.live:
+            return PLAIN_WIDTH, None
+        size = shutil.get_terminal_size()
+        return size.columns, size.lines
 
     def __enter__(self) -> "Screen":
         if self.live:
@@ -95,12 +100,13 @@ class Screen:
         return self
 
     def draw(self, frame: Frame) -> None:
-        width = self.width()
+        width, height = self.size()
         lines = render(frame, width, self.block)
         if self.live:
-            # Clipped: a wrapped line would push the view down a row.
+            # Clipped to the screen: a wrapped line, or a line below the
+            # last row, would scroll the view up.
             end = CLEAR_LINE_END + "\n"
-            self.stream.write(HOME + end.join(line[:width] for line in lines)
+            self.stream.write(HOME + end.join(line[:width] for line in lines[:height])
                               + CLEAR_LINE_END + CLEAR_BELOW)
         else:
             self.stream.write("\n".join(lines) + "\n\n")

@@ -6,7 +6,8 @@
 >>> register(by_family=True, by_port=[443, 8443])  # doctest: +SKIP
 
 Every scrape counts afresh: :class:`FastTCPStatCollector` keeps one
-:class:`fasttcpstat.Counter` (one netlink socket) and reports the gauge
+:class:`fasttcpstat.Counter` (as root a BPF program, else one netlink
+socket) and reports the gauge
 ``fasttcpstat_connections`` with a ``state`` label in node_exporter's
 spellings, zeros included, plus ``family``, ``port`` and ``side`` labels
 when a breakdown is asked for.  The metric is the same as the one
@@ -88,7 +89,8 @@ class FastTCPStatCollector(Collector):
         yield gauge
 
     def close(self) -> None:
-        """Release the counter's socket.  Unregister the collector first."""
+        """Release the counter's socket or BPF objects.  Unregister the
+        collector first."""
         self.counter.close()
 
 
