@@ -77,6 +77,7 @@ from .population_netns import (
 from .population_reference import (
     ALL_STATES_MASK,
     BOUND_INACTIVE_MASK,
+    SS_STATE_NAMES,
     diag_counts,
     diff_counts,
     proc_counts,
@@ -111,6 +112,7 @@ __all__ = [
     "expected_counts",
     "fds_needed",
     "ss_counts",
+    "SS_STATE_NAMES",
     "ss_shows_bound_inactive",
     "proc_counts",
     "diag_counts",
