@@ -92,8 +92,9 @@ parse_ranges(PyObject *seq, const char *name, struct fts_port_range *out,
         return -1;
     }
     if (n > room) {
-        PyErr_Format(PyExc_ValueError, "%s: at most %d port ranges in all",
-                     name, FTS_MAX_PORT_RANGES);
+        PyErr_Format(PyExc_ValueError,
+                     "%s: at most %d port ranges in all (after merging "
+                     "adjacent ones), got %zd", name, FTS_MAX_PORT_RANGES, n);
         return -1;
     }
     for (Py_ssize_t i = 0; i < n; i++) {

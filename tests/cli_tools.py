@@ -133,3 +133,15 @@ def parse_exposition(text: str) -> dict:
         assert sample.value == int(sample.value)
     return series
 
+
+# Privileges are dropped after the imports (the interpreter's files may sit
+# where nobody cannot read them, e.g. under /root/.pyenv), then the command
+# runs as nobody.
+AS_NOBODY = """
+import os, sys, threading  # fasttcpstat sets up threads and counts with it
+from fasttcpstat._cli import main
+from fasttcpstat._options import build_parser
+build_parser().format_help()  # argparse loads gettext and locale lazily
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+sys.exit(main(sys.argv[1:]))
+"""

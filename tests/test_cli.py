@@ -16,6 +16,7 @@ from fasttcpstat import _formats, _watch
 from fasttcpstat._options import build_parser, listen_address
 
 from .cli_tools import assert_one_line_error as _assert_one_line_error
+from .cli_tools import AS_NOBODY as _AS_NOBODY
 from .cli_tools import cli, parse_exposition, parse_table
 from .cli_tools import main_in_process as _main
 
@@ -103,18 +104,6 @@ def test_serve_without_prometheus_client():
     assert (done.returncode, done.stdout) == (1, "")
     _assert_one_line_error(done.stderr, "pip install 'fasttcpstat[prometheus]'")
 
-
-# Privileges are dropped after the imports (the interpreter's files may sit
-# where nobody cannot read them, e.g. under /root/.pyenv), then the command
-# runs as nobody.
-_AS_NOBODY = """
-import os, sys, threading  # fasttcpstat sets up threads and counts with it
-from fasttcpstat._cli import main
-from fasttcpstat._options import build_parser
-build_parser().format_help()  # argparse loads gettext and locale lazily
-os.setgroups([]); os.setgid(65534); os.setuid(65534)
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def test_permission_error_says_what_to_do(require_netns, small_population):

@@ -29,6 +29,7 @@ import pytest
 import fasttcpstat
 from fasttcpstat import _http
 
+from .cli_tools import AS_NOBODY as _AS_NOBODY
 from .cli_tools import (COMMAND, assert_one_line_error, cli, main_in_process, parse_exposition,
                         read_line, start, stop, total)
 from .population import Population, Spec
@@ -347,16 +348,6 @@ print(json.dumps(out))
         assert "Too many open files" in text and "CAP_" not in text, text
         steps.add(text.split(")")[0])
     assert any("BPF_PROG_LOAD" in step for step in steps), failures
-
-
-_AS_NOBODY = """
-import os, sys
-from fasttcpstat._cli import main
-from fasttcpstat._options import build_parser
-build_parser().format_help()  # argparse loads gettext and locale lazily
-os.setgroups([]); os.setgid(65534); os.setuid(65534)
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def _as_nobody(*argv: str) -> subprocess.CompletedProcess:

@@ -22,6 +22,7 @@ import pytest
 import fasttcpstat
 
 from .hardening import drop_to_nobody, fd_count, open_fds
+from .population_netns import _unshare_net
 
 MISSING = "/nonexistent/fasttcpstat-netns"
 NO_SUCH_PID = 4194304 + 1  # above the largest pid_max: never a process
@@ -167,9 +168,9 @@ ROWS = [
     # ---- privileges (as nobody) ----
     Row("netns-pid-1-not-ours", lambda c: fasttcpstat.counts(netns=1, backend="netlink"),
         PermissionError, ["netns", "ptrace access", "backend='procfs'"], as_nobody=True),
-    Row("netns-setns-needs-cap", lambda c: fasttcpstat.counts(netns=c["own_ns"], backend="netlink"),
+    Row("netns-setns-needs-cap", lambda c: fasttcpstat.counts(netns=c["other_ns"], backend="netlink"),
         PermissionError, ["netns", "CAP_SYS_ADMIN", "backend='procfs'"], as_nobody=True),
-    Row("counter-netns-setns-needs-cap", lambda c: fasttcpstat.Counter(netns=c["own_ns"]),
+    Row("counter-netns-setns-needs-cap", lambda c: fasttcpstat.Counter(netns=c["other_ns"]),
         PermissionError, ["netns", "CAP_SYS_ADMIN"], as_nobody=True),
 ]
 
@@ -203,11 +204,13 @@ def _run_as_nobody(row: Row, ctx: dict) -> Tuple[str, str]:
         code = 0
         try:
             os.close(r)
-            # A namespace file nobody can open (our own, opened while still
-            # root) but not enter: setns() needs CAP_SYS_ADMIN.
-            own = os.open("/proc/self/ns/net", os.O_RDONLY)
+            # A namespace file nobody can open (opened while still root)
+            # but not enter: setns() needs CAP_SYS_ADMIN.  Not our own
+            # namespace, which is counted without entering it.
+            other = os.open("/proc/self/ns/net", os.O_RDONLY)
+            _unshare_net()
             drop_to_nobody()
-            name, message = _run(row, dict(ctx, own_ns=f"/proc/self/fd/{own}"))
+            name, message = _run(row, dict(ctx, other_ns=f"/proc/self/fd/{other}"))
             os.write(w, f"{name}\n{message}".encode())
         except BaseException:  # noqa: BLE001
             os.write(w, ("ChildError\n" + traceback.format_exc()).encode())
@@ -263,3 +266,9 @@ def test_fd_count_helper_sees_opens() -> None:
         assert fd_count() == before + 1
     finally:
         os.close(fd)
+
+
+def test_too_many_port_ranges_says_how_many():
+    # Every other port: 3,000 ranges that cannot merge.
+    with pytest.raises(ValueError, match=r"local ports: at most 2048 port ranges.*got 3000"):
+        fasttcpstat.counts(local_ports=list(range(0, 6000, 2)), backend="netlink")
