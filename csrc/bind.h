@@ -137,4 +137,7 @@ int fts_py_add_constants(PyObject *module,
 /* Add the BPF iterator backend's type and functions (bind_bpf.c). */
 int fts_py_add_bpf(PyObject *module);
 
+/* Add the walk backend's type and function (bind_walk.c). */
+int fts_py_add_walk(PyObject *module);
+
 #endif /* FASTTCPSTAT_BIND_H */
