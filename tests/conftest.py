@@ -59,6 +59,20 @@ def require_bpf() -> None:
     require(ok, "the BPF iterator", reason)
 
 
+@pytest.fixture(scope="session")
+def require_walk() -> None:
+    """The walk backend (root, Linux >= 6.2 with BTF); its self-check runs
+    here once."""
+    import fasttcpstat
+
+    try:
+        with fasttcpstat.Counter("walk"):
+            ok, reason = True, ""
+    except (OSError, ImportError) as exc:
+        ok, reason = False, str(exc)
+    require(ok, "the walk backend", reason)
+
+
 class _Fresh:
     """One population per module, rebuilt when it is too old to be exact."""
 
