@@ -20,7 +20,8 @@ import fasttcpstat
 from .population import STATES, ss_counts
 from .test_filters_netns import _cases, _listen_ports, from_listing, ss_filtered, ss_listing
 
-pytestmark = pytest.mark.usefixtures("require_netns", "require_walk")
+
+WALK = pytest.mark.usefixtures("require_netns", "require_walk")
 
 
 def _total(expected: dict) -> dict:
@@ -44,6 +45,7 @@ def _count_every_way() -> dict:
         }
 
 
+@WALK
 def test_exact_counts_every_state(small_population):
     pop = small_population
     got = pop.run(_count_every_way)
@@ -61,6 +63,7 @@ def test_exact_counts_every_state(small_population):
         assert total[state] > 0, state
 
 
+@WALK
 def test_port_filters_match_ss(small_population):
     def check():
         rows = ss_listing()
@@ -80,6 +83,7 @@ def test_port_filters_match_ss(small_population):
     assert nonzero >= 7  # the filters really select something
 
 
+@WALK
 def test_another_namespace_by_pid(small_population):
     """From the host namespace: the walk runs from a thread inside the
     population's namespace and tallies only its inode."""
@@ -107,6 +111,7 @@ def _refused_with(index: int, delta: int) -> str:
 NET_INUM, SKC_FAMILY = 9, 23
 
 
+@WALK
 def test_self_check_refuses_a_wrong_offset(small_population):
     # A wrong net.ns.inum offset: no anomaly, every socket seen in some
     # other namespace: only the comparison with sock_diag catches it.
@@ -118,6 +123,7 @@ def test_self_check_refuses_a_wrong_offset(small_population):
     assert got.startswith("5 walk: the pass met anomalies (bad_family="), got
 
 
+@WALK
 def test_self_check_passes_unmodified(small_population):
     got = small_population.run(_refused_with, NET_INUM, 0)
     assert got == "accepted"
@@ -129,6 +135,7 @@ def _env_run(value: str, code: str) -> str:
                           capture_output=True, text=True).stdout.strip()
 
 
+@WALK
 def test_environment_can_force_or_exclude_walk():
     code = "import fasttcpstat; c = fasttcpstat.Counter(); print(c.backend)"
     assert _env_run("walk", code) == "walk"
@@ -136,8 +143,15 @@ def test_environment_can_force_or_exclude_walk():
     assert _env_run("-walk", code) == "bpf"
     assert _env_run("", code) == "bpf"  # auto never picks walk (yet)
     assert fasttcpstat.auto_order() == ["bpf", "netlink", "procfs"]
+    # A walk that fails its self-check: "auto" moves on and says why.
+    broken = ("from fasttcpstat import _walk; "
+              f"_walk._layout_override[{NET_INUM}] = _walk.layout()[{NET_INUM}] + 8; ")
+    out = _env_run("walk,bpf", broken + code.replace("print(c.backend)",
+                                                      "print(c.backend, c.fallback_reason)"))
+    assert out.startswith("bpf walk: [Errno 5] walk self-check failed"), out
 
 
+@WALK
 def test_walk_refuses_per_port_breakdown_to_netlink(small_population):
     """Per-port breakdowns go to netlink, as for the iterator."""
     def check():
@@ -148,3 +162,17 @@ def test_walk_refuses_per_port_breakdown_to_netlink(small_population):
 
     walk, netlink = small_population.run(check)
     assert walk == netlink
+
+
+def test_refused_below_6_2():
+    """Below 6.2 the backend refuses with the reason, and "auto" (told to
+    try walk first) moves on to the iterator, saying why."""
+    from fasttcpstat import _walk
+
+    if _walk._kernel_release() >= _walk.MIN_KERNEL:
+        pytest.skip("Linux >= 6.2: the walk is accepted (the other tests)")
+    with pytest.raises(OSError, match=r"needs Linux >= 6\.2"):
+        fasttcpstat.Counter("walk")
+    code = ("import fasttcpstat; c = fasttcpstat.Counter(); "
+            "print(c.backend, c.fallback_reason)")
+    assert _env_run("walk,bpf", code).startswith("bpf walk: ")
