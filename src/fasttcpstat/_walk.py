@@ -26,11 +26,14 @@ from ._states import ALL_STATES_MASK, FAMILY_IPV4, FAMILY_IPV6, masked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Dict, List, Optional, Tuple
+    from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
     from ._fasttcpstat import WalkCounter
     from ._netns import Netns
     from ._query import CountQuery
+
+    T = TypeVar("T")
+    Counts = Tuple[int, ...]
 
 try:
     from . import _fasttcpstat
@@ -130,7 +133,7 @@ def _private_namespace() -> None:
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
-def _known_sockets(program: WalkCounter) -> Tuple[Tuple[int, ...], ...]:
+def _known_sockets(program: WalkCounter) -> Tuple[Counts, Counts, Counts, Counts, Counts]:
     """In a private namespace: a listener, an established pair and a
     TIME_WAIT socket, counted by the walk, by sock_diag and as built."""
     import socket
@@ -169,9 +172,9 @@ def _known_sockets(program: WalkCounter) -> Tuple[Tuple[int, ...], ...]:
             s.close()
 
 
-def _in_thread(func: Callable[[], object]) -> object:
+def _in_thread(func: Callable[[], T]) -> T:
     """func() in a short-lived thread (it may leave its namespace behind)."""
-    result: List[object] = []
+    result: List[T] = []
     failure: List[BaseException] = []
     done = _thread.allocate_lock()
     done.acquire()
@@ -191,30 +194,33 @@ def _in_thread(func: Callable[[], object]) -> object:
     return result[0]
 
 
+def _prove(program: WalkCounter) -> None:
+    """Raise OSError unless walk and sock_diag count exactly the sockets
+    built in a private namespace."""
+    expected, n4, n6, w4, w6 = _in_thread(lambda: _known_sockets(program))
+    none = (0,) * 16
+    if not (tuple(n4) == expected and tuple(n6) == none
+            and tuple(w4) == expected and tuple(w6) == none):
+        raise OSError(errno.EIO,
+                      "walk self-check failed: a private namespace with known sockets "
+                      f"(per state: {list(expected)}) counted by the walk as "
+                      f"{list(w4)} (IPv6 {list(w6)}) and by sock_diag as {list(n4)}; "
+                      "the walk is not exact on this kernel")
+
+
 def self_check(program: WalkCounter, key: Tuple[int, ...]) -> None:
     """Refuse (OSError) unless the walk counts known sockets exactly on
     this kernel; once per layout and process."""
     with _lock:
-        if key in _checked:
-            refusal = _checked[key]
-            if refusal is not None:
-                raise refusal
-            return
-    try:
-        expected, n4, n6, w4, w6 = _in_thread(lambda: _known_sockets(program))  # type: ignore[misc]
-        none = (0,) * 16
-        if not (tuple(n4) == expected and tuple(n6) == none
-                and tuple(w4) == expected and tuple(w6) == none):
-            raise OSError(errno.EIO,
-                          "walk self-check failed: a private namespace with known sockets "
-                          f"(per state: {list(expected)}) counted by the walk as "
-                          f"{list(w4)} (IPv6 {list(w6)}) and by sock_diag as {list(n4)}; "
-                          "the walk is not exact on this kernel")
-        refusal: Optional[OSError] = None
-    except OSError as exc:
-        refusal = exc
-    with _lock:
-        _checked[key] = refusal
+        checked = key in _checked
+        refusal = _checked.get(key)
+    if not checked:
+        try:
+            _prove(program)
+        except OSError as exc:
+            refusal = exc
+        with _lock:
+            _checked[key] = refusal
     if refusal is not None:
         raise refusal
 
