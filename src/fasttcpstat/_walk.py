@@ -22,7 +22,7 @@ import os
 
 from . import _netlink
 from ._backend import Backend, Tally
-from ._states import ALL_STATES_MASK, FAMILY_IPV4, FAMILY_IPV6, masked
+from ._states import _STATE_NUMBER, ALL_STATES_MASK, FAMILY_IPV4, FAMILY_IPV6, masked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def _walk_one(program: WalkCounter) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
     inum = _inode()
     tallies, stats = program.walk(only_inum=inum)
     _check_pass(stats)
-    none = (0,) * 16
+    none = (0,) * _fasttcpstat.NSTATES
     return tallies.get(inum, (none, none))
 
 
@@ -111,8 +111,6 @@ CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
-# TCP state numbers (include/net/tcp_states.h)
-ESTABLISHED, TIME_WAIT, LISTEN = 1, 6, 10
 
 
 def _private_namespace() -> None:
@@ -155,8 +153,9 @@ def _known_sockets(program: WalkCounter) -> Tuple[Counts, Counts, Counts, Counts
         opened.pop().close()
         diag = _fasttcpstat.NetlinkCounter()
         try:
-            expected = [0] * 16
-            expected[LISTEN], expected[ESTABLISHED], expected[TIME_WAIT] = 1, 2, 1
+            expected = [0] * _fasttcpstat.NSTATES
+            for state, n in (("LISTEN", 1), ("ESTABLISHED", 2), ("TIME_WAIT", 1)):
+                expected[_STATE_NUMBER[state]] = n
             deadline = time.monotonic() + 2.0
             while True:
                 netlink = diag.count(3, ALL_STATES_MASK, _fasttcpstat.FORM_V2)
@@ -198,7 +197,7 @@ def _prove(program: WalkCounter) -> None:
     """Raise OSError unless walk and sock_diag count exactly the sockets
     built in a private namespace."""
     expected, n4, n6, w4, w6 = _in_thread(lambda: _known_sockets(program))
-    none = (0,) * 16
+    none = (0,) * _fasttcpstat.NSTATES
     if not (tuple(n4) == expected and tuple(n6) == none
             and tuple(w4) == expected and tuple(w6) == none):
         raise OSError(errno.EIO,
@@ -263,7 +262,7 @@ class WalkBackend(Backend):
         finally:
             if filtered:
                 program.close()
-        none = (0,) * 16
+        none = (0,) * _fasttcpstat.NSTATES
         if not query.families & FAMILY_IPV4:
             v4 = none
         if not query.families & FAMILY_IPV6:
