@@ -14,7 +14,6 @@
 #include "btf.h"
 #include "walk_run.h"
 
-#define LOG_SIZE (256 * 1024)
 #define DEFAULT_BUDGET 16384
 
 /* The layout crosses to Python as a flat tuple, in this order: one table
@@ -151,9 +150,9 @@ typedef struct {
 } WalkCounter;
 
 static int
-load_program(WalkCounter *self, char *log, size_t logsize,
-             struct fts_error *e)
+load_program(PyObject *obj, char *log, size_t logsize, struct fts_error *e)
 {
+    WalkCounter *self = (WalkCounter *)obj;
     struct fts_walk_filter filter = {
         self->states, self->ports.ranges, self->ports.nlocal,
         self->ports.ranges + self->ports.nlocal, self->ports.nremote,
@@ -202,22 +201,10 @@ WalkCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         Py_DECREF(self);
         return NULL;
     }
-    char *log = PyMem_Malloc(LOG_SIZE);
-    if (log == NULL) {
-        Py_DECREF(self);
-        return PyErr_NoMemory();
-    }
-    log[0] = '\0';
-    struct fts_error e = {0, NULL};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = load_program(self, log, LOG_SIZE, &e);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        fts_py_raise(&e, "cannot load the walk program", log);
+    if (fts_py_load((PyObject *)self, load_program,
+                    "cannot load the walk program") < 0) {
         Py_CLEAR(self);
     }
-    PyMem_Free(log);
     return (PyObject *)self;
 }
 
@@ -250,7 +237,7 @@ run_pass(PyObject *obj, void *arg, struct fts_core_call *call)
     struct pass *p = arg;
     if (self->owner != getpid()) {
         fts_walker_close(&self->walker);
-        if (load_program(self, NULL, 0, &call->err) < 0) {
+        if (load_program(obj, NULL, 0, &call->err) < 0) {
             call->context = "cannot reload the walk program after fork()";
             return -1;
         }
