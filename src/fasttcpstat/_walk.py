@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
     from ._fasttcpstat import WalkCounter
     from ._netns import Netns
+    from ._ports import Range
+
+    Ranges = Tuple[Range, ...]
     from ._query import CountQuery
 
     T = TypeVar("T")
@@ -241,19 +244,23 @@ class WalkBackend(Backend):
         self._layout = layout()
         _netlink.import_threading()
         self._netns = netns
-        self._program = _fasttcpstat.WalkCounter(self._layout)
+        self._program = self._load()
         try:
             self_check(self._program, self._layout)
         except BaseException:
             self._program.close()
             raise
 
+    def _load(self, local: Ranges = (), remote: Ranges = ()) -> WalkCounter:
+        # One tally slot: a count keeps only its namespace's inode (the
+        # default, 4096, is for a pass over every namespace: 1 MB).
+        return _fasttcpstat.WalkCounter(self._layout, local=local, remote=remote, slots=1)
+
     def count(self, query: CountQuery) -> Tally:
         filtered = bool(query.local or query.remote)
         program = self._program
         if filtered:
-            program = _fasttcpstat.WalkCounter(
-                self._layout, local=query.local or (), remote=query.remote or ())
+            program = self._load(query.local or (), query.remote or ())
         try:
             if self._netns is not None:
                 v4, v6 = self._netns.run_inside(lambda: _walk_one(program))
