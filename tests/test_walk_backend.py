@@ -176,3 +176,19 @@ def test_refused_below_6_2():
     code = ("import fasttcpstat; c = fasttcpstat.Counter(); "
             "print(c.backend, c.fallback_reason)")
     assert _env_run("walk,bpf", code).startswith("bpf walk: ")
+
+
+@WALK
+def test_command_line_backend_walk(small_population):
+    """`fasttcpstat --backend walk` in the namespace: the population's counts."""
+    import json
+
+    def run():
+        out = subprocess.run([sys.executable, "-m", "fasttcpstat", "--backend", "walk",
+                              "--format", "json"], check=True, capture_output=True,
+                             text=True).stdout
+        return json.loads(out)
+
+    got = small_population.run(run)
+    total = _total(small_population.expected)
+    assert {s: got[s] for s in STATES} == total, got
