@@ -523,7 +523,10 @@ fasttcpstat_exec(PyObject *module)
     if (fts_py_add_constants(module, constants) < 0) {
         return -1;
     }
-    return fts_py_add_bpf(module);
+    if (fts_py_add_bpf(module) < 0) {
+        return -1;
+    }
+    return fts_py_add_walk(module);
 }
 
 static PyModuleDef_Slot fasttcpstat_slots[] = {

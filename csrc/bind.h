@@ -104,6 +104,16 @@ int fts_core_run(struct fts_core *core, fts_core_work work, PyObject *self,
 void fts_py_raise(const struct fts_error *e, const char *context,
                   const char *log);
 
+/* Room for a verifier's log: enough for the reason of a refusal. */
+#define FTS_PY_LOG_SIZE (256 * 1024)
+
+/* Load a program for `self` with `load`, the GIL released, and on a
+ * refusal raise OSError("<context>: ...") with the verifier's log.
+ * Returns 0, or -1 with an exception set. */
+typedef int (*fts_py_loader)(PyObject *self, char *log, size_t logsize,
+                             struct fts_error *e);
+int fts_py_load(PyObject *self, fts_py_loader load, const char *context);
+
 /* ValueError unless `families` is FAMILY_IPV4, FAMILY_IPV6 or both. */
 int fts_py_check_families(unsigned int families);
 
@@ -136,5 +146,8 @@ int fts_py_add_constants(PyObject *module,
 
 /* Add the BPF iterator backend's type and functions (bind_bpf.c). */
 int fts_py_add_bpf(PyObject *module);
+
+/* Add the walk backend's type and function (bind_walk.c). */
+int fts_py_add_walk(PyObject *module);
 
 #endif /* FASTTCPSTAT_BIND_H */

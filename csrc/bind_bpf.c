@@ -12,7 +12,6 @@
 #include "bpf_iter.h"
 #include "btf.h"
 
-#define LOG_SIZE (256 * 1024)
 #define LAYOUT_FIELDS 17
 
 typedef struct {
@@ -103,9 +102,9 @@ check_emit_shift(unsigned int emit_shift)
 /* Load the program and its map for self's filter.  The verifier's log,
  * if it refused, goes to `log` (may be NULL). */
 static int
-load_program(BpfCounter *self, char *log, size_t logsize,
-             struct fts_error *e)
+load_program(PyObject *obj, char *log, size_t logsize, struct fts_error *e)
 {
+    BpfCounter *self = (BpfCounter *)obj;
     struct fts_bpf_filter filter = {
         self->filter.ranges, self->filter.nlocal,
         self->filter.ranges + self->filter.nlocal, self->filter.nremote,
@@ -141,22 +140,10 @@ BpfCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         Py_DECREF(self);
         return NULL;
     }
-    char *log = PyMem_Malloc(LOG_SIZE);
-    if (log == NULL) {
-        Py_DECREF(self);
-        return PyErr_NoMemory();
-    }
-    log[0] = '\0';
-    struct fts_error e = {0, NULL};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = load_program(self, log, LOG_SIZE, &e);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        fts_py_raise(&e, "cannot load the BPF iterator", log);
+    if (fts_py_load((PyObject *)self, load_program,
+                    "cannot load the BPF iterator") < 0) {
         Py_CLEAR(self);
     }
-    PyMem_Free(log);
     return (PyObject *)self;
 }
 
@@ -183,7 +170,7 @@ ensure_private(BpfCounter *self, struct fts_core_call *call)
     }
     fts_bpf_close(&self->bpf);
     call->context = "cannot reload the BPF iterator after fork()";
-    return load_program(self, NULL, 0, &call->err);
+    return load_program((PyObject *)self, NULL, 0, &call->err);
 }
 
 static int
@@ -358,7 +345,7 @@ bpf_pin(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
         || check_emit_shift(emit_shift) < 0) {
         goto done;
     }
-    log = PyMem_Malloc(LOG_SIZE);
+    log = PyMem_Malloc(FTS_PY_LOG_SIZE);
     if (log == NULL) {
         PyErr_NoMemory();
         goto done;
@@ -371,7 +358,7 @@ bpf_pin(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     struct fts_error e = {0, NULL};
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = fts_bpf_pin_text(&layout, path, emit_shift, log, LOG_SIZE, &e);
+    rc = fts_bpf_pin_text(&layout, path, emit_shift, log, FTS_PY_LOG_SIZE, &e);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         fts_py_raise(&e, "cannot pin the BPF iterator", log);

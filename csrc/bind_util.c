@@ -33,6 +33,27 @@ fts_py_raise(const struct fts_error *e, const char *context,
 }
 
 int
+fts_py_load(PyObject *self, fts_py_loader load, const char *context)
+{
+    char *log = PyMem_Malloc(FTS_PY_LOG_SIZE);
+    if (log == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    log[0] = '\0';
+    struct fts_error e = {0, NULL};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = load(self, log, FTS_PY_LOG_SIZE, &e);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        fts_py_raise(&e, context, log);
+    }
+    PyMem_Free(log);
+    return rc < 0 ? -1 : 0;
+}
+
+int
 fts_py_check_families(unsigned int families)
 {
     if (families == 0 || (families & ~FTS_FAMILY_BOTH) != 0) {

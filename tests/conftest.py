@@ -42,17 +42,34 @@ def require_netns() -> None:
     require(ok, "network namespaces", reason)
 
 
-@pytest.fixture(scope="session")
-def require_bpf() -> None:
-    """The BPF iterator backend (root, Linux >= 5.9 with BTF)."""
+def require_backend(name: str, what: str) -> None:
+    """Skip or fail (in CI) unless a Counter with backend `name` opens."""
     import fasttcpstat
 
     try:
-        with fasttcpstat.Counter("bpf"):
+        with fasttcpstat.Counter(name):
             ok, reason = True, ""
     except (OSError, ImportError) as exc:
         ok, reason = False, str(exc)
-    require(ok, "the BPF iterator", reason)
+    require(ok, what, reason)
+
+
+@pytest.fixture(scope="session")
+def require_bpf() -> None:
+    """The BPF iterator backend (root, Linux >= 5.9 with BTF)."""
+    require_backend("bpf", "the BPF iterator")
+
+
+@pytest.fixture(scope="session")
+def require_walk() -> None:
+    """The walk backend (root, Linux >= 6.2 with BTF); its self-check runs
+    here once.  Skipped below 6.2, which refuses it (test_walk_backend.py's
+    test_refused_below_6_2 checks how), else failed in CI."""
+    from fasttcpstat import _walk
+
+    if _walk._kernel_release() < _walk.MIN_KERNEL:
+        pytest.skip(f"the walk backend needs Linux >= 6.2, not {os.uname().release}")
+    require_backend("walk", "the walk backend")
 
 
 # A test gets its population with at least this many seconds of exact

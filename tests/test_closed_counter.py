@@ -34,7 +34,7 @@ CALLS = {
     "counts_by_family(states=[])": lambda c: c.counts_by_family(states=[]),
 }
 
-BACKENDS = ["auto", "bpf", "netlink", "procfs", "pinned"]
+BACKENDS = ["auto", "bpf", "netlink", "procfs", "pinned", "walk"]
 
 
 def _open(backend: str, netns) -> fasttcpstat.Counter:
@@ -93,6 +93,8 @@ def pinned_file(request):
 def test_closed_counter_table(request, stable_population, backend, with_netns):
     if backend in ("bpf", "pinned", "auto"):
         request.getfixturevalue("require_bpf")  # auto is bpf as root
+    if backend == "walk":
+        request.getfixturevalue("require_walk")
     if backend == "pinned":
         request.getfixturevalue("pinned_file")
     netns = stable_population.holder_pid if with_netns else None
@@ -139,10 +141,12 @@ def _close_under_counts(backend: str) -> dict:
             "before": before, "after": open_fds()}
 
 
-@pytest.mark.parametrize("backend", ["auto", "netlink", "procfs"])
+@pytest.mark.parametrize("backend", ["auto", "netlink", "procfs", "walk"])
 def test_close_while_other_threads_count(request, stable_population, backend):
     if backend == "auto":
         request.getfixturevalue("require_bpf")
+    if backend == "walk":
+        request.getfixturevalue("require_walk")
     result = stable_population.run(_close_under_counts, backend)
     assert not any(result["alive"])
     assert result["errors"] == []

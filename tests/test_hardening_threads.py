@@ -52,7 +52,17 @@ def _queries(ports):
     }
 
 
-def _hammer(expected: dict, duration: float, nthreads: int) -> dict:
+def _walk_usable(request) -> bool:
+    """The walk backend joins the threads where the kernel has it (>= 6.2)."""
+    from fasttcpstat import _walk
+
+    if _walk._kernel_release() < _walk.MIN_KERNEL:
+        return False
+    request.getfixturevalue("require_walk")
+    return True
+
+
+def _hammer(expected: dict, duration: float, nthreads: int, walk: bool) -> dict:
     """Runs in the namespace."""
     fds_before = open_fds()
     ports = list(range(10000, 10040))  # the population's listeners
@@ -74,7 +84,7 @@ def _hammer(expected: dict, duration: float, nthreads: int) -> dict:
     shared = fasttcpstat.Counter()
     owned_kinds = [("netlink", "auto"), ("netlink", "v2"), ("netlink", "legacy"),
                    ("procfs", "auto"), ("one-shot-netlink", None), ("one-shot-auto", None),
-                   ("netlink", "auto"), ("procfs", "auto")]
+                   ("netlink", "auto"), ("walk" if walk else "procfs", "auto")]
     names = list(queries)
     barrier = threading.Barrier(nthreads)
     stats = [{"iterations": 0, "mismatches": [], "errors": []} for _ in range(nthreads)]
@@ -142,9 +152,10 @@ def _one_shot(name: str, ports, backend: str):
     return fasttcpstat.counts(backend=backend, **kwargs)
 
 
-def test_sixteen_threads_exact_counts(stable_population):
+def test_sixteen_threads_exact_counts(request, stable_population):
     pop = stable_population
-    result = pop.run(_hammer, pop.expected, DURATION, THREADS)
+    walk = _walk_usable(request)
+    result = pop.run(_hammer, pop.expected, DURATION, THREADS, walk)
     stats = result["stats"]
     assert not result["hung"], f"threads {result['hung']} never finished their counts"
     errors = [(i, s["errors"][:3]) for i, s in enumerate(stats) if s["errors"]]

@@ -126,10 +126,12 @@ def stable_population(require_netns):
         yield pop
 
 
-@pytest.mark.parametrize("backend", ["auto", "bpf", "netlink", "procfs"])
+@pytest.mark.parametrize("backend", ["auto", "bpf", "netlink", "procfs", "walk"])
 def test_every_iterable_reads_like_a_list(request, stable_population, backend):
     if backend == "bpf":
         request.getfixturevalue("require_bpf")
+    if backend == "walk":
+        request.getfixturevalue("require_walk")
     results, empty, nrows = stable_population.run(_compare, backend)
     assert not empty, f"rows that count nothing cannot tell forms apart: {empty}"
     assert nrows >= 18 and len(results) >= nrows * 4

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 else:
     StateCounts = dict  # importable name for annotations elsewhere
 
-BACKENDS = ("auto", "bpf", "netlink", "procfs", "pinned")
+BACKENDS = ("auto", "bpf", "netlink", "procfs", "pinned", "walk")
 
 __all__ = ["AUTO_BACKENDS", "BACKENDS", "ENV_BACKEND", "MAX_BY_PORT", "SIDES",
            "Counter", "StateCounts", "auto_order", "counts", "counts_by_cgroup",

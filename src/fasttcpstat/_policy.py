@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 ENV_BACKEND = "FASTTCPSTAT_BACKEND"
 AUTO_BACKENDS = ("bpf", "netlink", "procfs")
+# Named in FASTTCPSTAT_BACKEND, but not tried unless listed: "walk" is
+# explicit-only until it is proven where it wins.
+OPT_IN_BACKENDS = ("walk",)
 CLOSED = "I/O operation on a closed Counter"
 
 # Errors that mean "netlink sock_diag is not available to us here" (a
@@ -61,10 +64,11 @@ def auto_order() -> List[str]:
     excluded = set()
     for item in (part.strip() for part in value.split(",")):
         name = item.lstrip("-!")
-        if name not in AUTO_BACKENDS:
+        if name not in AUTO_BACKENDS + OPT_IN_BACKENDS:
             raise ValueError(
                 f"{ENV_BACKEND}={value!r}: unknown backend {name!r}; allowed: "
-                f"{', '.join(AUTO_BACKENDS)}, each optionally prefixed with '-' to exclude it"
+                f"{', '.join(AUTO_BACKENDS + OPT_IN_BACKENDS)}, each optionally "
+                "prefixed with '-' to exclude it"
             )
         if item != name:
             excluded.add(name)
@@ -194,8 +198,8 @@ class Policy:
             return True  # no C extension: only procfs is left
         if not isinstance(exc, OSError):
             return False
-        if name == "bpf":
-            # The iterator is an optimisation: any kernel refusal (no BTF,
+        if name in ("bpf", "walk"):
+            # The iterator (and the walk) is an optimisation: any kernel refusal (no BTF,
             # no iterator, no privilege, a verifier this program does not
             # suit) leaves netlink, which counts the same.
             return exc.errno != errno.EINTR
@@ -247,4 +251,8 @@ def open_backend(name: str, netns: Optional[Netns], request: str,
         from ._bpf import BpfBackend
 
         return BpfBackend(netns=netns)
+    if name == "walk":
+        from ._walk import WalkBackend
+
+        return WalkBackend(netns=netns)
     return _netlink.NetlinkBackend(request, netns=netns)
