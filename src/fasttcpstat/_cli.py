@@ -28,11 +28,10 @@ from typing import Optional, Sequence
 
 from . import _modes
 from ._bpf import pin
-from ._counter import Counter
 from ._modes import CommandError, describe
 from ._netns import PROCFS_HINT
 from ._options import build_parser, check_usage, counter_options, query_options
-from ._report import Query
+from ._report import Query, open_source
 
 # Where the API's advice names its own arguments, the command names its options.
 _CLI_PROCFS_HINT = ("--backend procfs --netns PID reads /proc/PID/net/tcp{,6}, "
@@ -68,8 +67,7 @@ def _count(args: argparse.Namespace) -> int:
     query = Query(**options)  # every value checked before anything opens
     if args.serve is not None:
         return _modes.serve(args, options)
-    options = counter_options(args)
-    with Counter(options.pop("backend"), **options) as counter:
+    with open_source(query, **counter_options(args)) as counter:
         if args.watch:
             return _modes.watch(counter, query, args)
         if args.textfile is not None:
