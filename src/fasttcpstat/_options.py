@@ -168,6 +168,7 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         if given:
             parser.error(f"pin takes no counting options (--{given[0].replace('_', '-')})")
         return
+    _check_per_owner(parser, args)
     modes = [name for name, given in (("--watch", args.watch),
                                       ("--textfile", args.textfile is not None),
                                       ("--serve", args.serve is not None)) if given]
@@ -184,7 +185,6 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if args.by_port is not None and (args.local_port or args.remote_port):
         parser.error("--by-port cannot be combined with --local-port or --remote-port: "
                      "the breakdown is itself the port filter")
-    _check_per_owner(parser, args)
     if args.watch and args.format is not None:
         parser.error("--watch draws its own view; --format does not apply")
     if args.watch and (args.by_family or args.by_port is not None):
