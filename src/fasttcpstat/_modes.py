@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, TextIO, Tuple
 from ._counter import Counter
 from ._formats import render_json, render_prometheus, render_table
 from ._options import WATCH_INTERVAL, counter_options
-from ._report import Query, Series, take
+from ._report import Query, Series, Source, take
 from ._signals import StopSignals, ticks
 from ._textfile import write_atomically
 from ._watch import Frame, Screen
@@ -56,7 +56,7 @@ def _render(fmt: str, series: Series, when: Optional[datetime.datetime]) -> str:
     return render_json(series, when)
 
 
-def print_samples(counter: Counter, query: Query, args: argparse.Namespace) -> int:
+def print_samples(counter: Source, query: Query, args: argparse.Namespace) -> int:
     """One sample, or one per interval: written and flushed whole, so a
     reader of the pipe never gets half a line."""
     out = stdout()
@@ -72,7 +72,7 @@ def print_samples(counter: Counter, query: Query, args: argparse.Namespace) -> i
     return 0
 
 
-def write_textfile(counter: Counter, query: Query, args: argparse.Namespace) -> int:
+def write_textfile(counter: Source, query: Query, args: argparse.Namespace) -> int:
     path: str = args.textfile
 
     def write_one() -> None:
