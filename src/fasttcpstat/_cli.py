@@ -28,7 +28,6 @@ from typing import Optional, Sequence
 
 from . import _modes
 from ._bpf import pin
-from ._counter import Counter
 from ._modes import CommandError, describe
 from ._netns import PROCFS_HINT
 from ._options import build_parser, check_usage, counter_options, query_options
@@ -70,8 +69,6 @@ def _count(args: argparse.Namespace) -> int:
         return _modes.serve(args, options)
     with open_source(query, **counter_options(args)) as counter:
         if args.watch:
-            # check_usage refuses --watch with --all-netns: one namespace's view.
-            assert isinstance(counter, Counter)
             return _modes.watch(counter, query, args)
         if args.textfile is not None:
             return _modes.write_textfile(counter, query, args)

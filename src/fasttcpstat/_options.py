@@ -188,7 +188,8 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if args.watch and args.format is not None:
         parser.error("--watch draws its own view; --format does not apply")
     if args.watch and (args.by_family or args.by_port is not None):
-        parser.error("--watch shows totals; for a breakdown use --format table --interval SECONDS")
+        parser.error("--watch shows totals (or one row per namespace or cgroup); for a "
+                     "breakdown use --format table --interval SECONDS")
     if args.serve is not None and (args.interval is not None
                                    or args.format not in (None, "prometheus")):
         parser.error("--serve counts at every scrape; --interval and --format do not apply")
@@ -213,12 +214,11 @@ def _check_per_owner(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         return
     others = [name for name, given in (
         ("--by-cgroup", args.by_cgroup and args.all_netns),
-        ("--by-family", args.by_family), ("--by-port", args.by_port is not None),
-        ("--watch", args.watch)) if given]
+        ("--by-family", args.by_family),
+        ("--by-port", args.by_port is not None)) if given]
     if others:
-        why = ("--watch shows one namespace's totals; use --format table --interval SECONDS"
-               if others[0] == "--watch" else "choose one breakdown")
-        parser.error(f"{per_owner[0]} cannot be combined with {others[0]}: {why}")
+        parser.error(f"{per_owner[0]} cannot be combined with {others[0]}: "
+                     "choose one breakdown")
     if args.all_netns:
         for option, given in (("--netns", args.netns is not None),
                               ("--pinned", args.pinned is not None),
