@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 
 from . import _modes
 from ._bpf import pin
+from ._all_netns import AllNetnsCounter
 from ._modes import CommandError, describe
 from ._netns import PROCFS_HINT
 from ._options import build_parser, check_usage, counter_options, query_options
@@ -69,10 +70,26 @@ def _count(args: argparse.Namespace) -> int:
         return _modes.serve(args, options)
     with open_source(query, **counter_options(args)) as counter:
         if args.watch:
-            return _modes.watch(counter, query, args)
-        if args.textfile is not None:
-            return _modes.write_textfile(counter, query, args)
-        return _modes.print_samples(counter, query, args)
+            status = _modes.watch(counter, query, args)
+        elif args.textfile is not None:
+            status = _modes.write_textfile(counter, query, args)
+        else:
+            status = _modes.print_samples(counter, query, args)
+        if isinstance(counter, AllNetnsCounter):
+            _note_unreached(counter)
+        return status
+
+
+def _note_unreached(counter: AllNetnsCounter) -> None:
+    """Without privileges some namespaces cannot be counted: say so, and
+    why, in one line (the counts of the others are printed)."""
+    parts = [counter.hidden] if counter.hidden else []
+    if counter.skipped:
+        first = next(iter(counter.skipped.values()))
+        parts.append(f"{len(counter.skipped)} namespace(s) found but not counted "
+                     f"(e.g. {first})")
+    if parts and sys.stderr is not None:
+        sys.stderr.write("fasttcpstat: note: " + "; ".join(parts) + "\n")
 
 
 def _pin(args: argparse.Namespace) -> int:
