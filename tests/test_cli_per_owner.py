@@ -276,3 +276,20 @@ def test_all_netns_as_nobody(two):
     assert got == {inode: total(pop.expected)}
     assert err.startswith("fasttcpstat: note: ") and err.count("\n") == 1, err
     assert "CAP_SYS_PTRACE" in err
+
+
+def test_collector_all_netns_reads_its_arguments_once(two):
+    """The Python collector: a one-shot iterator of states still counts at
+    every scrape (it is read once, then kept)."""
+    from fasttcpstat.prometheus import FastTCPStatCollector
+
+    collector = FastTCPStatCollector(all_netns=True, states=iter(["established"]))
+    try:
+        for _ in range(2):
+            [gauge] = collector.collect()
+            got = {int(sample.labels["netns"]): int(sample.value) for sample in gauge.samples}
+            for inode, pop in two.items():
+                assert got[inode] == total(pop.expected)["ESTABLISHED"]
+            assert all(sample.labels["state"] == "established" for sample in gauge.samples)
+    finally:
+        collector.close()

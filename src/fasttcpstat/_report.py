@@ -8,7 +8,7 @@ this one shape, so every option means the same thing in every format.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union
 
 from ._all_netns import AllNetnsCounter
 from ._counter import Counter, StateCounts
@@ -44,6 +44,13 @@ class Query:
     by_port: one series per listed port ("port" and "side" labels), as
         counts_by_port(); `side` says which end's port.  It cannot be
         combined with local_ports/remote_ports.
+    all_netns: one series per network namespace of the host (labels
+        NETNS_LABELS, and DETAIL_LABELS for the table), as
+        counts_all_netns(); take() then needs an AllNetnsCounter
+        (open_source() gives the right one).
+    by_cgroup: one series per owner cgroup ("cgroup" label), as
+        counts_by_cgroup().  These two are breakdowns of their own: neither
+        combines with another breakdown.
     """
 
     def __init__(
@@ -59,6 +66,9 @@ class Query:
         all_netns: bool = False,
         by_cgroup: bool = False,
     ) -> None:
+        states = _reusable(states)
+        local_ports = _reusable(local_ports)
+        remote_ports = _reusable(remote_ports)
         parse_family(family)
         self.family = family.lower() if family is not None else None
         self.by_family = bool(by_family)
@@ -106,6 +116,14 @@ class Query:
         if self.by_family and self.family is None:
             return FAMILIES
         return (self.family,)
+
+
+T = TypeVar("T")
+
+
+def _reusable(arg: T) -> T:
+    # A one-shot iterator would be empty the second time it is read.
+    return list(arg) if isinstance(arg, Iterator) else arg  # type: ignore[return-value]
 
 
 def _check_per_owner(query: Query) -> None:
