@@ -28,6 +28,7 @@ NAME = f"{PREFIX}-a"
 SPEC_A = Spec(listen4=2, listen6=1, estab4=4, estab6=2, close_wait4=1)
 SPEC_B = Spec(listen4=1, estab4=3, close_wait6=2, syn_recv4=2)
 FORMATS = ["json", "table", "prometheus"]
+BACKENDS = ["auto", "bpf", "netlink", "procfs"]
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +76,13 @@ def _per_netns(fmt: str, out: str) -> dict:
     return {int(dict(key)["netns"]): value for key, value in parse_exposition(out).items()}
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_all_netns_one_shot(two, fmt):
-    code, out, err = cli("--all-netns", "--format", fmt)
+def test_all_netns_one_shot(two, fmt, backend):
+    code, out, err = cli("--all-netns", "--format", fmt, "--backend", backend)
     assert _ok(code, err), err
     got = _per_netns(fmt, out)
-    library = fasttcpstat.counts_all_netns()
+    library = fasttcpstat.counts_all_netns(backend=backend)
     for inode, expected in _expected(two).items():
         assert got[inode] == expected == library[inode], inode
 
