@@ -28,11 +28,11 @@ from typing import Optional, Sequence
 
 from . import _modes
 from ._bpf import pin
-from ._counter import Counter
+from ._all_netns import AllNetnsCounter
 from ._modes import CommandError, describe
 from ._netns import PROCFS_HINT
 from ._options import build_parser, check_usage, counter_options, query_options
-from ._report import Query
+from ._report import Query, open_source
 
 # Where the API's advice names its own arguments, the command names its options.
 _CLI_PROCFS_HINT = ("--backend procfs --netns PID reads /proc/PID/net/tcp{,6}, "
@@ -68,13 +68,28 @@ def _count(args: argparse.Namespace) -> int:
     query = Query(**options)  # every value checked before anything opens
     if args.serve is not None:
         return _modes.serve(args, options)
-    options = counter_options(args)
-    with Counter(options.pop("backend"), **options) as counter:
+    with open_source(query, **counter_options(args)) as counter:
         if args.watch:
-            return _modes.watch(counter, query, args)
-        if args.textfile is not None:
-            return _modes.write_textfile(counter, query, args)
-        return _modes.print_samples(counter, query, args)
+            status = _modes.watch(counter, query, args)
+        elif args.textfile is not None:
+            status = _modes.write_textfile(counter, query, args)
+        else:
+            status = _modes.print_samples(counter, query, args)
+        if isinstance(counter, AllNetnsCounter):
+            _note_unreached(counter)
+        return status
+
+
+def _note_unreached(counter: AllNetnsCounter) -> None:
+    """Without privileges some namespaces cannot be counted: say so, and
+    why, in one line (the counts of the others are printed)."""
+    parts = [counter.hidden] if counter.hidden else []
+    if counter.skipped:
+        first = next(iter(counter.skipped.values()))
+        parts.append(f"{len(counter.skipped)} namespace(s) found but not counted "
+                     f"(e.g. {first})")
+    if parts and sys.stderr is not None:
+        sys.stderr.write("fasttcpstat: note: " + "; ".join(parts) + "\n")
 
 
 def _pin(args: argparse.Namespace) -> int:

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from ._report import Labels, Series
+from ._report import DETAIL_LABELS, Labels, Series
+
+# The labels that key a JSON object: the side is the same for every series
+# of a sample (the --side the user gave), and a namespace is keyed by its
+# inode alone.
+_JSON_KEYS = ("family", "port", "netns", "cgroup")
+# With these, the table has one row per series (there can be many).
+_ROW_LABELS = ("netns", "cgroup")
 
 # Prometheus naming (prometheus.io/docs/practices/naming): an application
 # prefix, the plural of what is counted, no unit suffix for a count, no
@@ -37,14 +44,13 @@ def timestamp(when: datetime.datetime) -> str:
 
 
 def _json_key(labels: Labels) -> List[str]:
-    # The side is not a key: it is the same for every series of a sample
-    # (the --side the user gave), unlike family and port.
-    return [value for name, value in labels if name != "side"]
+    return [value for name, value in labels if name in _JSON_KEYS]
 
 
 def as_json_object(series: Series) -> Dict[str, Any]:
     """Nest the series by their labels: {state: n} for a plain count,
-    {family: {...}}, {port: {...}} or {family: {port: {...}}}."""
+    {family: {...}}, {port: {...}}, {family: {port: {...}}}, {inode: {...}}
+    or {cgroup: {...}}."""
     if len(series) == 1 and not series[0][0]:
         return dict(series[0][1])
     root: Dict[str, Any] = {}
@@ -79,18 +85,47 @@ def _column_title(labels: Labels) -> str:
     return " ".join(parts) or "COUNT"
 
 
-def render_table(series: Series, when: Optional[datetime.datetime] = None) -> str:
-    """States down, one column per series, a TOTAL row; with `when`, a
-    time line above (interval mode) and a blank line below."""
+def _states_down(series: Series) -> List[List[str]]:
     titles = [_column_title(labels) for labels, _ in series]
     states = list(series[0][1]) if series else []
     rows = [["STATE", *titles]]
     for state in states:
         rows.append([state, *(str(counts[state]) for _, counts in series)])
     rows.append(["TOTAL", *(str(sum(counts.values())) for _, counts in series)])
+    return rows
+
+
+_ROW_TITLES = {"netns_name": "NAME", "container_id": "CONTAINER", "pod_uid": "POD"}
+
+
+def _series_down(series: Series) -> Tuple[List[List[str]], int]:
+    # Columns: every label (the identity labels only where one series has
+    # a value), the states, the total.
+    names = [name for name, _ in series[0][0]]
+    shown = [name for name in names if name in _ROW_LABELS
+             or any(dict(labels)[name] for labels, _ in series)]
+    states = list(series[0][1])
+    rows = [[_ROW_TITLES.get(name, name.upper()) for name in shown] + states + ["TOTAL"]]
+    for labels, counts in series:
+        values = dict(labels)
+        rows.append([values[name] or "-" for name in shown]
+                    + [str(counts[state]) for state in states]
+                    + [str(sum(counts.values()))])
+    return rows, len(shown)
+
+
+def render_table(series: Series, when: Optional[datetime.datetime] = None) -> str:
+    """States down, one column per series, a TOTAL row; or, per namespace
+    or cgroup, one row per series with the states across and a TOTAL
+    column.  With `when`, a time line above (interval mode) and a blank
+    line below."""
+    per_row = bool(series) and any(name in _ROW_LABELS for name, _ in series[0][0])
+    rows, left = _series_down(series) if per_row else (_states_down(series), 1)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    # Names left, numbers right.
     lines = [
-        "  ".join([row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:])])
+        "  ".join([cell.ljust(w) for cell, w in zip(row[:left], widths[:left])]
+                  + [cell.rjust(w) for cell, w in zip(row[left:], widths[left:])])
         for row in rows
     ]
     if when is not None:
@@ -112,8 +147,11 @@ def render_prometheus(series: Series) -> str:
     textfile collector refuses files that carry them)."""
     lines = [f"# HELP {METRIC} {HELP}", f"# TYPE {METRIC} gauge"]
     for labels, counts in series:
+        # Only what identifies a series, and only where it is known.
+        exported = tuple((name, value) for name, value in labels
+                         if value and name not in DETAIL_LABELS)
         for state, n in counts.items():
-            pairs = (*labels, ("state", state_label(state)))
+            pairs = (*exported, ("state", state_label(state)))
             text = ",".join(f'{name}="{_escape(value)}"' for name, value in pairs)
             lines.append(f"{METRIC}{{{text}}} {n}")
     return "\n".join(lines) + "\n"

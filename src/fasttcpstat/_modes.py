@@ -15,10 +15,10 @@ from typing import Any, Dict, Optional, TextIO, Tuple
 from ._counter import Counter
 from ._formats import render_json, render_prometheus, render_table
 from ._options import WATCH_INTERVAL, counter_options
-from ._report import Query, Series, take
+from ._report import Query, Series, Source, take
 from ._signals import StopSignals, ticks
 from ._textfile import write_atomically
-from ._watch import Frame, Screen
+from ._watch import Frame, Screen, header
 
 
 class CommandError(Exception):
@@ -56,7 +56,7 @@ def _render(fmt: str, series: Series, when: Optional[datetime.datetime]) -> str:
     return render_json(series, when)
 
 
-def print_samples(counter: Counter, query: Query, args: argparse.Namespace) -> int:
+def print_samples(counter: Source, query: Query, args: argparse.Namespace) -> int:
     """One sample, or one per interval: written and flushed whole, so a
     reader of the pipe never gets half a line."""
     out = stdout()
@@ -72,7 +72,7 @@ def print_samples(counter: Counter, query: Query, args: argparse.Namespace) -> i
     return 0
 
 
-def write_textfile(counter: Counter, query: Query, args: argparse.Namespace) -> int:
+def write_textfile(counter: Source, query: Query, args: argparse.Namespace) -> int:
     path: str = args.textfile
 
     def write_one() -> None:
@@ -101,7 +101,9 @@ def _netns_label(args: argparse.Namespace) -> str:
         return "own"
 
 
-def watch(counter: Counter, query: Query, args: argparse.Namespace) -> int:
+def watch(counter: Source, query: Query, args: argparse.Namespace) -> int:
+    if not isinstance(counter, Counter) or query.by_cgroup:
+        return _watch_rows(counter, query, args)
     netns = _netns_label(args)
     previous = None
     with StopSignals() as stop, Screen(stdout()) as screen:
@@ -113,6 +115,22 @@ def watch(counter: Counter, query: Query, args: argparse.Namespace) -> int:
             screen.draw(Frame(when=when, counts=counts, previous=previous, seconds=seconds,
                               backend=counter.backend, netns=netns))
             previous = counts
+    return 0
+
+
+def _watch_rows(counter: Source, query: Query, args: argparse.Namespace) -> int:
+    """--watch with one row per namespace or cgroup: the table, redrawn."""
+    netns = "all" if query.all_netns else _netns_label(args)
+    with StopSignals() as stop, Screen(stdout()) as screen:
+        for _ in ticks(args.interval or WATCH_INTERVAL, args.count, stop):
+            when = _now()
+            started = time.perf_counter()
+            series = take(counter, query)
+            seconds = time.perf_counter() - started
+            total = sum(sum(counts.values()) for _, counts in series)
+            screen.show([*header(backend=args.backend, netns=netns, total=total,
+                                 seconds=seconds, when=when),
+                         "", *render_table(series).splitlines()])
     return 0
 
 

@@ -43,6 +43,8 @@ examples:
   fasttcpstat --textfile /var/lib/node_exporter/textfile/tcp.prom --interval 15
   fasttcpstat --serve 9977                     http://127.0.0.1:9977/metrics
   fasttcpstat --watch --netns /var/run/netns/blue
+  fasttcpstat --all-netns --format table       one row per network namespace
+  fasttcpstat --by-cgroup                      {cgroup path: {state: count}}
   fasttcpstat pin                              (root) then: fasttcpstat --pinned PATH
 
 exit status: 0 ok, 1 error (one line on stderr), 2 usage error, 130 Ctrl-C.
@@ -111,6 +113,12 @@ def _add_counting_options(parser: argparse.ArgumentParser) -> None:
                        help="ipv4 and ipv6 apart (a 'family' label)")
     split.add_argument("--by-port", action="append", metavar="PORTS",
                        help=f"each of these ports apart (a 'port' label; at most {MAX_BY_PORT})")
+    split.add_argument("--all-netns", action="store_true",
+                       help="every network namespace of the host apart (a 'netns' label, "
+                            "the inode, with name, container and pod where known)")
+    split.add_argument("--by-cgroup", action="store_true",
+                       help="per cgroup (v2) of each socket's owner, plus 'unowned' "
+                            "(a 'cgroup' label; netlink, Linux >= 5.7)")
     split.add_argument("--side", choices=SIDES,
                        help="with --by-port: whose port, local (default) or remote")
     out = parser.add_argument_group("output")
@@ -160,6 +168,7 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         if given:
             parser.error(f"pin takes no counting options (--{given[0].replace('_', '-')})")
         return
+    _check_per_owner(parser, args)
     modes = [name for name, given in (("--watch", args.watch),
                                       ("--textfile", args.textfile is not None),
                                       ("--serve", args.serve is not None)) if given]
@@ -179,7 +188,8 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if args.watch and args.format is not None:
         parser.error("--watch draws its own view; --format does not apply")
     if args.watch and (args.by_family or args.by_port is not None):
-        parser.error("--watch shows totals; for a breakdown use --format table --interval SECONDS")
+        parser.error("--watch shows totals (or one row per namespace or cgroup); for a "
+                     "breakdown use --format table --interval SECONDS")
     if args.serve is not None and (args.interval is not None
                                    or args.format not in (None, "prometheus")):
         parser.error("--serve counts at every scrape; --interval and --format do not apply")
@@ -193,6 +203,29 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if args.format == "prometheus" and args.interval is not None and args.textfile is None:
         parser.error("--format prometheus takes no --interval on stdout; use --textfile "
                      "PATH.prom (rewritten every interval) or --serve")
+
+
+def _check_per_owner(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--all-netns and --by-cgroup are breakdowns of their own: one series
+    per namespace or cgroup, which no other breakdown multiplies."""
+    per_owner = [name for name, given in (("--all-netns", args.all_netns),
+                                          ("--by-cgroup", args.by_cgroup)) if given]
+    if not per_owner:
+        return
+    others = [name for name, given in (
+        ("--by-cgroup", args.by_cgroup and args.all_netns),
+        ("--by-family", args.by_family),
+        ("--by-port", args.by_port is not None)) if given]
+    if others:
+        parser.error(f"{per_owner[0]} cannot be combined with {others[0]}: "
+                     "choose one breakdown")
+    if args.all_netns:
+        for option, given in (("--netns", args.netns is not None),
+                              ("--pinned", args.pinned is not None),
+                              ("--backend pinned", args.backend == "pinned")):
+            if given:
+                parser.error(f"--all-netns cannot be combined with {option}: --all-netns "
+                             "counts every namespace, each through its own counter")
 
 
 # ---- options -> the API's arguments ---------------------------------------------
@@ -252,6 +285,8 @@ def query_options(args: argparse.Namespace) -> Dict[str, Any]:
         "by_family": args.by_family,
         "by_port": _by_port_items(args.by_port),
         "side": args.side or "local",
+        "all_netns": args.all_netns,
+        "by_cgroup": args.by_cgroup,
     }
 
 

@@ -1,23 +1,36 @@
 """One sample as the command line and the Prometheus collector report it.
 
 A sample is a list of series: a tuple of labels (family, port, side, in
-that order, each present only when asked for) and the {state: count} of
+that order, each present only when asked for; or the namespace's labels
+with --all-netns, the cgroup with --by-cgroup) and the {state: count} of
 that series.  The JSON, table and Prometheus renderings are all views of
 this one shape, so every option means the same thing in every format.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union
 
+from ._all_netns import AllNetnsCounter
 from ._counter import Counter, StateCounts
+from ._netns import NetnsSpec
+from ._netns_list import NetnsInfo
 from ._ports import PortSpec
-from ._query import CountQuery, check_side, parse_by_port, parse_counts
+from ._query import CountQuery, check_side, parse_by_cgroup, parse_by_port, parse_counts
 from ._states import FAMILIES, FAMILY_BOTH, FAMILY_IPV4, FAMILY_IPV6, parse_family
 
 Labels = Tuple[Tuple[str, str], ...]
 Series = List[Tuple[Labels, StateCounts]]
 
+Source = Union[Counter, AllNetnsCounter]
+
 _FAMILY_MASK = {None: FAMILY_BOTH, "ipv4": FAMILY_IPV4, "ipv6": FAMILY_IPV6}
+
+#: The labels of one namespace's series with all_netns, "" where unknown
+#: (to Prometheus an empty label is an absent one).
+NETNS_LABELS = ("netns", "netns_name", "container_id", "pod_uid")
+#: What the table also shows of a namespace, but no exported format: a pid
+#: or a command would start a new Prometheus series at every restart.
+DETAIL_LABELS = ("pid", "command", "table")
 
 
 class Query:
@@ -31,6 +44,13 @@ class Query:
     by_port: one series per listed port ("port" and "side" labels), as
         counts_by_port(); `side` says which end's port.  It cannot be
         combined with local_ports/remote_ports.
+    all_netns: one series per network namespace of the host (labels
+        NETNS_LABELS, and DETAIL_LABELS for the table), as
+        counts_all_netns(); take() then needs an AllNetnsCounter
+        (open_source() gives the right one).
+    by_cgroup: one series per owner cgroup ("cgroup" label), as
+        counts_by_cgroup().  These two are breakdowns of their own: neither
+        combines with another breakdown.
     """
 
     def __init__(
@@ -43,7 +63,12 @@ class Query:
         by_family: bool = False,
         by_port: Optional[Iterable[int]] = None,
         side: str = "local",
+        all_netns: bool = False,
+        by_cgroup: bool = False,
     ) -> None:
+        states = _reusable(states)
+        local_ports = _reusable(local_ports)
+        remote_ports = _reusable(remote_ports)
         parse_family(family)
         self.family = family.lower() if family is not None else None
         self.by_family = bool(by_family)
@@ -63,9 +88,24 @@ class Query:
             self.port_query = parse_by_port(by_port, side, family, self.states, name="by_port")
             self.by_port = self.port_query.by_port
         check_side(side)
+        self.all_netns = bool(all_netns)
+        self.by_cgroup = bool(by_cgroup)
+        if self.all_netns or self.by_cgroup:
+            _check_per_owner(self)
+        # AllNetnsCounter.counts() takes the arguments as the API does.
+        self.filters = {"family": family, "states": states,
+                        "local_ports": local_ports, "remote_ports": remote_ports}
+        self.cgroup_query: Optional[CountQuery] = None
+        if self.by_cgroup:
+            self.cgroup_query = parse_by_cgroup(family, states, local_ports, remote_ports)
 
     def label_names(self) -> Tuple[str, ...]:
-        """The labels of every series take() returns, in order."""
+        """The exported labels of every series take() returns, in order
+        (DETAIL_LABELS, which only the table shows, left out)."""
+        if self.all_netns:
+            return NETNS_LABELS
+        if self.by_cgroup:
+            return ("cgroup",)
         names: Tuple[str, ...] = ("family",) if self.by_family else ()
         if self.by_port is not None:
             names += ("port", "side")
@@ -78,9 +118,47 @@ class Query:
         return (self.family,)
 
 
-def take(counter: Counter, query: Query) -> Series:
-    """Count once (one dump, or one per family with by_port and by_family)
-    and return the series the query asks for."""
+T = TypeVar("T")
+
+
+def _reusable(arg: T) -> T:
+    # A one-shot iterator would be empty the second time it is read.
+    return list(arg) if isinstance(arg, Iterator) else arg  # type: ignore[return-value]
+
+
+def _check_per_owner(query: Query) -> None:
+    # One series per namespace or cgroup already; a second breakdown would
+    # multiply the series by what exists.
+    given = [name for name, on in (("all_netns", query.all_netns),
+                                   ("by_cgroup", query.by_cgroup),
+                                   ("by_family", query.by_family),
+                                   ("by_port", query.by_port is not None)) if on]
+    if len(given) > 1:
+        raise ValueError(f"{given[0]} cannot be combined with {given[1]}: "
+                         "choose one breakdown")
+
+
+def open_source(query: Query, backend: str = "auto", netns: NetnsSpec = None,
+                request: str = "auto", path: Optional[str] = None) -> Source:
+    """What take() counts with for `query`: one AllNetnsCounter for
+    all_netns, else a Counter.  The caller closes it."""
+    if query.all_netns:
+        if netns is not None or path is not None or request != "auto":
+            raise ValueError("all_netns counts every namespace; netns, path and "
+                             "request do not apply")
+        return AllNetnsCounter(backend)
+    return Counter(backend, netns=netns, request=request, path=path)
+
+
+def take(counter: Source, query: Query) -> Series:
+    """Count once (one dump, or one per family with by_port and by_family;
+    one per namespace with all_netns) and return the series the query
+    asks for."""
+    if isinstance(counter, AllNetnsCounter):
+        return _take_all_netns(counter, query)
+    if query.cgroup_query is not None:
+        per_cgroup = counter._count_by_cgroup(query.cgroup_query)
+        return [((("cgroup", path),), counts) for path, counts in per_cgroup.items()]
     if query.port_query is not None:
         return _take_by_port(counter, query, query.port_query)
     if query.by_family and query.family is None:
@@ -101,3 +179,22 @@ def _take_by_port(counter: Counter, query: Query, port_query: CountQuery) -> Ser
         for port, counts in per_port.items():
             series.append((base + (("port", str(port)), ("side", query.side)), counts))
     return series
+
+
+def _netns_labels(inode: int, info: Optional[NetnsInfo]) -> Labels:
+    if info is None:  # gone between the count and the identity scan
+        return (("netns", str(inode)), *((name, "") for name in NETNS_LABELS[1:]),
+                *((name, "") for name in DETAIL_LABELS))
+    shared = info.shares_host_table
+    return (("netns", str(inode)), ("netns_name", ",".join(info.names)),
+            ("container_id", info.container_id or ""), ("pod_uid", info.pod_uid or ""),
+            ("pid", "" if info.pid is None else str(info.pid)),
+            ("command", info.command or ""),
+            ("table", "" if shared is None else "shared" if shared else "own"))
+
+
+def _take_all_netns(counter: AllNetnsCounter, query: Query) -> Series:
+    per_netns = counter.counts(**query.filters)  # type: ignore[arg-type]
+    infos = {info.inode: info for info in counter.namespaces()}
+    return [(_netns_labels(inode, infos.get(inode)), counts)
+            for inode, counts in per_netns.items()]

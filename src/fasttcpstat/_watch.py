@@ -46,13 +46,19 @@ def _bar(n: int, largest: int, width: int, block: str) -> str:
     return block * max(1, n * width // largest)
 
 
+def header(*, backend: str, netns: str, total: int, seconds: float,
+           when: datetime.datetime) -> List[str]:
+    """The two lines above every view."""
+    return [f"fasttcpstat {__version__}  backend {backend}  netns {netns}",
+            f"total {total}  count took {seconds * 1000:.2f} ms  {timestamp(when)}"]
+
+
 def render(frame: Frame, width: int, block: str = "#") -> List[str]:
     """The lines of one frame; the bars fit in `width` columns."""
     counts = frame.counts
     total = sum(counts.values())
-    header = [f"fasttcpstat {__version__}  backend {frame.backend}  netns {frame.netns}",
-              f"total {total}  count took {frame.seconds * 1000:.2f} ms  "
-              f"{timestamp(frame.when)}"]
+    top = header(backend=frame.backend, netns=frame.netns, total=total,
+                 seconds=frame.seconds, when=frame.when)
     changes = {
         state: "" if frame.previous is None else f"{n - frame.previous.get(state, 0):+d}"
         for state, n in counts.items()
@@ -62,7 +68,7 @@ def render(frame: Frame, width: int, block: str = "#") -> List[str]:
     change_w = max([len("CHANGE"), *map(len, changes.values())])
     bar_w = width - (name_w + count_w + change_w + 6)
     largest = max(counts.values(), default=0)
-    lines = [*header, "", f"{'STATE':<{name_w}}  {'COUNT':>{count_w}}  {'CHANGE':>{change_w}}"]
+    lines = [*top, "", f"{'STATE':<{name_w}}  {'COUNT':>{count_w}}  {'CHANGE':>{change_w}}"]
     for state, n in counts.items():
         lines.append(f"{state:<{name_w}}  {n:>{count_w}}  {changes[state]:>{change_w}}  "
                      f"{_bar(n, largest, bar_w, block)}".rstrip())
@@ -100,8 +106,11 @@ class Screen:
         return self
 
     def draw(self, frame: Frame) -> None:
+        self.show(render(frame, self.size()[0], self.block))
+
+    def show(self, lines: List[str]) -> None:
+        """Put `lines` on the screen (or append them, off a terminal)."""
         width, height = self.size()
-        lines = render(frame, width, self.block)
         if self.live:
             # Clipped to the screen: a wrapped line, or a line below the
             # last row, would scroll the view up.

@@ -23,11 +23,10 @@ from typing import Any, Iterable, Iterator, Optional
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
-from ._counter import Counter
 from ._formats import HELP, METRIC, state_label
 from ._netns import NetnsSpec
 from ._ports import PortSpec
-from ._report import Query, take
+from ._report import Query, open_source, take
 
 __all__ = ["FastTCPStatCollector", "register"]
 
@@ -61,6 +60,8 @@ class FastTCPStatCollector(Collector):
         by_family: bool = False,
         by_port: Optional[Iterable[int]] = None,
         side: str = "local",
+        all_netns: bool = False,
+        by_cgroup: bool = False,
         backend: str = "auto",
         netns: NetnsSpec = None,
         request: str = "auto",
@@ -68,8 +69,10 @@ class FastTCPStatCollector(Collector):
     ) -> None:
         self.query = Query(family=family, states=states, local_ports=local_ports,
                            remote_ports=remote_ports, by_family=by_family,
-                           by_port=by_port, side=side)
-        self.counter = Counter(backend, netns=netns, request=request, path=path)
+                           by_port=by_port, side=side, all_netns=all_netns,
+                           by_cgroup=by_cgroup)
+        self.counter = open_source(self.query, backend, netns=netns, request=request,
+                                   path=path)
 
     def _gauge(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(METRIC, HELP, labels=(*self.query.label_names(), "state"))
@@ -82,8 +85,9 @@ class FastTCPStatCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """Count now and yield the gauge."""
         gauge = self._gauge()
+        names = self.query.label_names()
         for labels, counts in take(self.counter, self.query):
-            values = [value for _, value in labels]
+            values = [value for name, value in labels if name in names]
             for state, n in counts.items():
                 gauge.add_metric([*values, state_label(state)], n)
         yield gauge
