@@ -175,22 +175,26 @@ def _known_sockets(program: WalkCounter) -> Tuple[Counts, Counts, Counts, Counts
 
 
 def _in_thread(func: Callable[[], T]) -> T:
-    """func() in a short-lived thread (it may leave its namespace behind)."""
+    """func() in a short-lived thread (it may leave its namespace behind).
+
+    Joined, not just waited for: a thread still tearing down (freeing its
+    frames) when the process forks can leave an allocator lock held in the
+    child, which AddressSanitizer's allocator does not guard against.
+    """
+    import threading
+
     result: List[T] = []
     failure: List[BaseException] = []
-    done = _thread.allocate_lock()
-    done.acquire()
 
     def run() -> None:
         try:
             result.append(func())
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             failure.append(exc)
-        finally:
-            done.release()
 
-    _thread.start_new_thread(run, ())
-    done.acquire()
+    thread = threading.Thread(target=run, name="fasttcpstat-walk-check")
+    thread.start()
+    thread.join()
     if failure:
         raise failure[0]
     return result[0]
