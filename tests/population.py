@@ -65,6 +65,7 @@ from .population_fork import (
     _reap,
     _run_child,
     _unpack_run_result,
+    settle_threads,
     _write_all,
 )
 from .population_netns import (
@@ -333,6 +334,7 @@ class Population:
     def _start(self, settle_timeout: float) -> None:
         control_r, control_w = os.pipe()
         status_r, status_w = os.pipe()
+        settle_threads()
         t0 = time.monotonic()
         pid = os.fork()
         if pid == 0:  # holder
@@ -426,6 +428,7 @@ class Population:
         if not self.holder_pid:
             raise PopulationError("population is closed")
         r, w = os.pipe()
+        settle_threads()
         pid = os.fork()
         if pid == 0:
             os.close(r)

@@ -30,6 +30,21 @@ def _close_inherited_control_fds(keep: int = -1) -> None:
                 pass
     _CONTROL_FDS.clear()
 
+def settle_threads(timeout: float = 5.0) -> None:
+    """Wait (bounded) until this process runs one thread, before a fork.
+
+    A thread that has finished its Python work may still be tearing down
+    (freeing memory) for a moment after join(); a fork() in that moment
+    copies the allocator's lock held.  glibc's malloc guards fork(), but the
+    ASan runtime of the sanitizer suite (.ci/sanitize) does not, and the
+    child then hangs in its first malloc() of that size.  Threads that stay
+    are not waited for beyond `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    while len(os.listdir("/proc/self/task")) > 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def _read_all(fd: int, deadline: "float | None" = None) -> bytes:
     """Read until EOF; raise TimeoutError past `deadline` (monotonic)."""
     chunks = []
