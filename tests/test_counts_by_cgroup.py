@@ -217,6 +217,10 @@ def test_removed_cgroup_keeps_its_id(world):
 def test_as_nobody(world):
     """Netlink needs no privilege in one's own namespace; nor does the
     cgroup walk (the directories are world-readable)."""
+    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            sys.executable, "-c", "pass"], stderr=subprocess.DEVNULL)
+    if probe.returncode in (126, 127):  # e.g. the wheel check's Python 3.8 under /root
+        pytest.skip(f"nobody cannot run {sys.executable}")
     out = subprocess.run(
         ["nsenter", f"--net={world.ns_path}", "setpriv", "--reuid=65534", "--regid=65534",
          "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
