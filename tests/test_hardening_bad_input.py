@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import signal
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Callable, List, Tuple
@@ -22,12 +24,14 @@ import pytest
 import fasttcpstat
 
 from .hardening import drop_to_nobody, fd_count, open_fds
+from .population_fork import _read_all, settle_threads
 from .population_netns import _unshare_net
 
 MISSING = "/nonexistent/fasttcpstat-netns"
 NO_SUCH_PID = 4194304 + 1  # above the largest pid_max: never a process
 PORT_HELP = "a port (0..65535)"
 NETNS_HELP = "/var/run/netns/NAME"
+HANG_LIMIT = 30.0  # seconds: a call that never returns is a failure
 
 
 @dataclass
@@ -198,6 +202,11 @@ def _run(row: Row, ctx: dict) -> Tuple[str, str]:
 
 
 def _run_as_nobody(row: Row, ctx: dict) -> Tuple[str, str]:
+    # No watchdog thread here: a fork() while a thread starts or ends can
+    # copy the ASan runtime's locks held (.ci/sanitize), and the child would
+    # hang; settle_threads() lets a finished thread go, and the wait for
+    # the child's answer is bounded instead.
+    settle_threads()
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -217,23 +226,32 @@ def _run_as_nobody(row: Row, ctx: dict) -> Tuple[str, str]:
             code = 1
         os._exit(code)
     os.close(w)
-    with os.fdopen(r, "rb") as f:
-        out = f.read().decode()
-    os.waitpid(pid, 0)
+    try:
+        out = _read_all(r, time.monotonic() + HANG_LIMIT).decode()
+    except TimeoutError:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"the call as nobody did not return within {HANG_LIMIT:.0f} s")
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
     name, _, message = out.partition("\n")
     return name, message
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
-def test_bad_input(row: Row, context: dict) -> None:
+def _run_watched(row: Row, ctx: dict) -> Tuple[str, str]:
     # A FIFO or a device must never be opened: a hang here is a failure.
-    faulthandler.dump_traceback_later(30, exit=True)
+    faulthandler.dump_traceback_later(HANG_LIMIT, exit=True)
     try:
-        before = open_fds()
-        name, message = (_run_as_nobody if row.as_nobody else _run)(row, context)
-        after = open_fds()
+        return _run(row, ctx)
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
+def test_bad_input(row: Row, context: dict) -> None:
+    before = open_fds()
+    name, message = (_run_as_nobody if row.as_nobody else _run_watched)(row, context)
+    after = open_fds()
     assert name == row.exc.__name__, f"raised {name or 'nothing'}: {message}"
     missing = [word for word in row.words if word not in message]
     assert not missing, f"message {message!r} lacks {missing}"
