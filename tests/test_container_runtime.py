@@ -39,7 +39,7 @@ from fasttcpstat._cgroup import read_identity
 from .cli_tools import cli, parse_exposition
 from .conftest import require
 from .population import STATES
-from .test_all_netns import BACKENDS, inode_of, ss_in
+from .test_all_netns import BACKENDS, _wait_for, inode_of, ss_in
 
 # Runs inside the container: two listeners (IPv4, IPv6) and one connected
 # pair through the first, held until the container is removed.
@@ -128,11 +128,7 @@ class Podman:
         """A container running SOCKETS, once its sockets are open."""
         cid = self("run", "-d", "--log-driver", "k8s-file", *options, *self.volumes,
                    "--rootfs", self.rootfs, "/usr/bin/python3", "-c", SOCKETS)
-        deadline = time.monotonic() + 60
-        while "ready" not in self("logs", cid):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"container {cid} opened no sockets within 60 s")
-            time.sleep(0.1)
+        _wait_for(lambda: "ready" in self("logs", cid), f"container {cid}'s sockets", 60)
         return self.container(cid)
 
     def cgroups_path(self, name: str) -> str:
