@@ -218,9 +218,9 @@ def test_prometheus_series_carry_the_container_id(container):
     inode = str(inode_of(container.netns))
     series: Dict[tuple, dict] = {key: counts for key, counts in parse_exposition(out).items()
                                  if dict(key)["netns"] == inode}
-    assert series == {(("container_id", container.id), ("netns", inode)):
-                      ss_in(container.netns)}
-    assert ss_in(container.netns) == EXPECTED
+    inside = ss_in(container.netns)
+    assert series == {(("container_id", container.id), ("netns", inode)): inside}
+    assert inside == EXPECTED
 
 
 def test_pod_namespace_is_its_infra_containers(podman):
@@ -234,7 +234,7 @@ def test_pod_namespace_is_its_infra_containers(podman):
     info = _netns_info(inode_of(infra.netns))
     assert (info.container_id, info.pid, info.pod_uid) == (infra.id, infra.pid, None)
     assert info.cgroup == podman.cgroups_path(infra.id)
-    assert info.cgroup == f"/libpod_parent/{podman.inspect(pod, '{{.Id}}', 'pod')}/libpod-{infra.id}"
+    assert info.cgroup == f"/libpod_parent/{pod}/libpod-{infra.id}"
     assert fasttcpstat.counts_all_netns()[inode_of(app.netns)] == ss_in(app.netns) == EXPECTED
     # The pod's cgroup is named by the pod id, 64 hex digits as well: the
     # app's path holds both ids, and its conmon's (on the host) only the pod's.
