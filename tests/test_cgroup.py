@@ -48,6 +48,11 @@ PATHS = [
     (f"/machine.slice/libpod-{CID}.scope/container", CID, None),
     (f"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{CID}.scope", CID, None),
     (f"/libpod_parent/libpod-{CID}", CID, None),
+    # A podman pod, cgroupfs driver: the pod's cgroup is named by its own
+    # 64-hex id, which is no container's; its conmons sit in it.
+    (f"/libpod_parent/{CID2}/libpod-{CID}", CID, None),
+    (f"/libpod_parent/{CID2}/conmon", None, None),
+    (f"/libpod_parent/{CID2}", None, None),
     # Nested runtimes (kind: containerd inside a docker container): innermost.
     (f"/system.slice/docker-{CID2}.scope/kubelet.slice/kubelet-kubepods.slice/"
      f"kubelet-kubepods-pod{UID_}.slice/cri-containerd-{CID}.scope", CID, UID),

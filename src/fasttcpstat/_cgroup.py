@@ -15,7 +15,10 @@ The path shapes, as the runtimes and the kubelet write them:
   pods: ``/kubepods.slice/kubepods-burstable.slice/``
   ``kubepods-burstable-pod<uid with "_" for "-">.slice/...``
 - cgroupfs driver: ``/docker/<id>``, ``/kubepods/besteffort/pod<uid>/<id>``,
-  ``/libpod_parent/libpod-<id>``.
+  ``/libpod_parent/libpod-<id>``; a podman pod's containers
+  ``/libpod_parent/<pod id>/libpod-<id>``, beside the pod's conmons in
+  ``/libpod_parent/<pod id>/conmon`` (seen with podman 4.3 and runc on a
+  hybrid host; tests/test_container_runtime.py).
 """
 from __future__ import annotations
 
@@ -30,9 +33,12 @@ PREFERRED_MOUNTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified")
 # A container id is 64 hex digits, alone as a path component (cgroupfs
 # driver) or wrapped in a runtime's prefix and a systemd ".scope".
 # "crio-conmon-<id>.scope" is CRI-O's monitor process, not the container:
-# the "-" after "crio" must be followed by the id itself.
+# the "-" after "crio" must be followed by the id itself.  A bare id right
+# under "libpod_parent" is a podman pod's cgroup, whose ids are 64 hex
+# digits too: the pod's conmon processes sit in it, and are no container.
 _CONTAINER = re.compile(
-    r"(?:^|/)(?:(?:docker|cri-containerd|crio|libpod)-)?([0-9a-f]{64})(?:\.scope)?(?=/|$)"
+    r"(?:^|/)(?:(?:docker|cri-containerd|crio|libpod)-|(?<!libpod_parent/))"
+    r"([0-9a-f]{64})(?:\.scope)?(?=/|$)"
 )
 # A pod uid after "pod", inside a kubepods hierarchy: a UUID (the systemd
 # driver writes it with "_" for "-") or a static pod's 32-hex hash.
