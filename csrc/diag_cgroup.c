@@ -77,26 +77,73 @@ probe(const struct fts_cgroup_tally *tally, uint64_t id)
     return &tally->slots[i];
 }
 
-int
-fts_cgroup_add(struct fts_cgroup_tally *tally, int found, uint64_t id,
-               int family_idx, uint8_t state)
+/* Where cgroup `id`'s counts go: its slot (taken now if it has none),
+ * else the unowned or the overflow bucket.  Sets *overflowed. */
+static fts_state_counts *
+counts_of(struct fts_cgroup_tally *tally, int found, uint64_t id,
+          int *overflowed)
 {
+    *overflowed = 0;
     if (!found) {
-        tally->unowned[family_idx][state]++;
-        return 0;
+        return &tally->unowned;
     }
     struct fts_cgroup_slot *slot = probe(tally, id);
     if (!slot->used) {
         if (tally->used + 1 > tally->capacity / 2) {
-            tally->overflow[family_idx][state]++;
-            return 1;
+            *overflowed = 1;
+            return &tally->overflow;
         }
         slot->used = 1;
         slot->id = id;
         tally->used++;
     }
-    slot->n[family_idx][state]++;
-    return 0;
+    return &slot->n;
+}
+
+int
+fts_cgroup_add(struct fts_cgroup_tally *tally, int found, uint64_t id,
+               int family_idx, uint8_t state)
+{
+    int overflowed;
+    fts_state_counts *n = counts_of(tally, found, id, &overflowed);
+    (*n)[family_idx][state]++;
+    return overflowed;
+}
+
+static int
+family_kept(unsigned families, int f)
+{
+    return families == 0 || (families & (1u << f)) != 0;
+}
+
+void
+fts_counts_add_row(fts_state_counts *dst, const volatile uint64_t *row,
+                   unsigned families)
+{
+    for (int f = 0; f < FTS_NFAMILIES; f++) {
+        for (int s = 0; s < FTS_NSTATES && family_kept(families, f); s++) {
+            (*dst)[f][s] += row[FTS_NSTATES * f + s];
+        }
+    }
+}
+
+int
+fts_cgroup_add_row(struct fts_cgroup_tally *tally, int found, uint64_t id,
+                   const volatile uint64_t *row, unsigned families)
+{
+    uint64_t any = 0;
+    for (int f = 0; f < FTS_NFAMILIES; f++) {
+        for (int s = 0; s < FTS_NSTATES && family_kept(families, f); s++) {
+            any |= row[FTS_NSTATES * f + s];
+        }
+    }
+    if (any == 0) {
+        return 0;
+    }
+    int overflowed;
+    fts_counts_add_row(counts_of(tally, found, id, &overflowed), row,
+                       families);
+    return overflowed;
 }
 
 const struct fts_cgroup_slot *

@@ -61,6 +61,21 @@ int fts_cgroup_tally_init(struct fts_cgroup_tally *tally,
 int fts_cgroup_add(struct fts_cgroup_tally *tally, int found, uint64_t id,
                    int family_idx, uint8_t state);
 
+/* Add a row of counts (FTS_NFAMILIES * FTS_NSTATES, laid out as
+ * fts_state_counts) to `dst`, keeping the families in `families`
+ * (FTS_FAMILY_* bits, 0: both). */
+void fts_counts_add_row(fts_state_counts *dst, const volatile uint64_t *row,
+                        unsigned families);
+
+/* Tally a row of counts at once (a BPF program's tally of one cgroup,
+ * as for fts_counts_add_row); `found` 0
+ * means unowned.  A row with nothing left after that takes no slot, as
+ * a cgroup with no socket reported would not.  Returns 0, or 1 when the
+ * row went to the overflow bucket. */
+int fts_cgroup_add_row(struct fts_cgroup_tally *tally, int found,
+                       uint64_t id, const volatile uint64_t *row,
+                       unsigned families);
+
 /* fts_tally.on_socket for a `struct fts_cgroup_tally *` arg: tallies
  * the socket by its cgroup.  A full socket without INET_DIAG_CGROUP_ID
  * (any state but SYN_RECV and TIME_WAIT, which timewait and request
