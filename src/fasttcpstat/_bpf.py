@@ -24,7 +24,7 @@ from ._states import ALL_STATES_MASK, FAMILY_IPV4, FAMILY_IPV6, STATES, masked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, Optional, Tuple, Union
+    from typing import Any, Dict, Optional, Tuple, Union
 
     from ._backend import Pair
     from ._fasttcpstat import BpfCounter
@@ -146,7 +146,7 @@ class BpfBackend(Backend):
             self._programs.pop(oldest).retire()
         return lease
 
-    def run(self, query: CountQuery) -> Tuple[Tuple[object, ...], int]:
+    def run(self, query: CountQuery) -> Tuple[Any, int]:
         """Raw ((ipv4, ipv6), bytes the program wrote); with
         query.by_cgroup, (((ipv4, ipv6), per_cgroup), bytes)."""
         if query.by_cgroup and not self.per_cgroup:
