@@ -13,33 +13,50 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 
-int
-fts_diag_cgroup_id(const void *payload, size_t paylen, uint64_t *id)
+/* Find attribute `type` after the inet_diag_msg: 1 with *at (its offset
+ * in `payload`) and *len (its length, header included) set, 0 if there is
+ * none, -1 if the attributes are malformed. */
+static int
+find_attr(const unsigned char *p, size_t paylen, unsigned type, size_t *at,
+          size_t *len)
 {
-    const unsigned char *p = payload;
-    size_t at = NLMSG_ALIGN(sizeof(struct inet_diag_msg));
+    size_t off = NLMSG_ALIGN(sizeof(struct inet_diag_msg));
 
     if (paylen < sizeof(struct inet_diag_msg)) {
         return -1;
     }
-    while (at + sizeof(struct rtattr) <= paylen) {
+    while (off + sizeof(struct rtattr) <= paylen) {
         struct rtattr a;
-        memcpy(&a, p + at, sizeof(a));
-        if (a.rta_len < sizeof(a) || a.rta_len > paylen - at) {
+        memcpy(&a, p + off, sizeof(a));
+        if (a.rta_len < sizeof(a) || a.rta_len > paylen - off) {
             return -1;
         }
         /* The kernel may set NLA_F_NESTED and NLA_F_NET_BYTEORDER. */
-        if ((a.rta_type & NLA_TYPE_MASK) == INET_DIAG_CGROUP_ID) {
-            if (a.rta_len < RTA_LENGTH(sizeof(*id))) {
-                return -1;
-            }
-            memcpy(id, p + at + RTA_LENGTH(0), sizeof(*id));
+        if ((a.rta_type & NLA_TYPE_MASK) == type) {
+            *at = off;
+            *len = a.rta_len;
             return 1;
         }
-        at += RTA_ALIGN(a.rta_len);
+        off += RTA_ALIGN(a.rta_len);
     }
     /* Fewer bytes left than an attribute header: padding at most. */
     return 0;
+}
+
+int
+fts_diag_cgroup_id(const void *payload, size_t paylen, uint64_t *id)
+{
+    size_t at, len;
+    int found = find_attr(payload, paylen, INET_DIAG_CGROUP_ID, &at, &len);
+    if (found <= 0) {
+        return found;
+    }
+    if (len < RTA_LENGTH(sizeof(*id))) {
+        return -1;
+    }
+    memcpy(id, (const unsigned char *)payload + at + RTA_LENGTH(0),
+           sizeof(*id));
+    return 1;
 }
 
 int
@@ -157,14 +174,20 @@ int
 fts_cgroup_on_socket(void *tally, const void *payload, size_t paylen,
                      int family_idx, uint8_t state, struct fts_error *err)
 {
+    (void)state;  /* a timewait socket may be FIN_WAIT2 as well */
     uint64_t id = 0;
     int found = fts_diag_cgroup_id(payload, paylen, &id);
     if (found < 0) {
         return fts_fail(err, EPROTO, "malformed netlink reply: bad "
                         "attributes after inet_diag_msg");
     }
-    /* A request socket (NEW_SYN_RECV) is reported as SYN_RECV. */
-    if (!found && state != TCP_SYN_RECV && state != TCP_TIME_WAIT) {
+    /* Timewait sockets (TIME_WAIT, and FIN_WAIT2 of an orphan) and
+     * request sockets come with no attribute at all; a full socket always
+     * with INET_DIAG_SHUTDOWN.  A full one without a cgroup id means a
+     * kernel that sends none. */
+    size_t at, len;
+    if (!found
+        && find_attr(payload, paylen, INET_DIAG_SHUTDOWN, &at, &len) == 1) {
         return fts_fail(err, EOPNOTSUPP, "the kernel sends no socket cgroup "
                         "(INET_DIAG_CGROUP_ID needs Linux >= 5.7 with "
                         "CONFIG_SOCK_CGROUP_DATA)");

@@ -77,11 +77,13 @@ int fts_cgroup_add_row(struct fts_cgroup_tally *tally, int found,
                        unsigned families);
 
 /* fts_tally.on_socket for a `struct fts_cgroup_tally *` arg: tallies
- * the socket by its cgroup.  A full socket without INET_DIAG_CGROUP_ID
- * (any state but SYN_RECV and TIME_WAIT, which timewait and request
- * sockets have) means a kernel older than 5.7 or built without cgroup
- * socket data: the walk stops with EOPNOTSUPP rather than report every
- * socket as unowned.  Malformed attributes end it with EPROTO. */
+ * the socket by its cgroup; timewait sockets (TIME_WAIT, or FIN_WAIT2
+ * for an orphan that closed first) and request sockets, which come with
+ * no attribute at all, as unowned.  A full socket (it always carries
+ * INET_DIAG_SHUTDOWN) without INET_DIAG_CGROUP_ID means a kernel older
+ * than 5.7 or built without cgroup socket data: the walk stops with
+ * EOPNOTSUPP rather than report every socket as unowned.  Malformed
+ * attributes end it with EPROTO. */
 int fts_cgroup_on_socket(void *tally, const void *payload, size_t paylen,
                          int family_idx, uint8_t state,
                          struct fts_error *err);

@@ -5,7 +5,9 @@ network namespace: a server in one (listeners on 127.0.0.1 and ::1, and
 the connections it accepted), a client in the other (its connected
 sockets, and the TIME_WAIT sockets of the connections it closed first).
 Accepted sockets belong to the listener's cgroup, as in the kernel;
-TIME_WAIT sockets have no owner and land in "unowned".  Every count is
+TIME_WAIT sockets, and the FIN_WAIT2 timewait sockets of connections the
+client closed while the server kept its end (CLOSE_WAIT), have no owner
+and land in "unowned".  Every count is
 exact, checked against `ss -tan` in the namespace and against counts().
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -26,7 +29,7 @@ from .test_all_netns import BACKENDS, _wait_for, ss_in, start_lone_netns, stop
 from .test_cgroup_diag import _start_in
 from .test_cgroup import CgroupTree
 
-KEPT4, KEPT6, CLOSED = 3, 2, 2
+KEPT4, KEPT6, CLOSED, HALF = 3, 2, 2, 2
 
 SERVER = r"""
 import socket, threading, time
@@ -60,6 +63,12 @@ for addr, port, n in (("127.0.0.1", port4, {kept4}), ("::1", port6, {kept6})):
         kept.append(c)
 for _ in range({closed}):
     socket.create_connection(("127.0.0.1", port4)).close()
+for _ in range({half}):
+    # Kept open by the server (CLOSE_WAIT, its cgroup's); ours becomes an
+    # orphan's timewait socket in FIN_WAIT2, with no owner.
+    c = socket.create_connection(("127.0.0.1", port4))
+    c.sendall(b"h")
+    c.close()
 print("ok", flush=True)
 time.sleep(600)
 """
@@ -93,13 +102,15 @@ class World:
         port4, port6 = server.stdout.readline().split()
         self.port4, self.port6 = int(port4), int(port6)
         client = _start_in(self.client_cg, self.ns_path,
-                           CLIENT.format(kept4=KEPT4, kept6=KEPT6, closed=CLOSED),
+                           CLIENT.format(kept4=KEPT4, kept6=KEPT6, closed=CLOSED, half=HALF),
                            port4, port6)
         self.procs.append(client)
         assert client.stdout.readline().strip() == "ok"
         self.expected = dict.fromkeys(STATES, 0)
-        self.expected.update(LISTEN=2, ESTABLISHED=2 * (KEPT4 + KEPT6), TIME_WAIT=CLOSED)
+        self.expected.update(LISTEN=2, ESTABLISHED=2 * (KEPT4 + KEPT6), TIME_WAIT=CLOSED,
+                             CLOSE_WAIT=HALF, FIN_WAIT2=HALF)
         _wait_for(lambda: ss_in(self.ns_path) == self.expected, "the sockets to settle")
+        self.built = time.monotonic()
 
     def rel(self, directory: str) -> str:
         inside = directory[len(self.mount.path):]
@@ -116,11 +127,26 @@ class World:
         self.tree.remove()
 
 
+# The TIME_WAIT and FIN_WAIT2 sockets last 60 s: a world older than this
+# (a loaded machine, an emulated kernel) is built afresh before a test.
+FRESH_SECONDS = 30
+
+
 @pytest.fixture(scope="module")
-def world(require_netns):
-    made = World()
-    yield made
-    made.close()
+def _worlds(require_netns):
+    held: list = []
+    yield held
+    for made in held:
+        made.close()
+
+
+@pytest.fixture
+def world(_worlds):
+    if _worlds and time.monotonic() - _worlds[-1].built > FRESH_SECONDS:
+        _worlds.pop().close()
+    if not _worlds:
+        _worlds.append(World())
+    return _worlds[-1]
 
 
 def _sum(by_cgroup: dict) -> dict:
@@ -137,9 +163,10 @@ def test_every_socket_by_owner(world):
     server, client = world.rel(world.server_cg), world.rel(world.client_cg)
     assert list(got) == sorted([server, client]) + ["unowned"]
     # Accepted sockets are the listener's.
-    assert _nonzero(got[server]) == {"LISTEN": 2, "ESTABLISHED": KEPT4 + KEPT6}
+    assert _nonzero(got[server]) == {"LISTEN": 2, "ESTABLISHED": KEPT4 + KEPT6,
+                                     "CLOSE_WAIT": HALF}
     assert _nonzero(got[client]) == {"ESTABLISHED": KEPT4 + KEPT6}
-    assert _nonzero(got["unowned"]) == {"TIME_WAIT": CLOSED}
+    assert _nonzero(got["unowned"]) == {"TIME_WAIT": CLOSED, "FIN_WAIT2": HALF}
     assert all(list(counts) == list(STATES) for counts in got.values())
     assert _sum(got) == world.expected == fasttcpstat.counts(netns=world.ns_path)
 
@@ -149,9 +176,10 @@ def test_family(world, family, v4, v6):
     got = fasttcpstat.counts_by_cgroup(family=family, netns=world.ns_path)
     world.check_settled()
     server, client = world.rel(world.server_cg), world.rel(world.client_cg)
-    assert _nonzero(got[server]) == {"LISTEN": 1, "ESTABLISHED": v4 * KEPT4 + v6 * KEPT6}
+    assert _nonzero(got[server]) == {"LISTEN": 1, "ESTABLISHED": v4 * KEPT4 + v6 * KEPT6,
+                                     **({"CLOSE_WAIT": HALF} if v4 else {})}
     assert _nonzero(got[client]) == {"ESTABLISHED": v4 * KEPT4 + v6 * KEPT6}
-    assert _nonzero(got["unowned"]) == ({"TIME_WAIT": CLOSED} if v4 else {})
+    assert _nonzero(got["unowned"]) == ({"TIME_WAIT": CLOSED, "FIN_WAIT2": HALF} if v4 else {})
     assert _sum(got) == fasttcpstat.counts(family=family, netns=world.ns_path)
 
 
@@ -281,7 +309,8 @@ def _backend_count(name: str, ns_path: str, query):
         target.close()
 
 
-ESTABLISHED, TIME_WAIT, LISTEN = (STATES.index(s) + 1 for s in ("ESTABLISHED", "TIME_WAIT", "LISTEN"))
+ESTABLISHED, TIME_WAIT, LISTEN, CLOSE_WAIT, FIN_WAIT2 = (
+    STATES.index(s) + 1 for s in ("ESTABLISHED", "TIME_WAIT", "LISTEN", "CLOSE_WAIT", "FIN_WAIT2"))
 
 
 def _pair(v4: dict, v6: dict) -> tuple:
@@ -296,12 +325,12 @@ def _expected_per_cgroup(world, family: str = None) -> tuple:
     v4, v6 = family in (None, "ipv4"), family in (None, "ipv6")
     by_id = {
         os.stat(world.server_cg).st_ino: _pair(
-            {LISTEN: 1, ESTABLISHED: KEPT4} if v4 else {},
+            {LISTEN: 1, ESTABLISHED: KEPT4, CLOSE_WAIT: HALF} if v4 else {},
             {LISTEN: 1, ESTABLISHED: KEPT6} if v6 else {}),
         os.stat(world.client_cg).st_ino: _pair(
             {ESTABLISHED: KEPT4} if v4 else {}, {ESTABLISHED: KEPT6} if v6 else {}),
     }
-    return by_id, _pair({TIME_WAIT: CLOSED} if v4 else {}, {}), _pair({}, {})
+    return by_id, _pair({TIME_WAIT: CLOSED, FIN_WAIT2: HALF} if v4 else {}, {}), _pair({}, {})
 
 
 @pytest.mark.parametrize("family", [None, "ipv4", "ipv6"])
