@@ -301,13 +301,8 @@ build_result(const struct query *q)
     const struct fts_tally *tally = &q->tally;
     Py_ssize_t nports = q->nports;
     PyObject *totals = fts_py_tally_pair(tally->n);
-    if (totals != NULL && q->by_cgroup > 0) {
-        PyObject *by_cgroup = fts_py_cgroup_tally(&q->cgroups);
-        PyObject *result = by_cgroup == NULL ? NULL
-            : PyTuple_Pack(2, totals, by_cgroup);
-        Py_XDECREF(by_cgroup);
-        Py_DECREF(totals);
-        return result;
+    if (q->by_cgroup > 0) {
+        return fts_py_cgroup_result(totals, &q->cgroups);
     }
     if (totals == NULL || nports == 0) {
         return totals;

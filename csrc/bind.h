@@ -139,8 +139,20 @@ void fts_py_filter_free(struct fts_py_filter *f);
  * 0, or -1 with MemoryError set. */
 int fts_py_cgroup_tally_alloc(struct fts_cgroup_tally *tally, int max);
 
-/* ({cgroup id: (ipv4, ipv6)}, unowned, overflow). */
-PyObject *fts_py_cgroup_tally(const struct fts_cgroup_tally *tally);
+/* (totals, ({cgroup id: (ipv4, ipv6)}, unowned, overflow)): a count's
+ * result with its breakdown by cgroup.  Steals `totals` (NULL: an error
+ * already set, passed through). */
+PyObject *fts_py_cgroup_result(PyObject *totals,
+                               const struct fts_cgroup_tally *tally);
+
+/* Parse the kernel's BTF (`path` NULL: the running kernel's) and let
+ * `read` fill `out` from it, the GIL released.  0, or -1 with OSError
+ * ("<context>: ...") set. */
+struct fts_btf;
+typedef int (*fts_btf_reader)(const struct fts_btf *btf, void *out,
+                              struct fts_error *err);
+int fts_py_read_btf(const char *path, fts_btf_reader read, void *out,
+                    const char *context);
 
 /* Integer constants the extension exports: the one source of every
  * number Python shares with C (tests/test_constants.py ties Python's

@@ -98,6 +98,13 @@ PyDoc_STRVAR(btf_cgroup_layout_doc,
 "(BpfCounter's cgroup_layout).  FileNotFoundError (ENOENT) when the\n"
 "kernel has no cgroup socket data.");
 
+static int
+read_cgroup_layout(const struct fts_btf *btf, void *out,
+                   struct fts_error *err)
+{
+    return fts_bpf_cgroup_layout(btf, out, err);
+}
+
 static PyObject *
 btf_cgroup_layout(PyObject *Py_UNUSED(module), PyObject *args,
                   PyObject *kwargs)
@@ -109,17 +116,8 @@ btf_cgroup_layout(PyObject *Py_UNUSED(module), PyObject *args,
         return NULL;
     }
     struct fts_bpf_cgroup_layout layout;
-    struct fts_error e = {0, NULL};
-    int rc = -1;
-    Py_BEGIN_ALLOW_THREADS
-    struct fts_btf *btf = fts_btf_open_file(path, &e);
-    if (btf != NULL) {
-        rc = fts_bpf_cgroup_layout(btf, &layout, &e);
-        fts_btf_close(btf);
-    }
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        fts_py_raise(&e, "cannot read the kernel's BTF", NULL);
+    if (fts_py_read_btf(path, read_cgroup_layout, &layout,
+                        "cannot read the kernel's BTF") < 0) {
         return NULL;
     }
     return Py_BuildValue("(III)", layout.sk_cgroup, layout.cgroup_kn,
@@ -312,15 +310,10 @@ run_result(const struct run *r)
 {
     PyObject *pair = fts_py_tally_pair(
         (const uint64_t (*)[FTS_NSTATES])r->tally.n);
-    if (pair == NULL || r->cgroups.slots == NULL) {
+    if (r->cgroups.slots == NULL) {
         return pair;
     }
-    PyObject *by_cgroup = fts_py_cgroup_tally(&r->cgroups);
-    PyObject *result = by_cgroup == NULL ? NULL
-        : PyTuple_Pack(2, pair, by_cgroup);
-    Py_XDECREF(by_cgroup);
-    Py_DECREF(pair);
-    return result;
+    return fts_py_cgroup_result(pair, &r->cgroups);
 }
 
 static PyObject *

@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "btf.h"
+
 void
 fts_py_raise(const struct fts_error *e, const char *context,
              const char *log)
@@ -214,8 +216,9 @@ fts_py_cgroup_tally_alloc(struct fts_cgroup_tally *tally, int max)
     return 0;
 }
 
-PyObject *
-fts_py_cgroup_tally(const struct fts_cgroup_tally *cg)
+/* ({cgroup id: (ipv4, ipv6)}, unowned, overflow). */
+static PyObject *
+cgroup_tally(const struct fts_cgroup_tally *cg)
 {
     PyObject *by_id = PyDict_New();
     PyObject *unowned = fts_py_tally_pair(
@@ -250,3 +253,36 @@ done:
     return result;
 }
 
+
+PyObject *
+fts_py_cgroup_result(PyObject *totals, const struct fts_cgroup_tally *tally)
+{
+    if (totals == NULL) {
+        return NULL;
+    }
+    PyObject *by_cgroup = cgroup_tally(tally);
+    PyObject *result = by_cgroup == NULL ? NULL
+        : PyTuple_Pack(2, totals, by_cgroup);
+    Py_XDECREF(by_cgroup);
+    Py_DECREF(totals);
+    return result;
+}
+
+int
+fts_py_read_btf(const char *path, fts_btf_reader read, void *out,
+                const char *context)
+{
+    struct fts_error e = {0, NULL};
+    int rc = -1;
+    Py_BEGIN_ALLOW_THREADS
+    struct fts_btf *btf = fts_btf_open_file(path, &e);
+    if (btf != NULL) {
+        rc = read(btf, out, &e);
+        fts_btf_close(btf);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        fts_py_raise(&e, context, NULL);
+    }
+    return rc;
+}
