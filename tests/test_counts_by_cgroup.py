@@ -79,10 +79,14 @@ def _nonzero(counts: dict) -> dict:
 
 
 class World:
+    built_count = 0
+
     def __init__(self) -> None:
         self.mount = _cgroup.find_cgroup2()
         assert self.mount is not None, "no cgroup2 mount"
-        self.tree = CgroupTree(self.mount.path, f"issue12b-{os.getpid()}-cgroups")
+        World.built_count += 1  # a name of its own: the last one may still be going
+        self.tree = CgroupTree(self.mount.path,
+                               f"issue12b-{os.getpid()}-{World.built_count}-cgroups")
         self.procs: list = []
         self.lone = start_lone_netns()
         self.ns_path = f"/proc/{self.lone.pid}/ns/net"
@@ -370,6 +374,23 @@ def test_auto_counts_by_cgroup_with_bpf(world, require_bpf):
         got = counter.counts_by_cgroup()
         assert counter.backend == "bpf"
         assert counter._policy._by_port is None  # noqa: SLF001 - no netlink opened
+    world.check_settled()
+    assert _sum(got) == world.expected
+
+
+def test_bpf_without_socket_cgroup_in_btf(world, require_bpf, monkeypatch):
+    """A kernel whose BTF lacks the socket's cgroup (before 5.15, or no
+    CONFIG_SOCK_CGROUP_DATA; injected here): the bpf counter keeps counting
+    and hands the breakdown to netlink."""
+    import errno
+
+    from fasttcpstat import _bpf
+
+    monkeypatch.setattr(_bpf, "_cgroup_layout", OSError(errno.ENOENT, "injected"))
+    with fasttcpstat.Counter("bpf", netns=world.ns_path) as counter:
+        got = counter.counts_by_cgroup()
+        assert counter.backend == "bpf"
+        assert counter._policy._by_port.resource.name == "netlink"  # noqa: SLF001
     world.check_settled()
     assert _sum(got) == world.expected
 

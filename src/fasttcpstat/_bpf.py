@@ -107,7 +107,19 @@ class BpfBackend(Backend):
 
     name = "bpf"
     per_port = False
-    per_cgroup = True
+
+    @property
+    def per_cgroup(self) -> bool:  # type: ignore[override]
+        """Whether the kernel's BTF shows a socket's cgroup; read at the
+        first breakdown by cgroup (once per process), not at creation,
+        which it would slow down by the time of a second BTF parse."""
+        try:
+            cgroup_layout()
+        except OSError:
+            # The policy then sends breakdowns by cgroup to netlink, which
+            # says why it cannot make them either.
+            return False
+        return True
 
     def __init__(self, netns: Optional[Netns] = None,
                  emit_shift: Optional[int] = None) -> None:
@@ -120,13 +132,6 @@ class BpfBackend(Backend):
         # count holds it (Lease), whichever thread evicts it.
         self._programs: Dict[ProgramKey, Lease[BpfCounter]] = {}
         self._closed = False
-        try:
-            self._cgroup_layout: Optional[Tuple[int, ...]] = cgroup_layout()
-        except OSError:
-            # The policy sends breakdowns by cgroup to netlink, which
-            # then says why it cannot make them either.
-            self._cgroup_layout = None
-            self.per_cgroup = False
         with self._lock:
             self._take(_UNFILTERED).give_back()  # load now: refusals show at creation
 
@@ -136,7 +141,7 @@ class BpfBackend(Backend):
         if lease is None:
             lease = Lease(_fasttcpstat.BpfCounter(
                 self._layout, local=key[0], remote=key[1], emit_shift=self._emit_shift,
-                by_cgroup=key[2], cgroup_layout=self._cgroup_layout))
+                by_cgroup=key[2], cgroup_layout=cgroup_layout() if key[2] else None))
         self._programs[key] = lease  # now the most recently used
         lease.take()
         if len(self._programs) > MAX_PROGRAMS:
