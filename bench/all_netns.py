@@ -48,7 +48,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
 from populations import bench_spec, ehash_entries_for, own_ehash, total_counts  # noqa: E402
-from tests.population import STATES, SS_STATE_NAMES, Population  # noqa: E402
+from tests.population import STATES, Population, ss_counts  # noqa: E402
 
 ISOLATED = "FASTTCPSTAT_BENCH_ISOLATED"
 FTS_METHODS = ["fts-auto", "fts-bpf", "fts-netlink", "fts-procfs"]
@@ -74,21 +74,10 @@ def _peak_rss_kib() -> int:
     return -1
 
 
-def _ss_counts(out: str) -> Dict[str, int]:
-    counts = dict.fromkeys(STATES, 0)
-    for line in out.splitlines()[1:]:
-        if line.strip():
-            counts[SS_STATE_NAMES[line.split(None, 1)[0]]] += 1
-    counts["CLOSE"] = 0  # bound-only sockets: listed by a recent ss, never counted
-    return counts
-
-
 def ss_inside(spec: str) -> Dict[str, int]:
-    """`ss -tan` in a namespace: spec is a pid or a namespace path."""
-    target = ["-t", spec] if spec.isdigit() else [f"--net={spec}"]
-    out = subprocess.run(["nsenter", *target, "-n" if spec.isdigit() else "--", "ss", "-tan"],
-                         check=True, stdout=subprocess.PIPE, universal_newlines=True).stdout
-    return _ss_counts(out)
+    """`ss -tan` in a namespace: spec is a pid or a namespace path.
+    Bound-only sockets (UNCONN in a recent ss) are never counted."""
+    return ss_counts(netns=spec, exclude_unconn=True)
 
 
 def worker(method: str, rounds: int) -> None:

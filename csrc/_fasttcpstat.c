@@ -224,16 +224,9 @@ prepare_by_cgroup(struct query *q)
                         "by_port and by_cgroup cannot be combined");
         return -1;
     }
-    size_t capacity = 2;
-    while (capacity < 2 * (size_t)q->by_cgroup) {
-        capacity *= 2;
-    }
-    struct fts_cgroup_slot *slots = PyMem_Calloc(capacity, sizeof(*slots));
-    if (slots == NULL) {
-        PyErr_NoMemory();
+    if (fts_py_cgroup_tally_alloc(&q->cgroups, q->by_cgroup) < 0) {
         return -1;
     }
-    fts_cgroup_tally_init(&q->cgroups, slots, capacity);
     q->tally.on_socket = fts_cgroup_on_socket;
     q->tally.on_socket_arg = &q->cgroups;
     return 0;
@@ -302,56 +295,14 @@ dump(PyObject *obj, void *arg, struct fts_core_call *call)
     return rc;
 }
 
-/* ({cgroup id: (ipv4, ipv6)}, unowned, overflow). */
-static PyObject *
-build_by_cgroup(const struct fts_cgroup_tally *cg)
-{
-    PyObject *by_id = PyDict_New();
-    PyObject *unowned = fts_py_tally_pair(
-        (const uint64_t (*)[FTS_NSTATES])cg->unowned);
-    PyObject *overflow = fts_py_tally_pair(
-        (const uint64_t (*)[FTS_NSTATES])cg->overflow);
-    PyObject *result = NULL;
-    if (by_id == NULL || unowned == NULL || overflow == NULL) {
-        goto done;
-    }
-    for (size_t i = 0; i < cg->capacity; i++) {
-        const struct fts_cgroup_slot *slot = &cg->slots[i];
-        if (!slot->used) {
-            continue;
-        }
-        PyObject *key = PyLong_FromUnsignedLongLong(slot->id);
-        PyObject *pair = fts_py_tally_pair(
-            (const uint64_t (*)[FTS_NSTATES])slot->n);
-        int rc = key == NULL || pair == NULL
-                 ? -1 : PyDict_SetItem(by_id, key, pair);
-        Py_XDECREF(key);
-        Py_XDECREF(pair);
-        if (rc < 0) {
-            goto done;
-        }
-    }
-    result = PyTuple_Pack(3, by_id, unowned, overflow);
-done:
-    Py_XDECREF(by_id);
-    Py_XDECREF(unowned);
-    Py_XDECREF(overflow);
-    return result;
-}
-
 static PyObject *
 build_result(const struct query *q)
 {
     const struct fts_tally *tally = &q->tally;
     Py_ssize_t nports = q->nports;
     PyObject *totals = fts_py_tally_pair(tally->n);
-    if (totals != NULL && q->by_cgroup > 0) {
-        PyObject *by_cgroup = build_by_cgroup(&q->cgroups);
-        PyObject *result = by_cgroup == NULL ? NULL
-            : PyTuple_Pack(2, totals, by_cgroup);
-        Py_XDECREF(by_cgroup);
-        Py_DECREF(totals);
-        return result;
+    if (q->by_cgroup > 0) {
+        return fts_py_cgroup_result(totals, &q->cgroups);
     }
     if (totals == NULL || nports == 0) {
         return totals;

@@ -21,6 +21,7 @@ PyAPI_FUNC(void *) PyMem_Calloc(size_t nelem, size_t elsize);
 #endif
 
 #include "diag.h"
+#include "diag_cgroup.h"
 
 /* ---- the counter core (bind_core.c) ----------------------------------- */
 
@@ -132,6 +133,26 @@ struct fts_py_filter {
 int fts_py_filter_parse(PyObject *local, PyObject *remote,
                         struct fts_py_filter *out);
 void fts_py_filter_free(struct fts_py_filter *f);
+
+/* A per-cgroup tally with room for `max` (1..FTS_MAX_BY_CGROUP)
+ * cgroups in a table at most half full; free its slots with PyMem_Free.
+ * 0, or -1 with MemoryError set. */
+int fts_py_cgroup_tally_alloc(struct fts_cgroup_tally *tally, int max);
+
+/* (totals, ({cgroup id: (ipv4, ipv6)}, unowned, overflow)): a count's
+ * result with its breakdown by cgroup.  Steals `totals` (NULL: an error
+ * already set, passed through). */
+PyObject *fts_py_cgroup_result(PyObject *totals,
+                               const struct fts_cgroup_tally *tally);
+
+/* Parse the kernel's BTF (`path` NULL: the running kernel's) and let
+ * `read` fill `out` from it, the GIL released.  0, or -1 with OSError
+ * ("<context>: ...") set. */
+struct fts_btf;
+typedef int (*fts_btf_reader)(const struct fts_btf *btf, void *out,
+                              struct fts_error *err);
+int fts_py_read_btf(const char *path, fts_btf_reader read, void *out,
+                    const char *context);
 
 /* Integer constants the extension exports: the one source of every
  * number Python shares with C (tests/test_constants.py ties Python's

@@ -23,6 +23,9 @@ typedef struct {
     struct fts_btf_layout layout;
     struct fts_py_filter filter;
     unsigned int emit_shift;
+    /* The cgroups told apart, 0 for no breakdown by cgroup. */
+    int by_cgroup;
+    struct fts_bpf_cgroup_layout cgroup;
 } BpfCounter;
 
 static PyObject *
@@ -88,6 +91,39 @@ btf_layout(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     return layout_to_tuple(&layout);
 }
 
+PyDoc_STRVAR(btf_cgroup_layout_doc,
+"btf_cgroup_layout(path=None)\n--\n\n"
+"Read the kernel's BTF (/sys/kernel/btf/vmlinux, or path) and return the\n"
+"offsets that lead from a socket to its owner cgroup's id, as a tuple\n"
+"(BpfCounter's cgroup_layout).  FileNotFoundError (ENOENT) when the\n"
+"kernel has no cgroup socket data.");
+
+static int
+read_cgroup_layout(const struct fts_btf *btf, void *out,
+                   struct fts_error *err)
+{
+    return fts_bpf_cgroup_layout(btf, out, err);
+}
+
+static PyObject *
+btf_cgroup_layout(PyObject *Py_UNUSED(module), PyObject *args,
+                  PyObject *kwargs)
+{
+    static char *kwlist[] = {"path", NULL};
+    const char *path = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|z:btf_cgroup_layout",
+                                     kwlist, &path)) {
+        return NULL;
+    }
+    struct fts_bpf_cgroup_layout layout;
+    if (fts_py_read_btf(path, read_cgroup_layout, &layout,
+                        "cannot read the kernel's BTF") < 0) {
+        return NULL;
+    }
+    return Py_BuildValue("(III)", layout.sk_cgroup, layout.cgroup_kn,
+                         layout.kn_id);
+}
+
 static int
 check_emit_shift(unsigned int emit_shift)
 {
@@ -110,19 +146,49 @@ load_program(PyObject *obj, char *log, size_t logsize, struct fts_error *e)
         self->filter.ranges + self->filter.nlocal, self->filter.nremote,
     };
     return fts_bpf_open(&self->bpf, &self->layout, &filter,
-                        self->emit_shift, log, logsize, e);
+                        self->by_cgroup > 0 ? &self->cgroup : NULL,
+                        (unsigned)self->by_cgroup, self->emit_shift, log,
+                        logsize, e);
+}
+
+/* by_cgroup and cgroup_layout, read into self. */
+static int
+parse_by_cgroup(BpfCounter *self, int by_cgroup, PyObject *cgroup_layout)
+{
+    if (by_cgroup < 0 || by_cgroup > FTS_MAX_BY_CGROUP) {
+        PyErr_Format(PyExc_ValueError, "by_cgroup must be within 0..%d, "
+                     "not %d", FTS_MAX_BY_CGROUP, by_cgroup);
+        return -1;
+    }
+    self->by_cgroup = by_cgroup;
+    if (by_cgroup == 0) {
+        return 0;
+    }
+    struct fts_bpf_cgroup_layout *c = &self->cgroup;
+    if (cgroup_layout == NULL || !PyTuple_Check(cgroup_layout)
+        || !PyArg_ParseTuple(cgroup_layout, "III", &c->sk_cgroup,
+                             &c->cgroup_kn, &c->kn_id)) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError, "cgroup_layout must be the tuple "
+                        "btf_cgroup_layout() returns when by_cgroup > 0");
+        return -1;
+    }
+    return 0;
 }
 
 static PyObject *
 BpfCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"layout", "local", "remote", "emit_shift",
-                             NULL};
+                             "by_cgroup", "cgroup_layout", NULL};
     PyObject *layout_obj, *local = NULL, *remote = NULL;
+    PyObject *cgroup_layout = NULL;
     unsigned int emit_shift = FTS_BPF_EMIT_SHIFT;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OOI:BpfCounter",
+    int by_cgroup = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OOIiO:BpfCounter",
                                      kwlist, &layout_obj, &local, &remote,
-                                     &emit_shift)) {
+                                     &emit_shift, &by_cgroup,
+                                     &cgroup_layout)) {
         return NULL;
     }
     allocfunc alloc = (allocfunc)PyType_GetSlot(type, Py_tp_alloc);
@@ -136,6 +202,7 @@ BpfCounter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (fts_core_init(&self->core) < 0
         || tuple_to_layout(layout_obj, &self->layout) < 0
         || check_emit_shift(emit_shift) < 0
+        || parse_by_cgroup(self, by_cgroup, cgroup_layout) < 0
         || fts_py_filter_parse(local, remote, &self->filter) < 0) {
         Py_DECREF(self);
         return NULL;
@@ -205,13 +272,16 @@ PyDoc_STRVAR(run_doc,
 "run(iter_fd, families=3)\n--\n\n"
 "Read the iterator to its end (closing iter_fd) and return\n"
 "((ipv4, ipv6), output_bytes): two tuples of 16 counts indexed by TCP\n"
-"state, and how many bytes the program wrote (its progress marks).\n"
+"state, and how many bytes the program wrote (its progress marks).  With\n"
+"by_cgroup, (((ipv4, ipv6), (by_id, unowned, overflow)), output_bytes),\n"
+"the breakdown as NetlinkCounter.count(by_cgroup=N) returns it.\n"
 "Python's signal handlers run between progress marks: Ctrl-C stops a\n"
 "long count with KeyboardInterrupt.");
 
 struct run {
     int fd;
     struct fts_tally tally;
+    struct fts_cgroup_tally cgroups;  /* slots NULL: no breakdown */
     size_t output;
 };
 
@@ -227,8 +297,23 @@ run_iter(PyObject *obj, void *arg, struct fts_core_call *call)
     }
     int fd = r->fd;
     r->fd = -1;  /* fts_bpf_run closes it */
-    return fts_bpf_run(&self->bpf, fd, &r->tally, &r->output,
-                       fts_py_check_signals, &call->released, &call->err);
+    return fts_bpf_run(&self->bpf, fd, &r->tally,
+                       r->cgroups.slots != NULL ? &r->cgroups : NULL,
+                       &r->output, fts_py_check_signals, &call->released,
+                       &call->err);
+}
+
+/* (ipv4, ipv6), or ((ipv4, ipv6), by_cgroup) as NetlinkCounter.count()
+ * returns them. */
+static PyObject *
+run_result(const struct run *r)
+{
+    PyObject *pair = fts_py_tally_pair(
+        (const uint64_t (*)[FTS_NSTATES])r->tally.n);
+    if (r->cgroups.slots == NULL) {
+        return pair;
+    }
+    return fts_py_cgroup_result(pair, &r->cgroups);
 }
 
 static PyObject *
@@ -236,6 +321,7 @@ BpfCounter_run(BpfCounter *self, PyObject *args)
 {
     struct run r = {.fd = -1, .output = 0};
     memset(&r.tally, 0, sizeof(r.tally));
+    memset(&r.cgroups, 0, sizeof(r.cgroups));
     r.tally.families = FTS_FAMILY_BOTH;
     if (!PyArg_ParseTuple(args, "i|I:run", &r.fd, &r.tally.families)) {
         return NULL;
@@ -245,22 +331,21 @@ BpfCounter_run(BpfCounter *self, PyObject *args)
         return NULL;
     }
     int rc = -1;
-    if (fts_py_check_families(r.tally.families) == 0) {
+    if (fts_py_check_families(r.tally.families) == 0
+        && (self->by_cgroup == 0
+            || fts_py_cgroup_tally_alloc(&r.cgroups, self->by_cgroup) == 0)) {
         rc = fts_core_run(&self->core, run_iter, (PyObject *)self, &r,
                           "BPF iterator count");
     }
     if (r.fd >= 0) {
         close(r.fd);  /* not reached by run_iter: it is ours to close */
     }
-    if (rc < 0) {
+    PyObject *result = rc < 0 ? NULL : run_result(&r);
+    PyMem_Free(r.cgroups.slots);
+    if (result == NULL) {
         return NULL;
     }
-    PyObject *pair = fts_py_tally_pair(
-        (const uint64_t (*)[FTS_NSTATES])r.tally.n);
-    if (pair == NULL) {
-        return NULL;
-    }
-    return Py_BuildValue("(Nn)", pair, (Py_ssize_t)r.output);
+    return Py_BuildValue("(Nn)", result, (Py_ssize_t)r.output);
 }
 
 static void
@@ -297,12 +382,15 @@ static PyGetSetDef BpfCounter_getset[] = {
 };
 
 PyDoc_STRVAR(BpfCounter_doc,
-"BpfCounter(layout, *, local=(), remote=(), emit_shift=16)\n--\n\n"
+"BpfCounter(layout, *, local=(), remote=(), emit_shift=16, by_cgroup=0,\n"
+"           cgroup_layout=None)\n--\n\n"
 "A BPF `tcp` iterator that counts sockets per state in the kernel.\n\n"
 "layout: btf_layout()'s tuple.  local/remote: (low, high) port ranges\n"
 "kept, as for NetlinkCounter.count().  The program writes one byte every\n"
 "2**emit_shift sockets (a read() visiting a million sockets without\n"
-"output fails with EAGAIN).  Needs CAP_BPF + CAP_PERFMON or\n"
+"output fails with EAGAIN).  by_cgroup = N > 0 also breaks the count\n"
+"down by owner cgroup (N cgroups told apart), from cgroup_layout,\n"
+"btf_cgroup_layout()'s tuple.  Needs CAP_BPF + CAP_PERFMON or\n"
 "CAP_SYS_ADMIN, and Linux >= 5.9.");
 
 static PyType_Slot BpfCounter_slots[] = {
@@ -375,6 +463,8 @@ done:
 static PyMethodDef bpf_functions[] = {
     {"btf_layout", (PyCFunction)(void (*)(void))btf_layout,
      METH_VARARGS | METH_KEYWORDS, btf_layout_doc},
+    {"btf_cgroup_layout", (PyCFunction)(void (*)(void))btf_cgroup_layout,
+     METH_VARARGS | METH_KEYWORDS, btf_cgroup_layout_doc},
     {"bpf_pin", (PyCFunction)(void (*)(void))bpf_pin,
      METH_VARARGS | METH_KEYWORDS, bpf_pin_doc},
     {NULL, NULL, 0, NULL}

@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "btf.h"
+
 void
 fts_py_raise(const struct fts_error *e, const char *context,
              const char *log)
@@ -196,4 +198,91 @@ fts_py_add_constants(PyObject *module, const struct fts_py_constant *table)
         }
     }
     return 0;
+}
+
+int
+fts_py_cgroup_tally_alloc(struct fts_cgroup_tally *tally, int max)
+{
+    size_t capacity = 2;
+    while (capacity < 2 * (size_t)max) {
+        capacity *= 2;
+    }
+    struct fts_cgroup_slot *slots = PyMem_Calloc(capacity, sizeof(*slots));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    fts_cgroup_tally_init(tally, slots, capacity);
+    return 0;
+}
+
+/* ({cgroup id: (ipv4, ipv6)}, unowned, overflow). */
+static PyObject *
+cgroup_tally(const struct fts_cgroup_tally *cg)
+{
+    PyObject *by_id = PyDict_New();
+    PyObject *unowned = fts_py_tally_pair(
+        (const uint64_t (*)[FTS_NSTATES])cg->unowned);
+    PyObject *overflow = fts_py_tally_pair(
+        (const uint64_t (*)[FTS_NSTATES])cg->overflow);
+    PyObject *result = NULL;
+    if (by_id == NULL || unowned == NULL || overflow == NULL) {
+        goto done;
+    }
+    for (size_t i = 0; i < cg->capacity; i++) {
+        const struct fts_cgroup_slot *slot = &cg->slots[i];
+        if (!slot->used) {
+            continue;
+        }
+        PyObject *key = PyLong_FromUnsignedLongLong(slot->id);
+        PyObject *pair = fts_py_tally_pair(
+            (const uint64_t (*)[FTS_NSTATES])slot->n);
+        int rc = key == NULL || pair == NULL
+                 ? -1 : PyDict_SetItem(by_id, key, pair);
+        Py_XDECREF(key);
+        Py_XDECREF(pair);
+        if (rc < 0) {
+            goto done;
+        }
+    }
+    result = PyTuple_Pack(3, by_id, unowned, overflow);
+done:
+    Py_XDECREF(by_id);
+    Py_XDECREF(unowned);
+    Py_XDECREF(overflow);
+    return result;
+}
+
+
+PyObject *
+fts_py_cgroup_result(PyObject *totals, const struct fts_cgroup_tally *tally)
+{
+    if (totals == NULL) {
+        return NULL;
+    }
+    PyObject *by_cgroup = cgroup_tally(tally);
+    PyObject *result = by_cgroup == NULL ? NULL
+        : PyTuple_Pack(2, totals, by_cgroup);
+    Py_XDECREF(by_cgroup);
+    Py_DECREF(totals);
+    return result;
+}
+
+int
+fts_py_read_btf(const char *path, fts_btf_reader read, void *out,
+                const char *context)
+{
+    struct fts_error e = {0, NULL};
+    int rc = -1;
+    Py_BEGIN_ALLOW_THREADS
+    struct fts_btf *btf = fts_btf_open_file(path, &e);
+    if (btf != NULL) {
+        rc = read(btf, out, &e);
+        fts_btf_close(btf);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        fts_py_raise(&e, context, NULL);
+    }
+    return rc;
 }

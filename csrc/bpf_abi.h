@@ -14,6 +14,8 @@
 #define FTS_BPF_MAP_CREATE 0
 #define FTS_BPF_MAP_LOOKUP_ELEM 1
 #define FTS_BPF_MAP_UPDATE_ELEM 2
+#define FTS_BPF_MAP_DELETE_ELEM 3
+#define FTS_BPF_MAP_GET_NEXT_KEY 4
 #define FTS_BPF_PROG_LOAD 5
 #define FTS_BPF_OBJ_PIN 6
 #define FTS_BPF_MAP_FREEZE 22
@@ -23,6 +25,7 @@
 #define FTS_BPF_MAP_TYPE_HASH 1
 #define FTS_BPF_MAP_TYPE_ARRAY 2
 #define FTS_BPF_MAP_TYPE_LRU_HASH 9
+#define FTS_BPF_NOEXIST 1  /* map_update_elem flag */
 #define FTS_BPF_F_RDONLY_PROG (1u << 7)
 #define FTS_BPF_F_MMAPABLE (1u << 10)
 #define FTS_BPF_PROG_TYPE_TRACING 26
@@ -35,6 +38,7 @@
 #define FTS_BPF_FUNC_map_delete_elem 3
 #define FTS_BPF_FUNC_seq_printf 126
 #define FTS_BPF_FUNC_seq_write 127
+#define FTS_BPF_FUNC_skc_to_tcp_sock 137
 #define FTS_BPF_FUNC_skc_to_tcp_timewait_sock 138
 
 /* One instruction (struct bpf_insn): the register byte holds dst_reg in

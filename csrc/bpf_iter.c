@@ -82,6 +82,7 @@ void
 fts_bpf_init(struct fts_bpf_counter *c)
 {
     c->map_fd = -1;
+    c->cgroup_fd = -1;
     c->prog_fd = -1;
     c->link_fd = -1;
     c->counters = NULL;
@@ -104,6 +105,7 @@ fts_bpf_close(struct fts_bpf_counter *c)
     }
     close_fd(&c->link_fd);
     close_fd(&c->prog_fd);
+    close_fd(&c->cgroup_fd);
     close_fd(&c->map_fd);
 }
 
@@ -118,18 +120,25 @@ lacks_privilege(int code)
 
 int
 fts_bpf_open(struct fts_bpf_counter *c, const struct fts_btf_layout *layout,
-             const struct fts_bpf_filter *filter, unsigned emit_shift,
-             char *log, size_t logsize, struct fts_error *err)
+             const struct fts_bpf_filter *filter,
+             const struct fts_bpf_cgroup_layout *cgroup,
+             unsigned max_cgroups, unsigned emit_shift, char *log,
+             size_t logsize, struct fts_error *err)
 {
     fts_bpf_init(c);
     c->owner = getpid();
     if (emit_shift == 0 || emit_shift > 20) {
         return fts_fail(err, EINVAL, "emit interval must be 2^1..2^20 sockets");
     }
+    if (cgroup != NULL
+        && (max_cgroups == 0 || max_cgroups > FTS_MAX_BY_CGROUP)) {
+        return fts_fail(err, EINVAL, "the cgroups told apart must be "
+                        "1..FTS_MAX_BY_CGROUP");
+    }
     /* One array entry holding all counters, mmapped so that reading them
      * costs no system call. */
-    c->map_fd = map_create(FTS_BPF_MAP_TYPE_ARRAY, 4, FTS_BPF_VALUE_SIZE, 1,
-                           FTS_BPF_F_MMAPABLE);
+    c->map_fd = map_create(FTS_BPF_MAP_TYPE_ARRAY, 4,
+                           FTS_BPF_COUNT_VALUE_SIZE, 1, FTS_BPF_F_MMAPABLE);
     if (c->map_fd < 0) {
         return fts_fail(err, errno, lacks_privilege(errno)
                         ? "bpf(BPF_MAP_CREATE) of the counter array "
@@ -147,6 +156,21 @@ fts_bpf_open(struct fts_bpf_counter *c, const struct fts_btf_layout *layout,
                                 ">= 5.5)");
     }
     c->counters = m;
+    struct fts_bpf_by_cgroup by_cgroup;
+    if (cgroup != NULL) {
+        /* Preallocated (the default): a tracing program may not create
+         * entries in a hash map that allocates before Linux 6.1. */
+        c->cgroup_fd = map_create(FTS_BPF_MAP_TYPE_HASH, 8, FTS_BPF_ROW_SIZE,
+                                  max_cgroups, 0);
+        if (c->cgroup_fd < 0) {
+            int saved = errno;
+            fts_bpf_close(c);
+            return fts_fail(err, saved, "bpf(BPF_MAP_CREATE) of the "
+                            "per-cgroup counters");
+        }
+        by_cgroup.layout = *cgroup;
+        by_cgroup.map_fd = c->cgroup_fd;
+    }
 
     size_t cap = fts_bpf_count_prog_len(filter);
     struct fts_bpf_insn *insns = calloc(cap, sizeof(*insns));
@@ -154,8 +178,9 @@ fts_bpf_open(struct fts_bpf_counter *c, const struct fts_btf_layout *layout,
         fts_bpf_close(c);
         return fts_fail(err, ENOMEM, "generating the BPF program");
     }
-    size_t n = fts_bpf_count_prog(insns, cap, layout, filter, c->map_fd,
-                                  emit_shift);
+    size_t n = fts_bpf_count_prog_by(insns, cap, layout, filter, c->map_fd,
+                                     emit_shift,
+                                     cgroup != NULL ? &by_cgroup : NULL);
     if (n == 0) {
         free(insns);
         fts_bpf_close(c);
@@ -194,10 +219,49 @@ fts_bpf_iter_create(const struct fts_bpf_counter *c, struct fts_error *err)
     return fd;
 }
 
+/* One bpf(2) command on an element of map `fd`. */
+static int
+map_elem(int cmd, int fd, const void *key, void *value)
+{
+    struct fts_bpf_map_elem_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.map_fd = (uint32_t)fd;
+    attr.key = fts_ptr_to_u64(key);
+    attr.value = fts_ptr_to_u64(value);  /* next_key for GET_NEXT_KEY */
+    return fts_sys_bpf(cmd, &attr, sizeof(attr));
+}
+
+/* Empty the per-cgroup map, adding each row to `cgroups` (NULL: drop
+ * them: what an interrupted or failed count left behind). */
+static int
+drain_cgroups(struct fts_bpf_counter *c, struct fts_cgroup_tally *cgroups,
+              unsigned families, struct fts_error *err)
+{
+    uint64_t id;
+    uint64_t row[FTS_BPF_ROW];
+    /* The first key each time: the one before was deleted. */
+    while (map_elem(FTS_BPF_MAP_GET_NEXT_KEY, c->cgroup_fd, NULL, &id) == 0) {
+        if (map_elem(FTS_BPF_MAP_LOOKUP_ELEM, c->cgroup_fd, &id, row) < 0
+            || map_elem(FTS_BPF_MAP_DELETE_ELEM, c->cgroup_fd, &id,
+                        NULL) < 0) {
+            return fts_fail(err, errno, "reading the per-cgroup counters");
+        }
+        if (cgroups != NULL) {
+            fts_cgroup_add_row(cgroups, 1, id, row, families);
+        }
+    }
+    if (errno != ENOENT) {
+        return fts_fail(err, errno, "bpf(BPF_MAP_GET_NEXT_KEY) of the "
+                        "per-cgroup counters");
+    }
+    return 0;
+}
+
 int
 fts_bpf_run(struct fts_bpf_counter *c, int iter_fd, struct fts_tally *tally,
-            size_t *output, fts_interrupt_fn on_interrupt,
-            void *interrupt_arg, struct fts_error *err)
+            struct fts_cgroup_tally *cgroups, size_t *output,
+            fts_interrupt_fn on_interrupt, void *interrupt_arg,
+            struct fts_error *err)
 {
     /* One byte per read: the kernel stops a read once it has `size`
      * bytes, so each read returns after one progress mark (every
@@ -205,8 +269,12 @@ fts_bpf_run(struct fts_bpf_counter *c, int iter_fd, struct fts_tally *tally,
     char mark;
     size_t written = 0;
     int rc = 0;
-    for (int i = 0; i < FTS_BPF_NSLOTS; i++) {
+    for (int i = 0; i < FTS_BPF_COUNT_NSLOTS; i++) {
         c->counters[i] = 0;
+    }
+    if (c->cgroup_fd >= 0 && drain_cgroups(c, NULL, 0, err) < 0) {
+        close(iter_fd);
+        return -1;
     }
     for (;;) {
         ssize_t n = read(iter_fd, &mark, 1);
@@ -235,12 +303,16 @@ fts_bpf_run(struct fts_bpf_counter *c, int iter_fd, struct fts_tally *tally,
     if (rc < 0) {
         return rc;
     }
-    for (int f = 0; f < FTS_NFAMILIES; f++) {
-        if (tally->families != 0 && !(tally->families & (1u << f))) {
-            continue;
-        }
-        for (int s = 0; s < FTS_NSTATES; s++) {
-            tally->n[f][s] += c->counters[16 * f + s];
+    fts_counts_add_row(&tally->n, c->counters, tally->families);
+    if (c->cgroup_fd >= 0 && cgroups != NULL) {
+        fts_counts_add_row(&cgroups->unowned,
+                           c->counters + FTS_BPF_SLOT_UNOWNED,
+                           tally->families);
+        fts_counts_add_row(&cgroups->overflow,
+                           c->counters + FTS_BPF_SLOT_OVERFLOW,
+                           tally->families);
+        if (drain_cgroups(c, cgroups, tally->families, err) < 0) {
+            return -1;
         }
     }
     *output = written;

@@ -17,9 +17,11 @@
 #include "bpf_prog.h"
 #include "btf.h"
 #include "diag.h"
+#include "diag_cgroup.h"
 
 struct fts_bpf_counter {
     int map_fd;
+    int cgroup_fd;  /* the per-cgroup rows, or -1 */
     int prog_fd;
     int link_fd;
     volatile uint64_t *counters;  /* the mmapped map value */
@@ -34,11 +36,16 @@ struct fts_bpf_counter {
 void fts_bpf_init(struct fts_bpf_counter *c);
 
 /* Create the map, load the program for `filter` (NULL: all sockets) and
- * link it.  On a verifier refusal its log goes to `log` (may be NULL). */
+ * link it.  With `cgroup` (else NULL), the program also breaks the count
+ * down by owner cgroup, telling `max_cgroups` cgroups apart (1 to
+ * FTS_MAX_BY_CGROUP).  On a verifier refusal its log goes to `log` (may
+ * be NULL). */
 int fts_bpf_open(struct fts_bpf_counter *c,
                  const struct fts_btf_layout *layout,
-                 const struct fts_bpf_filter *filter, unsigned emit_shift,
-                 char *log, size_t logsize, struct fts_error *err);
+                 const struct fts_bpf_filter *filter,
+                 const struct fts_bpf_cgroup_layout *cgroup,
+                 unsigned max_cgroups, unsigned emit_shift, char *log,
+                 size_t logsize, struct fts_error *err);
 
 void fts_bpf_close(struct fts_bpf_counter *c);
 
@@ -50,14 +57,16 @@ int fts_bpf_iter_create(const struct fts_bpf_counter *c,
                         struct fts_error *err);
 
 /* Zero the counters, read iterator `iter_fd` to its end (closing it) and
- * add the counters to `tally` (keeping `tally->families`).  `*output`
+ * add the counters to `tally` (keeping `tally->families`), and, for a
+ * counter opened with a cgroup breakdown, to `cgroups` (else NULL).  `*output`
  * receives the number of bytes the program wrote (its progress marks).
  * The iterator is read one progress mark at a time, and `on_interrupt`
  * (arg, 0) is asked between marks whether to stop (EINTR), so that a
  * count of millions of sockets stays interruptible; on EINTR it is asked
  * with (arg, 1). */
 int fts_bpf_run(struct fts_bpf_counter *c, int iter_fd,
-                struct fts_tally *tally, size_t *output,
+                struct fts_tally *tally, struct fts_cgroup_tally *cgroups,
+                size_t *output,
                 fts_interrupt_fn on_interrupt, void *interrupt_arg,
                 struct fts_error *err);
 

@@ -11,6 +11,8 @@
  *   text      (for a pinned iterator any user may read) keeps counters per
  *             reading session in an LRU hash map and prints them as text
  *             at the end of the walk.
+ * The counting program can also break its count down by the sockets'
+ * owner cgroup (struct fts_bpf_by_cgroup).
  * Both fold request sockets (NEW_SYN_RECV) into SYN_RECV and count
  * timewait sockets by their sub-state, as netlink and /proc report them,
  * and write something every 2^emit_shift sockets: a read() that visits a
@@ -31,6 +33,16 @@
 #define FTS_BPF_VALUE_SIZE (FTS_BPF_NSLOTS * 8)
 #define FTS_BPF_EMIT_SHIFT 16
 
+/* A row of counters: slot = family * 16 + state, as fts_state_counts. */
+#define FTS_BPF_ROW 32
+#define FTS_BPF_ROW_SIZE (FTS_BPF_ROW * 8)
+/* The counting program's array value: the totals and visits above, then
+ * the cgroup breakdown's unowned and overflow rows. */
+#define FTS_BPF_SLOT_UNOWNED FTS_BPF_NSLOTS
+#define FTS_BPF_SLOT_OVERFLOW (FTS_BPF_SLOT_UNOWNED + FTS_BPF_ROW)
+#define FTS_BPF_COUNT_NSLOTS (FTS_BPF_SLOT_OVERFLOW + FTS_BPF_ROW)
+#define FTS_BPF_COUNT_VALUE_SIZE (FTS_BPF_COUNT_NSLOTS * 8)
+
 /* The text program's read-only strings, laid out in one map value. */
 #define FTS_BPF_TEXT_HEADER "state ipv4 ipv6\n"
 #define FTS_BPF_TEXT_PROGRESS "# visited %llu\n"
@@ -44,6 +56,32 @@ struct fts_bpf_filter {
     size_t nremote;
 };
 
+/* Where a full socket's owner cgroup id is: the kernel's
+ * cgroup_id(sock_cgroup_ptr(&sk->sk_cgrp_data)), i.e. the cgroup v2
+ * id that netlink reports as INET_DIAG_CGROUP_ID, read through
+ * tcp_sock -> sk_cgrp_data.cgroup -> kn -> id.  Offsets from BTF. */
+struct fts_bpf_cgroup_layout {
+    uint32_t sk_cgroup;   /* in struct tcp_sock */
+    uint32_t cgroup_kn;   /* in struct cgroup */
+    uint32_t kn_id;       /* in struct kernfs_node */
+};
+
+/* Read it from `btf`.  Returns 0, or -1 with `err` set (ENOENT: a kernel
+ * without cgroup socket data, CONFIG_SOCK_CGROUP_DATA). */
+int fts_bpf_cgroup_layout(const struct fts_btf *btf,
+                          struct fts_bpf_cgroup_layout *out,
+                          struct fts_error *err);
+
+/* The counting program's breakdown by owner cgroup: each full socket is
+ * also added to its cgroup's row in `map_fd`, a hash map (u64 cgroup id
+ * -> FTS_BPF_ROW_SIZE) whose size bounds the cgroups told apart; sockets
+ * of further cgroups go to the array's overflow row, timewait and
+ * request sockets (no owner) to its unowned row. */
+struct fts_bpf_by_cgroup {
+    struct fts_bpf_cgroup_layout layout;
+    int map_fd;
+};
+
 /* Room needed for the counting program with this filter. */
 size_t fts_bpf_count_prog_len(const struct fts_bpf_filter *filter);
 
@@ -54,6 +92,13 @@ size_t fts_bpf_count_prog(struct fts_bpf_insn *insns, size_t cap,
                           const struct fts_btf_layout *layout,
                           const struct fts_bpf_filter *filter, int map_fd,
                           unsigned emit_shift);
+
+/* The same, with a breakdown by cgroup (`by_cgroup` NULL: none). */
+size_t fts_bpf_count_prog_by(struct fts_bpf_insn *insns, size_t cap,
+                             const struct fts_btf_layout *layout,
+                             const struct fts_bpf_filter *filter,
+                             int map_fd, unsigned emit_shift,
+                             const struct fts_bpf_by_cgroup *by_cgroup);
 
 /* The text program's strings map value (FTS_BPF_TEXT_SIZE bytes). */
 void fts_bpf_text_strings(char out[FTS_BPF_TEXT_SIZE]);

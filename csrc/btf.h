@@ -92,6 +92,14 @@ struct fts_btf_member {
 int fts_btf_member_of(const struct fts_btf *b, uint32_t id, const char *name,
                       struct fts_btf_member *out, struct fts_error *err);
 
+/* fts_btf_member_of() along a dot-separated `path` of members from
+ * struct `id` ("inet_conn.icsk_inet.sk"), through named embedded
+ * structs; `out` describes the last member, at its offset in `id`.
+ * (Defined in btf_walk.c, its first user.) */
+int fts_btf_member_path(const struct fts_btf *b, uint32_t id,
+                        const char *path, struct fts_btf_member *out,
+                        struct fts_error *err);
+
 /* The size in bytes of struct/union/scalar `id` (0 if it has none). */
 uint32_t fts_btf_size_of(const struct fts_btf *b, uint32_t id);
 

@@ -89,10 +89,9 @@ id_of(const struct found *f, const char *name)
     return 0;
 }
 
-/* Follow `path` from struct `id`; the offsets of the members add up. */
-static int
-resolve_path(const struct fts_btf *btf, uint32_t id, const char *path,
-             struct fts_btf_member *out, struct fts_error *err)
+int
+fts_btf_member_path(const struct fts_btf *btf, uint32_t id, const char *path,
+                    struct fts_btf_member *out, struct fts_error *err)
 {
     char name[64];
     uint32_t offset = 0;
@@ -128,7 +127,7 @@ run_query(const struct fts_btf *btf, const struct found *f,
 {
     uint32_t id = id_of(f, q->type);
     struct fts_btf_member m;
-    if (id == 0 || resolve_path(btf, id, q->path, &m, err) < 0
+    if (id == 0 || fts_btf_member_path(btf, id, q->path, &m, err) < 0
         || m.kind != q->kind || (q->size != 0 && m.size != q->size)
         /* a load's offset is a signed 16-bit field */
         || m.offset > INT16_MAX) {

@@ -13,33 +13,50 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 
-int
-fts_diag_cgroup_id(const void *payload, size_t paylen, uint64_t *id)
+/* Find attribute `type` after the inet_diag_msg: 1 with *at (its offset
+ * in `payload`) and *len (its length, header included) set, 0 if there is
+ * none, -1 if the attributes are malformed. */
+static int
+find_attr(const unsigned char *p, size_t paylen, unsigned type, size_t *at,
+          size_t *len)
 {
-    const unsigned char *p = payload;
-    size_t at = NLMSG_ALIGN(sizeof(struct inet_diag_msg));
+    size_t off = NLMSG_ALIGN(sizeof(struct inet_diag_msg));
 
     if (paylen < sizeof(struct inet_diag_msg)) {
         return -1;
     }
-    while (at + sizeof(struct rtattr) <= paylen) {
+    while (off + sizeof(struct rtattr) <= paylen) {
         struct rtattr a;
-        memcpy(&a, p + at, sizeof(a));
-        if (a.rta_len < sizeof(a) || a.rta_len > paylen - at) {
+        memcpy(&a, p + off, sizeof(a));
+        if (a.rta_len < sizeof(a) || a.rta_len > paylen - off) {
             return -1;
         }
         /* The kernel may set NLA_F_NESTED and NLA_F_NET_BYTEORDER. */
-        if ((a.rta_type & NLA_TYPE_MASK) == INET_DIAG_CGROUP_ID) {
-            if (a.rta_len < RTA_LENGTH(sizeof(*id))) {
-                return -1;
-            }
-            memcpy(id, p + at + RTA_LENGTH(0), sizeof(*id));
+        if ((a.rta_type & NLA_TYPE_MASK) == type) {
+            *at = off;
+            *len = a.rta_len;
             return 1;
         }
-        at += RTA_ALIGN(a.rta_len);
+        off += RTA_ALIGN(a.rta_len);
     }
     /* Fewer bytes left than an attribute header: padding at most. */
     return 0;
+}
+
+int
+fts_diag_cgroup_id(const void *payload, size_t paylen, uint64_t *id)
+{
+    size_t at, len;
+    int found = find_attr(payload, paylen, INET_DIAG_CGROUP_ID, &at, &len);
+    if (found <= 0) {
+        return found;
+    }
+    if (len < RTA_LENGTH(sizeof(*id))) {
+        return -1;
+    }
+    memcpy(id, (const unsigned char *)payload + at + RTA_LENGTH(0),
+           sizeof(*id));
+    return 1;
 }
 
 int
@@ -77,26 +94,73 @@ probe(const struct fts_cgroup_tally *tally, uint64_t id)
     return &tally->slots[i];
 }
 
-int
-fts_cgroup_add(struct fts_cgroup_tally *tally, int found, uint64_t id,
-               int family_idx, uint8_t state)
+/* Where cgroup `id`'s counts go: its slot (taken now if it has none),
+ * else the unowned or the overflow bucket.  Sets *overflowed. */
+static fts_state_counts *
+counts_of(struct fts_cgroup_tally *tally, int found, uint64_t id,
+          int *overflowed)
 {
+    *overflowed = 0;
     if (!found) {
-        tally->unowned[family_idx][state]++;
-        return 0;
+        return &tally->unowned;
     }
     struct fts_cgroup_slot *slot = probe(tally, id);
     if (!slot->used) {
         if (tally->used + 1 > tally->capacity / 2) {
-            tally->overflow[family_idx][state]++;
-            return 1;
+            *overflowed = 1;
+            return &tally->overflow;
         }
         slot->used = 1;
         slot->id = id;
         tally->used++;
     }
-    slot->n[family_idx][state]++;
-    return 0;
+    return &slot->n;
+}
+
+int
+fts_cgroup_add(struct fts_cgroup_tally *tally, int found, uint64_t id,
+               int family_idx, uint8_t state)
+{
+    int overflowed;
+    fts_state_counts *n = counts_of(tally, found, id, &overflowed);
+    (*n)[family_idx][state]++;
+    return overflowed;
+}
+
+static int
+family_kept(unsigned families, int f)
+{
+    return families == 0 || (families & (1u << f)) != 0;
+}
+
+void
+fts_counts_add_row(fts_state_counts *dst, const volatile uint64_t *row,
+                   unsigned families)
+{
+    for (int f = 0; f < FTS_NFAMILIES; f++) {
+        for (int s = 0; s < FTS_NSTATES && family_kept(families, f); s++) {
+            (*dst)[f][s] += row[FTS_NSTATES * f + s];
+        }
+    }
+}
+
+int
+fts_cgroup_add_row(struct fts_cgroup_tally *tally, int found, uint64_t id,
+                   const volatile uint64_t *row, unsigned families)
+{
+    uint64_t any = 0;
+    for (int f = 0; f < FTS_NFAMILIES; f++) {
+        for (int s = 0; s < FTS_NSTATES && family_kept(families, f); s++) {
+            any |= row[FTS_NSTATES * f + s];
+        }
+    }
+    if (any == 0) {
+        return 0;
+    }
+    int overflowed;
+    fts_counts_add_row(counts_of(tally, found, id, &overflowed), row,
+                       families);
+    return overflowed;
 }
 
 const struct fts_cgroup_slot *
@@ -110,14 +174,20 @@ int
 fts_cgroup_on_socket(void *tally, const void *payload, size_t paylen,
                      int family_idx, uint8_t state, struct fts_error *err)
 {
+    (void)state;  /* a timewait socket may be FIN_WAIT2 as well */
     uint64_t id = 0;
     int found = fts_diag_cgroup_id(payload, paylen, &id);
     if (found < 0) {
         return fts_fail(err, EPROTO, "malformed netlink reply: bad "
                         "attributes after inet_diag_msg");
     }
-    /* A request socket (NEW_SYN_RECV) is reported as SYN_RECV. */
-    if (!found && state != TCP_SYN_RECV && state != TCP_TIME_WAIT) {
+    /* Timewait sockets (TIME_WAIT, and FIN_WAIT2 of an orphan) and
+     * request sockets come with no attribute at all; a full socket always
+     * with INET_DIAG_SHUTDOWN.  A full one without a cgroup id means a
+     * kernel that sends none. */
+    size_t at, len;
+    if (!found
+        && find_attr(payload, paylen, INET_DIAG_SHUTDOWN, &at, &len) == 1) {
         return fts_fail(err, EOPNOTSUPP, "the kernel sends no socket cgroup "
                         "(INET_DIAG_CGROUP_ID needs Linux >= 5.7 with "
                         "CONFIG_SOCK_CGROUP_DATA)");

@@ -61,12 +61,29 @@ int fts_cgroup_tally_init(struct fts_cgroup_tally *tally,
 int fts_cgroup_add(struct fts_cgroup_tally *tally, int found, uint64_t id,
                    int family_idx, uint8_t state);
 
+/* Add a row of counts (FTS_NFAMILIES * FTS_NSTATES, laid out as
+ * fts_state_counts) to `dst`, keeping the families in `families`
+ * (FTS_FAMILY_* bits, 0: both). */
+void fts_counts_add_row(fts_state_counts *dst, const volatile uint64_t *row,
+                        unsigned families);
+
+/* Tally a row of counts at once (a BPF program's tally of one cgroup,
+ * as for fts_counts_add_row); `found` 0
+ * means unowned.  A row with nothing left after that takes no slot, as
+ * a cgroup with no socket reported would not.  Returns 0, or 1 when the
+ * row went to the overflow bucket. */
+int fts_cgroup_add_row(struct fts_cgroup_tally *tally, int found,
+                       uint64_t id, const volatile uint64_t *row,
+                       unsigned families);
+
 /* fts_tally.on_socket for a `struct fts_cgroup_tally *` arg: tallies
- * the socket by its cgroup.  A full socket without INET_DIAG_CGROUP_ID
- * (any state but SYN_RECV and TIME_WAIT, which timewait and request
- * sockets have) means a kernel older than 5.7 or built without cgroup
- * socket data: the walk stops with EOPNOTSUPP rather than report every
- * socket as unowned.  Malformed attributes end it with EPROTO. */
+ * the socket by its cgroup; timewait sockets (TIME_WAIT, or FIN_WAIT2
+ * for an orphan that closed first) and request sockets, which come with
+ * no attribute at all, as unowned.  A full socket (it always carries
+ * INET_DIAG_SHUTDOWN) without INET_DIAG_CGROUP_ID means a kernel older
+ * than 5.7 or built without cgroup socket data: the walk stops with
+ * EOPNOTSUPP rather than report every socket as unowned.  Malformed
+ * attributes end it with EPROTO. */
 int fts_cgroup_on_socket(void *tally, const void *payload, size_t paylen,
                          int family_idx, uint8_t state,
                          struct fts_error *err);

@@ -37,6 +37,7 @@ KERNEL_FACING = (
     "test_fallback.py",            # netlink refused: "auto" moves on
     "test_filters_netns.py",       # port filters in the kernel, netns, fork
     "test_population.py",          # the population itself, bound-only sockets per version
+    "test_counts_by_cgroup.py",    # socket owners: netlink's cgroup id and the bpf program's
     # The walk engine against the kernel (not its C unit tests or fuzzer).
     "test_walk_engine.py::test_refused_below_6_2",
     "test_walk_engine.py::test_one_pass_counts_every_namespace",

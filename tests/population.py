@@ -63,8 +63,7 @@ from .population_fork import (
     _describe_status,
     _read_all,
     _reap,
-    _run_child,
-    _unpack_run_result,
+    run_in_netns,
     settle_threads,
     _write_all,
 )
@@ -427,16 +426,4 @@ class Population:
         re-raise its exception here."""
         if not self.holder_pid:
             raise PopulationError("population is closed")
-        r, w = os.pipe()
-        settle_threads()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            _run_child(self.ns_path, w, func, args, kwargs)  # never returns
-        os.close(w)
-        try:
-            raw = _read_all(r)
-        finally:
-            os.close(r)
-            status = _reap(pid, 60.0)
-        return _unpack_run_result(raw, func, status)
+        return run_in_netns(self.ns_path, func, *args, **kwargs)

@@ -126,3 +126,22 @@ def _unpack_run_result(raw: bytes, func, status):
     if isinstance(value, BaseException):
         raise value from ChildTraceback("in the namespace child:\n" + tb_text)
     raise RuntimeError("run(%r) failed in the namespace child:\n%s" % (func, tb_text))
+
+
+def run_in_netns(ns_path: str, func, *args, **kwargs):
+    """Call func(*args, **kwargs) in a forked child that joined the network
+    namespace at `ns_path`; return its (picklable) result, or re-raise its
+    exception here."""
+    r, w = os.pipe()
+    settle_threads()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        _run_child(ns_path, w, func, args, kwargs)  # never returns
+    os.close(w)
+    try:
+        raw = _read_all(r)
+    finally:
+        os.close(r)
+        status = _reap(pid, 60.0)
+    return _unpack_run_result(raw, func, status)

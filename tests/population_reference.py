@@ -34,8 +34,23 @@ def _family_name(family) -> "str | None":
     except (KeyError, TypeError):
         raise ValueError("unknown family %r" % (family,)) from None
 
-def ss_counts(family=None, *, exclude_unconn: bool = False) -> dict:
-    """Count `ss -tan` lines per state in the current network namespace.
+def parse_ss(out: str, *, exclude_unconn: bool = False) -> dict:
+    """Count the lines of `ss -tan` output per state: all 11 STATES keys.
+    An unknown state name is a bug: KeyError.  exclude_unconn: see
+    ss_counts()."""
+    counts = dict.fromkeys(STATES, 0)
+    for line in out.splitlines()[1:]:           # skip the header line
+        if line.strip():
+            counts[SS_STATE_NAMES[line.split(None, 1)[0]]] += 1
+    if exclude_unconn:
+        counts["CLOSE"] = 0
+    return counts
+
+
+def ss_counts(family=None, *, exclude_unconn: bool = False, netns: "str | None" = None) -> dict:
+    """Count `ss -tan` lines per state in the current network namespace, or
+    in the one at path `netns` (through nsenter), or of pid `netns` if it
+    is all digits.
 
     family: None (both), "ipv4" or "ipv6" (also 4/6, AF_INET/AF_INET6).
     Returns all 11 STATES keys.
@@ -50,17 +65,12 @@ def ss_counts(family=None, *, exclude_unconn: bool = False) -> dict:
     """
     fam = _family_name(family)
     cmd = ["ss", "-tan"] + ({"ipv4": ["-4"], "ipv6": ["-6"]}[fam] if fam else [])
+    if netns is not None:
+        enter = ["-t", netns, "-n"] if netns.isdigit() else [f"--net={netns}"]
+        cmd = ["nsenter", *enter, "--", *cmd]
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE,
                          universal_newlines=True).stdout
-    counts = dict.fromkeys(STATES, 0)
-    for line in out.splitlines()[1:]:           # skip the header line
-        if not line.strip():
-            continue
-        name = line.split(None, 1)[0]
-        counts[SS_STATE_NAMES[name]] += 1       # an unknown name is a bug: KeyError
-    if exclude_unconn:
-        counts["CLOSE"] = 0
-    return counts
+    return parse_ss(out, exclude_unconn=exclude_unconn)
 
 def ss_shows_bound_inactive() -> bool:
     """True if the installed `ss` knows TCP_BOUND_INACTIVE (it then has a

@@ -22,7 +22,7 @@ from fasttcpstat import _all_netns
 from fasttcpstat._netns import Netns
 
 from .hardening import STABLE_SPEC, drop_to_nobody, total_expected
-from .population import SMALL_SPEC, SS_STATE_NAMES, STATES, Population, Spec
+from .population import SMALL_SPEC, STATES, Population, Spec, ss_counts
 
 PREFIX = f"issue12-{os.getpid()}"
 BOUND_NAME = f"{PREFIX}-bound"
@@ -42,14 +42,7 @@ BACKENDS = ["auto", "bpf", "netlink", "procfs"]
 def ss_in(path: str) -> dict:
     """`ss -tan` inside the namespace at `path`, per state.  Bound-inactive
     sockets (UNCONN in a recent ss) are not counted by fasttcpstat."""
-    out = subprocess.run(["nsenter", f"--net={path}", "ss", "-tan"], check=True,
-                         stdout=subprocess.PIPE, universal_newlines=True).stdout
-    counts = dict.fromkeys(STATES, 0)
-    for line in out.splitlines()[1:]:
-        if line.strip():
-            counts[SS_STATE_NAMES[line.split(None, 1)[0]]] += 1
-    counts["CLOSE"] = 0
-    return counts
+    return ss_counts(netns=path, exclude_unconn=True)
 
 
 def inode_of(path: str) -> int:

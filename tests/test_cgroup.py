@@ -3,7 +3,9 @@ cgroup2 mount, cgroup ids to paths, and identities of real namespaces put
 into real cgroups shaped like a runtime's."""
 from __future__ import annotations
 
+import errno
 import os
+import time
 
 import pytest
 
@@ -143,7 +145,17 @@ class CgroupTree:
 
     def remove(self) -> None:
         for directory, _, _ in sorted(os.walk(self.top), key=lambda w: -len(w[0])):
-            os.rmdir(directory)
+            # A killed process leaves its cgroup only once it has exited:
+            # until then rmdir says EBUSY.
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    os.rmdir(directory)
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
 
 
 @pytest.fixture

@@ -103,6 +103,43 @@ def test_all_netns_prometheus_labels(two):
     assert all(len(counts) == len(STATES) for counts in series.values())
 
 
+def _ehash_entries() -> int:
+    with open("/proc/sys/net/ipv4/tcp_ehash_entries") as f:
+        return int(f.read())
+
+
+def _table_samples(text: str) -> dict:
+    """{netns inode: (labels, value)} of the shared-table gauge."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from fasttcpstat._formats import TABLE_METRIC
+
+    [family] = [f for f in text_string_to_metric_families(text) if f.name == TABLE_METRIC]
+    assert family.type == "gauge" and family.documentation
+    got = {}
+    for sample in family.samples:
+        assert sample.timestamp is None and sample.value in (0, 1)
+        got[int(sample.labels["netns"])] = (sample.labels, int(sample.value))
+    return got
+
+
+def test_all_netns_shares_host_table_metric(two):
+    """One 0/1 sample per namespace, with the namespace's labels: 1 where
+    the kernel says the namespace shares the host's table (a negative
+    tcp_ehash_entries inside it, Linux >= 6.1)."""
+    code, out, err = cli("--all-netns", "--format", "prometheus")
+    assert _ok(code, err), err
+    tables = _table_samples(out)
+    connections = {int(dict(key)["netns"]): dict(key) for key in parse_exposition(out)}
+    assert set(tables) == set(connections)  # bounded: one per namespace counted
+    for inode, pop in two.items():
+        labels, shared = tables[inode]
+        assert shared == (1 if pop.run(_ehash_entries) < 0 else 0), inode
+        assert labels == connections[inode]
+    code, out, err = cli("--format", "prometheus")
+    assert code == 0 and "shares_host_table" not in out
+
+
 def test_all_netns_table_identity(two):
     code, out, err = cli("--all-netns", "--format", "table")
     assert _ok(code, err), err
@@ -133,6 +170,7 @@ def test_all_netns_interval_and_textfile(two, tmp_path):
     got = _per_netns("prometheus", path.read_text())
     for inode, expected in _expected(two).items():
         assert got[inode] == expected
+    assert set(two) <= set(_table_samples(path.read_text()))
 
 
 def _serve_and_scrape(extra: list) -> dict:
@@ -167,6 +205,9 @@ def test_all_netns_serve(two):
     # prometheus_client writes unknown labels empty (to Prometheus: absent).
     labels = {dict(key)["netns"]: dict(key) for key in parse_exposition(result["scrape"])}
     assert labels[str(server_inode)]["netns_name"] == ""
+    tables = _table_samples(result["scrape"])
+    assert set(expected) <= set(tables)
+    assert tables[server_inode][0]["netns_name"] == ""
 
 
 def test_watch_rows(two):
@@ -288,10 +329,13 @@ def test_collector_all_netns_reads_its_arguments_once(two):
     collector = FastTCPStatCollector(all_netns=True, states=iter(["established"]))
     try:
         for _ in range(2):
-            [gauge] = collector.collect()
+            gauge, tables = collector.collect()
             got = {int(sample.labels["netns"]): int(sample.value) for sample in gauge.samples}
             for inode, pop in two.items():
                 assert got[inode] == total(pop.expected)["ESTABLISHED"]
             assert all(sample.labels["state"] == "established" for sample in gauge.samples)
+            # and whether each namespace shares the host's table: one each
+            assert tables.name == "fasttcpstat_netns_shares_host_table"
+            assert sorted(int(s.labels["netns"]) for s in tables.samples) == sorted(got)
     finally:
         collector.close()

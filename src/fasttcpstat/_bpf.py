@@ -1,7 +1,8 @@
 """The BPF iterator backend: counting inside the kernel.
 
 A BPF program over the kernel's `tcp` iterator adds each socket to a
-counter array; only the counters reach user space.  The program is built
+counter array (and, for counts_by_cgroup(), to its owner cgroup's row in
+a bounded hash map); only the counters reach user space.  The program is built
 by the C extension for the running kernel's layout, read from its BTF once
 per process, and loaded with bpf(2): no libbpf, no compiler, no kernel
 module.  Needs Linux >= 5.9 with BTF, and CAP_BPF + CAP_PERFMON (or
@@ -23,14 +24,17 @@ from ._states import ALL_STATES_MASK, FAMILY_IPV4, FAMILY_IPV6, STATES, masked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, Optional, Tuple
+    from typing import Any, Dict, Optional, Tuple, Union
 
+    from ._backend import Pair
     from ._fasttcpstat import BpfCounter
     from ._netns import Netns
     from ._ports import Range
     from ._query import CountQuery
 
-    ProgramKey = Tuple[Tuple[Range, ...], Tuple[Range, ...]]
+    # (local ranges, remote ranges, cgroups told apart or 0)
+    ProgramKey = Tuple[Tuple[Range, ...], Tuple[Range, ...], int]
+    PerCgroup = Tuple[Dict[int, Pair], Pair, Pair]
 
 try:
     from . import _fasttcpstat
@@ -39,10 +43,12 @@ except ImportError:  # no C extension: _netlink.IMPORT_ERROR says why
 
 # Programs with port filters, kept per counter (a load is ~0.3 ms).
 MAX_PROGRAMS = 8
-_UNFILTERED: ProgramKey = ((), ())
+_UNFILTERED: ProgramKey = ((), (), 0)
 
 _layout_lock = _thread.allocate_lock()
 _layout: Optional[Tuple[int, ...]] = None
+# The socket -> owner cgroup id offsets, or why the kernel has none.
+_cgroup_layout: Optional[Union[Tuple[int, ...], OSError]] = None
 
 
 def layout() -> Tuple[int, ...]:
@@ -59,15 +65,61 @@ def layout() -> Tuple[int, ...]:
         return _layout
 
 
-class BpfBackend(Backend):
-    """Counts with BPF iterator programs; one per port filter, cached.
+def cgroup_layout() -> Tuple[int, ...]:
+    """The BTF offsets from a socket to its owner cgroup's id, read once;
+    OSError (ENOENT) on a kernel without cgroup socket data."""
+    global _cgroup_layout
+    with _layout_lock:
+        if _cgroup_layout is None:
+            try:
+                _cgroup_layout = _fasttcpstat.btf_cgroup_layout()
+            except OSError as exc:
+                _cgroup_layout = exc
+        if isinstance(_cgroup_layout, OSError):
+            raise _cgroup_layout
+        return _cgroup_layout
 
-    The iterator programs count totals: per-port breakdowns go elsewhere
-    (the policy sends them to netlink).
+
+def _mask_pair(pair: Pair, mask: int) -> Pair:
+    return masked(pair[0], mask), masked(pair[1], mask)
+
+
+def _mask_cgroups(per_cgroup: PerCgroup, mask: int) -> PerCgroup:
+    """The breakdown as netlink's state filter leaves it: states outside
+    `mask` zeroed, and cgroups left with no socket dropped."""
+    by_id, unowned, overflow = per_cgroup
+    kept = {}
+    for cgroup_id, pair in by_id.items():
+        pair = _mask_pair(pair, mask)
+        if any(pair[0]) or any(pair[1]):
+            kept[cgroup_id] = pair
+    return kept, _mask_pair(unowned, mask), _mask_pair(overflow, mask)
+
+
+class BpfBackend(Backend):
+    """Counts with BPF iterator programs; one per port filter (and per
+    cgroup breakdown), cached.
+
+    The iterator programs count totals, or totals by owner cgroup (where
+    the kernel's BTF shows the socket's cgroup: per_cgroup is then True);
+    per-port breakdowns go elsewhere (the policy sends them to netlink).
     """
 
     name = "bpf"
     per_port = False
+
+    @property
+    def per_cgroup(self) -> bool:  # type: ignore[override]
+        """Whether the kernel's BTF shows a socket's cgroup; read at the
+        first breakdown by cgroup (once per process), not at creation,
+        which it would slow down by the time of a second BTF parse."""
+        try:
+            cgroup_layout()
+        except OSError:
+            # The policy then sends breakdowns by cgroup to netlink, which
+            # says why it cannot make them either.
+            return False
+        return True
 
     def __init__(self, netns: Optional[Netns] = None,
                  emit_shift: Optional[int] = None) -> None:
@@ -88,7 +140,8 @@ class BpfBackend(Backend):
         lease = self._programs.pop(key, None)
         if lease is None:
             lease = Lease(_fasttcpstat.BpfCounter(
-                self._layout, local=key[0], remote=key[1], emit_shift=self._emit_shift))
+                self._layout, local=key[0], remote=key[1], emit_shift=self._emit_shift,
+                by_cgroup=key[2], cgroup_layout=cgroup_layout() if key[2] else None))
         self._programs[key] = lease  # now the most recently used
         lease.take()
         if len(self._programs) > MAX_PROGRAMS:
@@ -98,9 +151,13 @@ class BpfBackend(Backend):
             self._programs.pop(oldest).retire()
         return lease
 
-    def run(self, query: CountQuery) -> Tuple[Tuple[Tuple[int, ...], Tuple[int, ...]], int]:
-        """Raw ((ipv4, ipv6), bytes the program wrote)."""
-        key = (query.local or (), query.remote or ())
+    def run(self, query: CountQuery) -> Tuple[Any, int]:
+        """Raw ((ipv4, ipv6), bytes the program wrote); with
+        query.by_cgroup, (((ipv4, ipv6), per_cgroup), bytes)."""
+        if query.by_cgroup and not self.per_cgroup:
+            raise ValueError("this kernel's BTF shows no socket cgroup: "
+                             "count by cgroup with netlink")
+        key = (query.local or (), query.remote or (), query.by_cgroup)
         with self._lock:
             if self._closed:
                 raise ValueError("I/O operation on a closed BpfBackend")
@@ -118,7 +175,12 @@ class BpfBackend(Backend):
                 lease.give_back()
 
     def count(self, query: CountQuery) -> Tally:
-        (v4, v6), _ = self.run(query)
+        result, _ = self.run(query)
+        if query.by_cgroup:
+            (v4, v6), per_cgroup = result
+            return Tally(masked(v4, query.mask), masked(v6, query.mask),
+                         per_cgroup=_mask_cgroups(per_cgroup, query.mask))
+        v4, v6 = result
         if query.mask == ALL_STATES_MASK:
             # Nothing to zero among the states a result reads (1..11), and
             # ~3 µs saved on a count that may cost 40.

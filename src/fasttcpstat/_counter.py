@@ -382,9 +382,10 @@ def counts_by_cgroup(
     _query.MAX_BY_CGROUP (4096) are summed under ``"overflow"`` (present only
     then).  The sum over all keys equals counts() with the same arguments.
 
-    The arguments are those of counts().  Netlink only: the kernel sends
-    each socket's cgroup id (INET_DIAG_CGROUP_ID) since Linux 5.7; older
-    kernels raise OSError(EOPNOTSUPP).  Works unprivileged in one's own
+    The arguments are those of counts().  This one-shot call uses netlink
+    (a Counter on the bpf backend reads the same ids in the kernel): the
+    kernel sends each socket's cgroup id (INET_DIAG_CGROUP_ID) since Linux
+    5.7; older kernels raise OSError(EOPNOTSUPP).  Works unprivileged in one's own
     namespace.  Raises FileNotFoundError when no cgroup2 is mounted.
     """
     query = parse_by_cgroup(family, states, local_ports, remote_ports)

@@ -10,7 +10,7 @@ import datetime
 import json
 from typing import Any, Dict, List, Optional, Tuple
 
-from ._report import DETAIL_LABELS, Labels, Series
+from ._report import DETAIL_LABELS, NETNS_LABELS, Labels, Series
 
 # The labels that key a JSON object: the side is the same for every series
 # of a sample (the --side the user gave), and a namespace is keyed by its
@@ -25,6 +25,26 @@ _ROW_LABELS = ("netns", "cgroup")
 METRIC = "fasttcpstat_connections"
 HELP = ("TCP sockets per state, as ss -tan counts them "
         "(handshakes in progress count as syn_recv).")
+# With --all-netns, whether each namespace walks the host's socket table
+# (the cost of its count grows with the host's sockets): a 0/1 gauge per
+# namespace, so sum() is the number of namespaces that share it.
+TABLE_METRIC = "fasttcpstat_netns_shares_host_table"
+TABLE_HELP = ("1 if the network namespace shares the host's TCP socket hash "
+              "table (counting it walks every socket of the host), 0 if it "
+              "has its own (net.ipv4.tcp_child_ehash_entries).")
+
+
+def shares_host_table(series: Series) -> List[Tuple[Labels, int]]:
+    """(the namespace's exported labels, 1 or 0) for each --all-netns
+    series whose table is known; none for other samples."""
+    found = []
+    for labels, _ in series:
+        values = dict(labels)
+        table = values.get("table")
+        if table in ("shared", "own"):
+            exported = tuple((name, values[name]) for name in NETNS_LABELS)
+            found.append((exported, 1 if table == "shared" else 0))
+    return found
 
 
 def state_label(state: str) -> str:
@@ -141,18 +161,25 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _sample(metric: str, labels: Labels, value: int) -> str:
+    # Only what identifies a series, and only where it is known.
+    text = ",".join(f'{name}="{_escape(v)}"' for name, v in labels
+                    if v and name not in DETAIL_LABELS)
+    return f"{metric}{{{text}}} {value}"
+
+
 def render_prometheus(series: Series) -> str:
     """The text exposition format (version 0.0.4): HELP and TYPE, then one
     sample per series and state, zeros included, without timestamps (the
-    textfile collector refuses files that carry them)."""
+    textfile collector refuses files that carry them).  With --all-netns,
+    then TABLE_METRIC, one sample per namespace whose table is known."""
     lines = [f"# HELP {METRIC} {HELP}", f"# TYPE {METRIC} gauge"]
     for labels, counts in series:
-        # Only what identifies a series, and only where it is known.
-        exported = tuple((name, value) for name, value in labels
-                         if value and name not in DETAIL_LABELS)
         for state, n in counts.items():
-            pairs = (*exported, ("state", state_label(state)))
-            text = ",".join(f'{name}="{_escape(value)}"' for name, value in pairs)
-            lines.append(f"{METRIC}{{{text}}} {n}")
+            lines.append(_sample(METRIC, (*labels, ("state", state_label(state))), n))
+    tables = shares_host_table(series)
+    if tables:
+        lines += [f"# HELP {TABLE_METRIC} {TABLE_HELP}", f"# TYPE {TABLE_METRIC} gauge"]
+        lines += [_sample(TABLE_METRIC, labels, shared) for labels, shared in tables]
     return "\n".join(lines) + "\n"
 

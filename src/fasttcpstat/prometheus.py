@@ -18,12 +18,12 @@ This is the only module of the package that imports prometheus_client;
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional, Tuple
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
-from ._formats import HELP, METRIC, state_label
+from ._formats import HELP, METRIC, TABLE_HELP, TABLE_METRIC, shares_host_table, state_label
 from ._netns import NetnsSpec
 from ._ports import PortSpec
 from ._report import Query, open_source, take
@@ -74,23 +74,34 @@ class FastTCPStatCollector(Collector):
         self.counter = open_source(self.query, backend, netns=netns, request=request,
                                    path=path)
 
-    def _gauge(self) -> GaugeMetricFamily:
-        return GaugeMetricFamily(METRIC, HELP, labels=(*self.query.label_names(), "state"))
+    def _gauges(self) -> Tuple[GaugeMetricFamily, Optional[GaugeMetricFamily]]:
+        names = self.query.label_names()
+        tables = GaugeMetricFamily(TABLE_METRIC, TABLE_HELP, labels=names) \
+            if self.query.all_netns else None
+        return GaugeMetricFamily(METRIC, HELP, labels=(*names, "state")), tables
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
-        """The metric without samples: the registry learns its name (and
-        refuses a duplicate) without a count at registration."""
-        yield self._gauge()
+        """The metrics without samples: the registry learns their names
+        (and refuses a duplicate) without a count at registration."""
+        for gauge in self._gauges():
+            if gauge is not None:
+                yield gauge
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        """Count now and yield the gauge."""
-        gauge = self._gauge()
+        """Count now and yield the gauge (and, with all_netns, whether each
+        namespace shares the host's socket table)."""
+        gauge, tables = self._gauges()
         names = self.query.label_names()
-        for labels, counts in take(self.counter, self.query):
+        series = take(self.counter, self.query)
+        for labels, counts in series:
             values = [value for name, value in labels if name in names]
             for state, n in counts.items():
                 gauge.add_metric([*values, state_label(state)], n)
         yield gauge
+        if tables is not None:
+            for labels, shared in shares_host_table(series):
+                tables.add_metric([value for _, value in labels], shared)
+            yield tables
 
     def close(self) -> None:
         """Release the counter's socket or BPF objects.  Unregister the

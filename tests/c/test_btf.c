@@ -325,6 +325,10 @@ test_abi_constants(void)
 {
     CHECK(FTS_BPF_MAP_CREATE == BPF_MAP_CREATE);
     CHECK(FTS_BPF_MAP_UPDATE_ELEM == BPF_MAP_UPDATE_ELEM);
+    CHECK(FTS_BPF_MAP_DELETE_ELEM == BPF_MAP_DELETE_ELEM);
+    CHECK(FTS_BPF_MAP_GET_NEXT_KEY == BPF_MAP_GET_NEXT_KEY);
+    CHECK(FTS_BPF_NOEXIST == BPF_NOEXIST);
+    CHECK(FTS_BPF_MAP_TYPE_HASH == BPF_MAP_TYPE_HASH);
     CHECK(FTS_BPF_PROG_LOAD == BPF_PROG_LOAD);
     CHECK(FTS_BPF_OBJ_PIN == BPF_OBJ_PIN);
     CHECK(FTS_BPF_MAP_FREEZE == BPF_MAP_FREEZE);
@@ -344,6 +348,7 @@ test_abi_constants(void)
     CHECK(FTS_BPF_FUNC_seq_write == BPF_FUNC_seq_write);
     CHECK(FTS_BPF_FUNC_skc_to_tcp_timewait_sock
           == BPF_FUNC_skc_to_tcp_timewait_sock);
+    CHECK(FTS_BPF_FUNC_skc_to_tcp_sock == BPF_FUNC_skc_to_tcp_sock);
     CHECK(sizeof(struct fts_bpf_insn) == sizeof(struct bpf_insn));
     union bpf_attr a;
     CHECK(offsetof(struct fts_bpf_prog_load_attr, attach_btf_id)
@@ -427,6 +432,11 @@ test_programs(void)
         size_t cap = fts_bpf_count_prog_len(&filters[f]);
         struct fts_bpf_insn *p = calloc(cap, sizeof(*p));
         size_t n = fts_bpf_count_prog(p, cap, &l, &filters[f], 5, 16);
+        CHECK(n > 0 && n <= cap);
+        CHECK(well_formed(p, n));
+        /* The cgroup breakdown fits in the same room. */
+        struct fts_bpf_by_cgroup by = {{600, 200, 64}, 7};
+        n = fts_bpf_count_prog_by(p, cap, &l, &filters[f], 5, 16, &by);
         CHECK(n > 0 && n <= cap);
         CHECK(well_formed(p, n));
         free(p);

@@ -214,8 +214,12 @@ test_on_socket(void)
           == FTS_WALK_MORE);
     CHECK(fts_cgroup_on_socket(&t, m.buf, m.len, FTS_IDX_IPV6, TCP_SYN_RECV, &e)
           == FTS_WALK_MORE);
+    /* An orphan's timewait socket in FIN_WAIT2: no attributes either. */
+    CHECK(fts_cgroup_on_socket(&t, m.buf, m.len, FTS_IDX_IPV6, TCP_FIN_WAIT2, &e)
+          == FTS_WALK_MORE);
     CHECK(t.unowned[FTS_IDX_IPV6][TCP_TIME_WAIT] == 1);
     CHECK(t.unowned[FTS_IDX_IPV6][TCP_SYN_RECV] == 1);
+    CHECK(t.unowned[FTS_IDX_IPV6][TCP_FIN_WAIT2] == 1);
 
     /* A full socket without an id: a kernel older than 5.7. */
     uint8_t shutdown = 0;

@@ -14,6 +14,8 @@ uname -r > "$out/release"
 ulimit -n 1048576
 # The bpf backend's pin tests need a BPF filesystem; vng mounts none.
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+# The per-cgroup tests make cgroups under a cgroup2 mount.
+mountpoint -q /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup
 cd "$(dirname "$0")/../.."
 # CI=true: a missing privilege or kernel feature fails instead of skipping.
 # The checkout is read-only here: no bytecode, no pytest cache.
