@@ -267,6 +267,7 @@ ensure_socket(NetlinkCounter *self, struct fts_core_call *call)
     if (self->conn.fd >= 0) {
         return 0;
     }
+    const char *context = call->context;
     call->context = "cannot reopen the netlink socket";
     if (!self->reopen) {
         return fts_fail(&call->err, ESTALE,
@@ -274,7 +275,12 @@ ensure_socket(NetlinkCounter *self, struct fts_core_call *call)
                         "interrupted dump) and must be reopened in its "
                         "namespace");
     }
-    return fts_conn_open(&self->conn, &call->err);
+    if (fts_conn_open(&self->conn, &call->err) < 0) {
+        return -1;
+    }
+    /* Reopened: a later failure is the dump's, not the reopen's. */
+    call->context = context;
+    return 0;
 }
 
 static int
