@@ -548,3 +548,58 @@ def test_walk_anomaly_mid_call_falls_back(world, monkeypatch, require_walk):
             assert "walk: [Errno 5] walk: the pass met anomalies (full=1)" in counter.fallback_reason
     with pytest.raises(OSError, match=r"anomalies \(full=1\)"):
         fasttcpstat.counts_all_netns(backend="walk")
+
+
+# --- the walk's plan, from given table sizes (no namespace needed) ----------
+
+HOST = 262144
+
+
+def _plan(tables: dict, mine: int, init=None, monkeypatch=None):
+    from fasttcpstat._netns_list import Found
+
+    monkeypatch.setattr(_all_netns, "_init_net", lambda namespaces: init)
+    found = {inode: Found(inode, pids=[inode]) for inode in tables}
+    plan = _all_netns.plan_walks(found, tables, mine)
+    plan.close()
+    return ([(w.tables, w.only, w.netns is None) for w in plan.walks], plan.covers,
+            sorted(plan.rest))
+
+
+def test_plan_host_namespace(monkeypatch):
+    """From the host's namespace: the host table and lhash2 in one pass here,
+    each own table once from inside it, ehash only."""
+    tables = {1: HOST, 2: -HOST, 3: -HOST, 4: 1024, 5: None}
+    walks, covers, rest = _plan(tables, mine=1, init=1, monkeypatch=monkeypatch)
+    assert walks == [(3, 0, True), (1, 4, False)]
+    assert covers == [{1, 2, 3}, {4}]
+    assert rest == [5]  # its table unknown: counted on its own
+
+
+def test_plan_from_a_namespace_with_its_own_table(monkeypatch):
+    """From a namespace with its own table (the benchmark's): lhash2 here,
+    the host's ehash from inside a namespace that shares it, own tables
+    (ours here) each once."""
+    tables = {2: -HOST, 3: -HOST, 7: 1024, 8: 4096}
+    walks, covers, rest = _plan(tables, mine=7, monkeypatch=monkeypatch)
+    assert walks == [(2, 0, True), (1, 0, False), (1, 7, True), (1, 8, False)]
+    assert covers == [set(), {2, 3}, {7}, {8}]
+    assert rest == []
+
+
+def test_plan_cannot_tell_the_host_namespace(monkeypatch):
+    """init_net not identified: a positive size equal to the host table's
+    may be init_net (whose table the host walk covers already), so it is
+    counted on its own rather than walked twice."""
+    tables = {1: HOST, 2: -HOST, 4: 1024}
+    walks, covers, rest = _plan(tables, mine=2, monkeypatch=monkeypatch)
+    assert walks == [(3, 0, True), (1, 4, False)]
+    assert covers == [{2}, {4}]
+    assert rest == [1]
+
+
+def test_plan_no_namespace_shares(monkeypatch):
+    tables = {4: 1024, 8: 4096}
+    walks, covers, rest = _plan(tables, mine=4, monkeypatch=monkeypatch)
+    assert walks == [(2, 0, True), (1, 4, True), (1, 8, False)]
+    assert covers == [set(), {4}, {8}]

@@ -183,8 +183,8 @@ class AllNetnsCounter:
         self._backend = _check_backend(backend)
         self._counters: Dict[int, Tuple[str, Counter]] = {}
         self._identities: Dict[Tuple[int, Optional[int]], NetnsInfo] = {}
-        # tcp_ehash_entries per namespace: a table never changes.
-        self._tables: Dict[int, Optional[int]] = {}
+        # tcp_ehash_entries by (inode, spec): a table never changes.
+        self._tables: Dict[Tuple[int, str], Optional[int]] = {}
         self._walker: Optional[WalkBackend] = None
         self._walked: Set[int] = set()
         # "auto" tries the walk once, unless FASTTCPSTAT_BACKEND leaves it out.
@@ -265,13 +265,22 @@ class AllNetnsCounter:
             self._walker = None
 
     def _table_sizes(self, namespaces: Dict[int, Found]) -> Dict[int, Optional[int]]:
+        """tcp_ehash_entries of each namespace, read once per namespace.
+
+        Kept by inode and the path that opens it: the kernel hands a freed
+        inode number to the next namespace created, which may have another
+        table, and a new namespace comes with new pids (or a new mount)."""
         mine = own_inode()
-        for inode in [i for i in self._tables if i not in namespaces]:
-            del self._tables[inode]
+        keys = {(inode, ns.spec) for inode, ns in namespaces.items()}
+        for key in [k for k in self._tables if k not in keys]:
+            del self._tables[key]
+        sizes: Dict[int, Optional[int]] = {}
         for inode, ns in namespaces.items():
-            if inode not in self._tables:
-                self._tables[inode] = ehash_entries(ns, mine)[0]
-        return self._tables
+            key = (inode, ns.spec)
+            if key not in self._tables:
+                self._tables[key] = ehash_entries(ns, mine)[0]
+            sizes[inode] = self._tables[key]
+        return sizes
 
     def _count_walk(self, walker: WalkBackend, namespaces: Dict[int, Found],
                     query: CountQuery) -> Tuple[Dict[int, StateCounts], Dict[int, Found]]:
