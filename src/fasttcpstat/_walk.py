@@ -148,7 +148,7 @@ class Walk:
         self.where = where
 
     def run(self, program: WalkCounter) -> Tuple[Dict[int, Pair], Dict[str, object]]:
-        def walk() -> Tuple[Dict[int, Pair], Dict[str, object]]:
+        def walk() -> Tuple[Dict[int, Pair], Dict[str, int]]:
             return program.walk(only_inum=self.only, tables=self.tables)
 
         try:
