@@ -29,7 +29,7 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from . import _policy
 from ._counter import BACKENDS, Counter
-from ._netns import Netns
+from ._netns import GONE, Netns
 from ._netns_list import Found, NetnsInfo, describe, ehash_entries, list_netns, own_inode, scan
 from ._ports import PortSpec
 from ._query import CountQuery, parse_counts
@@ -42,10 +42,6 @@ if TYPE_CHECKING:
 ALL_NETNS_BACKENDS = tuple(name for name in BACKENDS if name != "pinned")
 
 StateCounts = Dict[str, int]
-
-# The namespace (or the process that named it) went away between the scan
-# and the count.
-_GONE = frozenset({errno.ENOENT, errno.ESRCH})
 
 # init_net's inode: fixed on recent kernels (6.18 here), allocated like
 # any other before; and the initial pid namespace's, fixed since 3.8.
@@ -322,7 +318,7 @@ class AllNetnsCounter:
             got = counter._count(query)
         except OSError as exc:
             self._drop(ns.inode)
-            if exc.errno not in _GONE:
+            if exc.errno not in GONE:
                 self.skipped[ns.inode] = f"{ns.spec}: {exc}"
             return None
         # A pid read through /proc/PID/net may have exited and been reused

@@ -34,6 +34,9 @@ def _proc_pid_ns(path: str) -> Optional[int]:
             return int(pid)
     return None
 
+#: Errors that mean the namespace (or the process naming it) went away.
+GONE = frozenset({errno.ENOENT, errno.ESRCH})
+
 EXPECTED = "expected /var/run/netns/NAME, /proc/PID/ns/net or the pid of a process"
 
 PROCFS_HINT = (

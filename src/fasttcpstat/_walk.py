@@ -26,7 +26,7 @@ import os
 
 from . import _netlink
 from ._backend import Backend, Tally
-from ._netns import in_thread
+from ._netns import GONE, in_thread
 from ._states import _STATE_NUMBER, ALL_STATES_MASK, FAMILY_IPV4, FAMILY_IPV6, masked
 
 TYPE_CHECKING = False
@@ -47,9 +47,6 @@ try:
     from . import _fasttcpstat
 except ImportError:  # no C extension: _netlink.IMPORT_ERROR says why
     _fasttcpstat = None  # type: ignore[assignment]
-
-# A namespace (or the process naming it) went away.
-GONE = frozenset({errno.ENOENT, errno.ESRCH})
 
 MIN_KERNEL = (6, 2)  # bpf_rcu_read_lock and BPF_PROG_TYPE_SYSCALL's kfuncs
 
