@@ -603,3 +603,18 @@ def test_plan_no_namespace_shares(monkeypatch):
     walks, covers, rest = _plan(tables, mine=4, monkeypatch=monkeypatch)
     assert walks == [(2, 0, True), (1, 4, True), (1, 8, False)]
     assert covers == [set(), {4}, {8}]
+
+
+def test_walk_pass_from_a_namespace_since_replaced():
+    """A pass planned from inside namespace X whose path now opens another
+    one (X's pid exited and was reused elsewhere) is not made: walking the
+    other's table would count its sockets twice.  Its namespaces then go
+    the per-namespace way (test_namespace_gone_during_call)."""
+    from fasttcpstat._walk import EHASH, Walk
+
+    target = Netns("/proc/self/ns/net")
+    try:
+        planned = Walk(target, EHASH, only=1, where="own 1", inode=1)
+        assert planned.run(None) == ({}, {"gone": 1, "tables": EHASH, "where": "own 1"})
+    finally:
+        target.close()

@@ -150,11 +150,11 @@ def plan_walks(namespaces: Dict[int, Found], tables: Dict[int, Optional[int]],
         if host_users:
             # From inside one that uses it; init_net first, then by inode.
             source = init if init is not None else min(sharing)
-            plan.add(Walk(plan.inside(namespaces[source]), EHASH, where=f"host via {source}"),
-                     set(host_users))
+            plan.add(Walk(plan.inside(namespaces[source]), EHASH, where=f"host via {source}",
+                          inode=source), set(host_users))
     for inode in sorted(own):
         target = None if inode == mine else plan.inside(namespaces[inode])
-        plan.add(Walk(target, EHASH, only=inode, where=f"own {inode}"), {inode})
+        plan.add(Walk(target, EHASH, only=inode, where=f"own {inode}", inode=inode), {inode})
     return plan
 
 

@@ -132,28 +132,40 @@ LHASH2 = 2  # listeners: one table for the whole host (see _all_netns.py)
 
 class Walk:
     """One pass of a plan: `tables` (EHASH, LHASH2 or both) as seen from
-    inside `netns` (None: the calling thread's namespace), tallying every
-    namespace, or only inode `only` if not 0."""
+    inside `netns`, the namespace of inode `inode` (netns None: the calling
+    thread's namespace), tallying every namespace, or only inode `only` if
+    not 0."""
 
-    __slots__ = ("netns", "tables", "only", "where")
+    __slots__ = ("netns", "inode", "tables", "only", "where")
 
     def __init__(self, netns: Optional[Netns], tables: int, only: int = 0,
-                 where: str = "here") -> None:
+                 where: str = "here", inode: int = 0) -> None:
         self.netns = netns
+        self.inode = inode
         self.tables = tables
         self.only = only
         self.where = where
+
+    def _gone(self) -> bool:
+        """Whether netns is no longer the namespace planned: gone, or its
+        pid reused by a process elsewhere (a walk of another table would
+        count its sockets twice).  Once open, the fd holds it."""
+        if self.netns is None:
+            return False
+        try:
+            return os.fstat(self.netns.open()).st_ino != self.inode
+        except OSError as exc:
+            if exc.errno not in GONE:
+                raise
+            return True
 
     def run(self, program: WalkCounter) -> Tuple[Dict[int, Pair], Dict[str, object]]:
         def walk() -> Tuple[Dict[int, Pair], Dict[str, int]]:
             return program.walk(only_inum=self.only, tables=self.tables)
 
-        try:
-            tallies, stats = walk() if self.netns is None else self.netns.run_inside(walk)
-        except OSError as exc:
-            if exc.errno not in GONE:
-                raise
+        if self._gone():
             return {}, {"gone": 1, "tables": self.tables, "where": self.where}
+        tallies, stats = walk() if self.netns is None else self.netns.run_inside(walk)
         _check_pass(stats)
         return tallies, dict(stats, tables=self.tables, where=self.where)
 
