@@ -8,9 +8,11 @@ spread evenly or as one big namespace (90 %) plus N-1 small ones, with each
 namespace's own established-hash table (net.ipv4.tcp_child_ehash_entries)
 or sharing the host's; then measures one full scrape of every namespace:
 
-  fts-auto, fts-bpf,     fasttcpstat.AllNetnsCounter(backend).counts(), the
-  fts-netlink,           reusable form an exporter keeps (the /proc scan that
-  fts-procfs             finds the namespaces is part of each scrape)
+  fts-walk, fts-auto,    fasttcpstat.AllNetnsCounter(backend).counts(), the
+  fts-bpf, fts-netlink,  reusable form an exporter keeps (the /proc scan that
+  fts-procfs             finds the namespaces is part of each scrape); walk:
+                         one pass per distinct table; auto: the walk where it
+                         is accepted; the others: one count per namespace
   cadvisor-c             cAdvisor's method: /proc/PID/net/tcp and tcp6 of one
                          process per namespace, the state column counted, in
                          one process (c/cadvisor_tcp.c)
@@ -19,7 +21,9 @@ or sharing the host's; then measures one full scrape of every namespace:
 Each method runs in its own process for `rounds` + 1 scrapes (the first, a
 warm-up, is dropped): CPU per scrape (user + system, children included),
 wall time, and the process's peak RSS (VmHWM; nsenter-ss: of the Python
-process that starts them, not of each ss).  Every scrape's count of every
+process that starts them, not of each ss); the warm-up's CPU is kept as
+"first" (the walk's program load and self-check, and each namespace's
+table size, are paid there, once per process).  Every scrape's count of every
 namespace is checked against `ss -tan` run inside it before the methods.
 
 Isolation: the run re-executes itself in new PID, mount and network
@@ -47,11 +51,11 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-from populations import bench_spec, ehash_entries_for, own_ehash, total_counts  # noqa: E402
+from populations import bench_spec, ehash_entries_for, total_counts  # noqa: E402
 from tests.population import STATES, Population, ss_counts  # noqa: E402
 
 ISOLATED = "FASTTCPSTAT_BENCH_ISOLATED"
-FTS_METHODS = ["fts-auto", "fts-bpf", "fts-netlink", "fts-procfs"]
+FTS_METHODS = ["fts-walk", "fts-auto", "fts-bpf", "fts-netlink", "fts-procfs"]
 METHODS = FTS_METHODS + ["cadvisor-c", "nsenter-ss"]
 BIG_SHARE = 0.9
 
@@ -101,8 +105,8 @@ def worker(method: str, rounds: int) -> None:
         cpu0, t0 = _cpu(), time.perf_counter()
         counts = scrape()
         wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
-        extra = {"backends": sorted(set(counter.backends().values()))} \
-            if method.startswith("fts-") else {}
+        extra = {"backends": sorted(set(counter.backends().values())),
+                 "walk_passes": len(counter.walk_passes)} if method.startswith("fts-") else {}
         print(json.dumps({"cpu": cpu, "wall": wall, "maxrss_kib": _peak_rss_kib(),
                           "counts": counts, **extra}), flush=True)
 
@@ -161,13 +165,9 @@ def build(sizes: List[int], tables: str, log) -> List[Population]:
     try:
         for size in sizes:
             spec = bench_spec(size, time_wait=False)  # stable for the whole run
-            if tables == "own":
-                with own_ehash(ehash_entries_for(size)):
-                    pops.append(Population(spec, workers="auto", long_lived=True,
-                                           settle_timeout=120))
-            else:
-                pops.append(Population(spec, workers="auto", long_lived=True,
-                                       settle_timeout=120))
+            entries = ehash_entries_for(size) if tables == "own" else 0
+            pops.append(Population(spec, workers="auto", long_lived=True, settle_timeout=120,
+                                   ehash_entries=entries))
         log(f"  built {len(pops)} namespaces")
         return pops
     except BaseException:
@@ -213,11 +213,13 @@ def measure_config(n: int, layout: str, tables: str, total: int, rounds: int,
                 "cpu_s": statistics.median(s["cpu"] for s in kept),
                 "wall_s": statistics.median(s["wall"] for s in kept),
                 "maxrss_kib": max(s["maxrss_kib"] for s in scrapes),
+                "first_cpu_s": scrapes[0]["cpu"],
                 "scrapes": len(scrapes),
                 "mismatches": mismatches,
             }
             if "backends" in scrapes[-1]:
                 entry["backends"] = scrapes[-1]["backends"]
+                entry["walk_passes"] = scrapes[-1]["walk_passes"]
             if mismatches:
                 bad = next(s for s in scrapes if s["counts"] != reference)
                 entry["first_mismatch"] = {
@@ -288,6 +290,28 @@ def report(results: List[dict], meta: dict) -> str:
                          if a and b and "cpu_s" in a and "cpu_s" in b and b["cpu_s"] else "-")
         lines.append(f"| {r['tables']} | {r['namespaces']} | {r['layout']} | "
                      + " | ".join(cells) + " |")
+    lines += ["", "The walk (one pass per distinct table) against the others, CPU per scrape "
+              "(targets at N = 100: cAdvisor >= 10x, walk / bpf <= 0.10, walk / netlink "
+              "<= 0.05); first scrape: the warm-up, with the walk's load and self-check:", "",
+              "| tables | N | layout | walk passes | walk ms | first ms | cAdvisor / walk "
+              "| walk / bpf | walk / netlink | walk RSS MiB |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        w = r["methods"].get("fts-walk")
+        if not w or "cpu_s" not in w:
+            continue
+
+        def ratio(other: str, inverse: bool = False) -> str:
+            e = r["methods"].get(other)
+            if not e or "cpu_s" not in e or not w["cpu_s"]:
+                return "-"
+            return (f"{e['cpu_s'] / w['cpu_s']:.1f}x" if inverse
+                    else f"{w['cpu_s'] / e['cpu_s']:.3f}")
+        lines.append(f"| {r['tables']} | {r['namespaces']} | {r['layout']} | "
+                     f"{w.get('walk_passes', '-')} | {w['cpu_s'] * 1e3:.1f} | "
+                     f"{w['first_cpu_s'] * 1e3:.1f} | {ratio('cadvisor-c', True)} | "
+                     f"{ratio('fts-bpf')} | {ratio('fts-netlink')} | "
+                     f"{w['maxrss_kib'] / 1024:.1f} |")
     backends = sorted({b for r in results for m, e in r["methods"].items()
                        if m == "fts-auto" for b in e.get("backends", [])})
     lines += ["", f"fts-auto used: {', '.join(backends) or '-'}.  N counts the benchmark's "

@@ -31,7 +31,7 @@ sys.path.insert(0, BENCH_DIR)
 import fasttcpstat  # noqa: E402
 from fasttcpstat import _sizing  # noqa: E402
 
-from populations import build, own_ehash  # noqa: E402
+from populations import build  # noqa: E402
 from tests.population import Population, Spec  # noqa: E402
 
 METHODS = ("bpf", "netlink", "auto")
@@ -151,8 +151,7 @@ def main() -> int:
     host = _sizing.table_size()
     print(f"host table: {host} buckets; load {os.getloadavg()}", file=sys.stderr)
     for entries in [int(t) for t in args.tables.split(",") if t]:
-        with own_ehash(entries):
-            pop = Population(Spec())
+        pop = Population(Spec(), ehash_entries=entries)
         with pop:
             row = pop.run(_measure, args.batches, bare_diag)
         row["label"] = f"empty, table {entries:,}"
@@ -160,8 +159,7 @@ def main() -> int:
         print(json.dumps(row), file=sys.stderr)
     for size in [int(s) for s in args.sizes.split(",") if s]:
         if size == 0:
-            with own_ehash(1024):
-                pop = Population(Spec())
+            pop = Population(Spec(), ehash_entries=1024)
         else:
             pop, _ = build(size)
         with pop:

@@ -14,10 +14,9 @@ could outlive it); at 1M it holds only sockets that keep a file descriptor
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from typing import Dict, Iterator
+from typing import Dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -72,30 +71,18 @@ def total_counts(per_family: Dict[str, Dict[str, int]]) -> Dict[str, int]:
 EHASH_SYSCTL = "/proc/sys/net/ipv4/tcp_child_ehash_entries"
 
 
-@contextlib.contextmanager
-def own_ehash(entries: int) -> Iterator[bool]:
-    """While active, namespaces created by this host get their own
-    established hash of `entries` buckets instead of sharing the host's.
+def has_own_ehash() -> bool:
+    """Whether a Population(ehash_entries=...) gets its own established
+    hash here (kernel >= 6.1).
 
-    Why: with a shared hash, a dump walks every bucket of the host's table
-    and skips other namespaces' sockets, so the numbers would depend on the
-    rest of the machine (and a 1M population would slow down every other
-    namespace's counts).  The sysctl is read when a namespace is created;
-    it is restored as soon as the population's namespace exists.  Yields
-    False (and changes nothing) where the kernel lacks it (< 6.1)."""
-    try:
-        with open(EHASH_SYSCTL) as f:
-            old = f.read().strip()
-    except OSError:
-        yield False
-        return
-    with open(EHASH_SYSCTL, "w") as f:
-        f.write(str(entries))
-    try:
-        yield True
-    finally:
-        with open(EHASH_SYSCTL, "w") as f:
-            f.write(old)
+    Why own tables: with a shared hash, a dump walks every bucket of the
+    host's table and skips other namespaces' sockets, so the numbers would
+    depend on the rest of the machine (and a 1M population would slow down
+    every other namespace's counts).  The population is made through an
+    intermediate namespace whose tcp_child_ehash_entries says so
+    (tests/population_netns.py's _own_ehash): the host-wide sysctl, which
+    every namespace created meanwhile would read, is never touched."""
+    return os.path.exists(EHASH_SYSCTL)
 
 
 def ehash_entries_for(total: int) -> int:
@@ -113,8 +100,9 @@ def build(total: int, settle_timeout: float = 120.0) -> "tuple[Population, dict]
     time_wait = total <= TIME_WAIT_MAX_SIZE
     spec = bench_spec(total, time_wait)
     entries = ehash_entries_for(total)
-    with own_ehash(entries) as private:
-        pop = Population(spec, settle_timeout=settle_timeout, workers="auto", long_lived=True)
+    private = has_own_ehash()
+    pop = Population(spec, settle_timeout=settle_timeout, workers="auto", long_lived=True,
+                     ehash_entries=entries)
     expected = total_counts(pop.expected)
     info = {
         "requested_size": total,

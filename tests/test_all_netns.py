@@ -5,6 +5,9 @@ state, 10,000 sockets, one with its own socket hash table), a namespace
 that only an `ip netns` bind mount holds (no process in it), and
 namespaces that go away during a call.  Every count is compared with
 `ss -tan` run inside the namespace and with the population's spec.
+
+Every backend counts them, "walk" (one pass per distinct socket table)
+and "auto" (the walk where it is accepted: as root on Linux >= 6.2) included.
 """
 from __future__ import annotations
 
@@ -36,7 +39,27 @@ STABLE_10K = Spec(
     close_wait4=500, close_wait6=250, fin_wait1_4=50, last_ack4=50, closing4=50,
     syn_sent4=100, syn_recv4=100, syn_recv6=50,
 )
-BACKENDS = ["auto", "bpf", "netlink", "procfs"]
+BACKENDS = ["auto", "bpf", "netlink", "procfs", "walk"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Each backend; "walk" where it is accepted (required in CI), and
+    "auto", which walks where "walk" works, else counts one by one."""
+    if request.param == "walk":
+        request.getfixturevalue("require_walk")
+    return request.param
+
+
+def auto_walks() -> bool:
+    """Whether "auto" of counts_all_netns() walks here (root, >= 6.2)."""
+    from fasttcpstat import _walk
+
+    if _walk._kernel_release() < _walk.MIN_KERNEL:
+        return False
+    with fasttcpstat.AllNetnsCounter() as counter:
+        counter.counts(states=["LISTEN"])
+        return counter.fallback_reason is None and bool(counter.walk_passes)
 
 
 def ss_in(path: str) -> dict:
@@ -181,7 +204,6 @@ def _check_exact(got: dict, spaces: dict) -> None:
         assert got[inode] == ss_in(path), name
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_every_namespace_exact(world, backend):
     spaces = world.spaces(every_state=True)
     got = fasttcpstat.counts_all_netns(backend=backend)
@@ -190,20 +212,26 @@ def test_every_namespace_exact(world, backend):
     assert list(got) == sorted(got)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_filters_as_counts(world, backend):
-    """The filters are those of counts(), applied in every namespace."""
+@pytest.mark.parametrize("filters", [
+    dict(family="ipv6", states=["ESTABLISHED", "LISTEN"], local_ports=(10000, 32767)),
+    dict(family="ipv4", remote_ports=[(1, 1023), (10000, 65535)]),
+    dict(states=["LISTEN", "CLOSE_WAIT"]),
+])
+def test_filters_as_counts(world, backend, filters):
+    """The filters are those of counts(), applied in every namespace (the
+    states given as a one-shot iterator: read once)."""
     spaces = world.spaces()
-    filters = dict(family="ipv6", states=["ESTABLISHED", "LISTEN"], local_ports=(10000, 32767))
-    got = fasttcpstat.counts_all_netns(backend=backend, **filters)
+    one_shot = dict(filters, states=iter(filters["states"])) if "states" in filters else filters
+    got = fasttcpstat.counts_all_netns(backend=backend, **one_shot)
     for name, (path, _) in spaces.items():
         inode = inode_of(path)
-        assert got[inode] == fasttcpstat.counts(netns=path, backend=backend, **filters), name
+        assert got[inode] == fasttcpstat.counts(netns=path, backend="netlink", **filters), name
+    if "local_ports" not in filters:
+        return
     large = world.pops["large"]
     assert got[inode_of(large.ns_path)]["LISTEN"] == large.expected["ipv6"]["LISTEN"] > 0
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_reusable_counter(world, backend):
     """The exporter form: counters kept between calls, a namespace created
     in between counted, one gone dropped (and its counter closed)."""
@@ -213,7 +241,7 @@ def test_reusable_counter(world, backend):
         _check_exact(first, spaces)
         assert counter.skipped == {}
         used = counter.backends()
-        expected_backend = {"auto": "bpf"}.get(backend, backend)
+        expected_backend = {"auto": "walk" if auto_walks() else "bpf"}.get(backend, backend)
         assert {used[inode_of(p)] for p, _ in spaces.values()} == {expected_backend}
         lone = start_lone_netns()
         try:
@@ -229,33 +257,49 @@ def test_reusable_counter(world, backend):
         _check_exact(third, spaces)
 
 
-@pytest.mark.parametrize("held_by", ["process", "bind mount"])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("held_by", ["process", "bind mount", "process, own table"])
 def test_namespace_gone_during_call(world, monkeypatch, backend, held_by):
     """Fault injection: the namespace disappears after the scan found it and
-    before its counter opens.  It is left out; nothing else changes."""
+    before it is counted (before the walk plans its passes, or before its
+    counter opens).  It is left out; nothing else changes."""
     spaces = world.spaces()
-    if held_by == "process":
+    if held_by == "bind mount":
+        doomed = BoundNetns(f"{PREFIX}-doomed")
+        doomed_spec = doomed.path
+        remove = doomed.delete
+    elif held_by == "process":
         lone = start_lone_netns()
         doomed_spec = f"/proc/{lone.pid}/ns/net"
 
         def remove() -> None:
             stop(lone)
-    else:
-        doomed = BoundNetns(f"{PREFIX}-doomed")
-        doomed_spec = doomed.path
-        remove = doomed.delete
+    else:  # walked from inside, by a pass of its own
+        pop = Population(Spec(listen4=1, estab4=2), ehash_entries=OWN_TABLE_BUCKETS)
+        doomed_spec = pop.ns_path
+        remove = pop.close
     doomed_inode = inode_of(doomed_spec)
-    real_counter = _all_netns.Counter
     removed = []
+
+    def remove_once() -> None:
+        if not removed:
+            remove()
+            removed.append(doomed_spec)
+
+    real_counter = _all_netns.Counter
+    real_plan = _all_netns.plan_walks
 
     def counter_after_removal(backend, *, netns=None, **kw):
         if netns == doomed_spec:
-            remove()
-            removed.append(netns)
+            remove_once()
         return real_counter(backend, netns=netns, **kw)
 
+    def plan_after_removal(namespaces, tables, mine):
+        assert doomed_inode in namespaces
+        remove_once()
+        return real_plan(namespaces, tables, mine)
+
     monkeypatch.setattr(_all_netns, "Counter", counter_after_removal)
+    monkeypatch.setattr(_all_netns, "plan_walks", plan_after_removal)
     try:
         with fasttcpstat.AllNetnsCounter(backend) as counter:
             got = counter.counts()
@@ -263,6 +307,8 @@ def test_namespace_gone_during_call(world, monkeypatch, backend, held_by):
             assert doomed_inode not in got
             assert counter.skipped == {}
             _check_exact(got, spaces)
+            if "walk" in counter.backends().values():
+                assert counter.fallback_reason is None
     finally:
         remove()
 
@@ -393,3 +439,175 @@ def test_reusable_identities(world):
             stop(lone)
         assert lone_inode not in {info.inode for info in counter.namespaces()}
         assert all(key[0] != lone_inode for key in counter._identities)
+
+
+def _ehash_size() -> int:
+    with open("/proc/sys/net/ipv4/tcp_ehash_entries") as f:
+        return abs(int(f.read()))
+
+
+def test_walk_one_pass_per_table(world, require_walk):
+    """The walk's own statistics: the host's ehash walked once however many
+    namespaces share it, lhash2 once, and one pass per namespace with its
+    own table (from inside it, ehash only); more namespaces sharing the
+    host table add no pass."""
+    from fasttcpstat._walk import EHASH, LHASH2
+
+    spaces = world.spaces()
+    # Positive and not the host table's size: own tables (init_net reads
+    # the host table's size).
+    own = {info.inode: info.ehash_entries for info in fasttcpstat.list_netns()
+           if info.shares_host_table is False and info.ehash_entries != _ehash_size()}
+    assert inode_of(world.pops["own_table"].ns_path) in own
+    with fasttcpstat.AllNetnsCounter("walk") as counter:
+        before = counter.counts()
+        first = list(counter.walk_passes)
+        lone = [start_lone_netns() for _ in range(5)]
+        try:
+            after = counter.counts()
+            second = list(counter.walk_passes)
+            for proc in lone:
+                assert after[inode_of(f"/proc/{proc.pid}/ns/net")] == dict.fromkeys(STATES, 0)
+        finally:
+            for proc in lone:
+                stop(proc)
+        _check_exact(before, spaces)
+        _check_exact(after, spaces)
+    for passes in (first, second):
+        assert not any(p.get("gone") for p in passes)
+        host = [p for p in passes if p["tables"] & EHASH and not p["where"].startswith("own ")]
+        listeners = [p for p in passes if p["tables"] & LHASH2]
+        owned = {int(p["where"].split()[1]): p for p in passes if p["where"].startswith("own ")}
+        assert len(host) == 1 and len(listeners) == 1, passes
+        assert len(passes) == 1 + len(owned) + (host[0] is not listeners[0])
+        lhash2 = listeners[0]["buckets"] - (_ehash_size() if host[0] is listeners[0] else 0)
+        assert host[0]["buckets"] - (lhash2 if host[0] is listeners[0] else 0) == _ehash_size()
+        # Each own table walked once, ehash only: its size in buckets.
+        assert set(owned) == set(own)
+        for inode, p in owned.items():
+            assert p["tables"] == EHASH and p["buckets"] == own[inode]
+    assert len(second) == len(first)
+
+
+def test_auto_walks_or_says_why(world, monkeypatch):
+    """"auto" walks where the walk is accepted; FASTTCPSTAT_BACKEND=-walk,
+    or a walk that fails its self-check, sends it one namespace at a time,
+    with the reason; backend="walk" then raises instead."""
+    from fasttcpstat import _walk
+
+    spaces = world.spaces()
+    walks = auto_walks()
+    with fasttcpstat.AllNetnsCounter() as counter:
+        _check_exact(counter.counts(), spaces)
+        assert set(counter.backends().values()) == ({"walk"} if walks else {"bpf"})
+        assert (counter.fallback_reason is None) == walks
+    monkeypatch.setenv("FASTTCPSTAT_BACKEND", "-walk")
+    with fasttcpstat.AllNetnsCounter() as counter:
+        _check_exact(counter.counts(), spaces)
+        assert set(counter.backends().values()) == {"bpf"}
+        assert counter.walk_passes == [] and counter.fallback_reason is None
+    monkeypatch.delenv("FASTTCPSTAT_BACKEND")
+    if not walks:
+        return
+    # A wrong net.ns.inum offset (csrc/bind_walk.c's order): refused by the
+    # self-check, which this layout has not passed in this process.
+    monkeypatch.setitem(_walk._layout_override, 9, _walk.layout()[9] + 8)
+    with fasttcpstat.AllNetnsCounter() as counter:
+        _check_exact(counter.counts(), spaces)
+        assert set(counter.backends().values()) == {"bpf"}
+        assert counter.fallback_reason.startswith("walk: [Errno 5] walk self-check failed")
+    with pytest.raises(OSError, match="self-check failed"):
+        fasttcpstat.counts_all_netns(backend="walk")
+
+
+def test_walk_anomaly_mid_call_falls_back(world, monkeypatch, require_walk):
+    """A pass that reports an anomaly is never shown: "auto" counts that
+    call (and the next) one namespace at a time and says why; "walk" raises."""
+    from fasttcpstat import _walk
+
+    spaces = world.spaces()
+    real = _walk.Walk.run
+
+    def full_table(self, program):
+        tallies, stats = real(self, program)
+        _walk._check_pass(dict(stats, full=1, anomalies=1))
+        return tallies, stats
+
+    monkeypatch.setattr(_walk.Walk, "run", full_table)
+    with fasttcpstat.AllNetnsCounter() as counter:
+        for _ in range(2):
+            _check_exact(counter.counts(), spaces)
+            assert set(counter.backends().values()) == {"bpf"}
+            assert "walk: [Errno 5] walk: the pass met anomalies (full=1)" in counter.fallback_reason
+    with pytest.raises(OSError, match=r"anomalies \(full=1\)"):
+        fasttcpstat.counts_all_netns(backend="walk")
+
+
+# --- the walk's plan, from given table sizes (no namespace needed) ----------
+
+HOST = 262144
+
+
+def _plan(tables: dict, mine: int, init=None, monkeypatch=None):
+    from fasttcpstat._netns_list import Found
+
+    monkeypatch.setattr(_all_netns, "_init_net", lambda namespaces: init)
+    found = {inode: Found(inode, pids=[inode]) for inode in tables}
+    plan = _all_netns.plan_walks(found, tables, mine)
+    plan.close()
+    return ([(w.tables, w.only, w.netns is None) for w in plan.walks], plan.covers,
+            sorted(plan.rest))
+
+
+def test_plan_host_namespace(monkeypatch):
+    """From the host's namespace: the host table and lhash2 in one pass here,
+    each own table once from inside it, ehash only."""
+    tables = {1: HOST, 2: -HOST, 3: -HOST, 4: 1024, 5: None}
+    walks, covers, rest = _plan(tables, mine=1, init=1, monkeypatch=monkeypatch)
+    assert walks == [(3, 0, True), (1, 4, False)]
+    assert covers == [{1, 2, 3}, {4}]
+    assert rest == [5]  # its table unknown: counted on its own
+
+
+def test_plan_from_a_namespace_with_its_own_table(monkeypatch):
+    """From a namespace with its own table (the benchmark's): lhash2 here,
+    the host's ehash from inside a namespace that shares it, own tables
+    (ours here) each once."""
+    tables = {2: -HOST, 3: -HOST, 7: 1024, 8: 4096}
+    walks, covers, rest = _plan(tables, mine=7, monkeypatch=monkeypatch)
+    assert walks == [(2, 0, True), (1, 0, False), (1, 7, True), (1, 8, False)]
+    assert covers == [set(), {2, 3}, {7}, {8}]
+    assert rest == []
+
+
+def test_plan_cannot_tell_the_host_namespace(monkeypatch):
+    """init_net not identified: a positive size equal to the host table's
+    may be init_net (whose table the host walk covers already), so it is
+    counted on its own rather than walked twice."""
+    tables = {1: HOST, 2: -HOST, 4: 1024}
+    walks, covers, rest = _plan(tables, mine=2, monkeypatch=monkeypatch)
+    assert walks == [(3, 0, True), (1, 4, False)]
+    assert covers == [{2}, {4}]
+    assert rest == [1]
+
+
+def test_plan_no_namespace_shares(monkeypatch):
+    tables = {4: 1024, 8: 4096}
+    walks, covers, rest = _plan(tables, mine=4, monkeypatch=monkeypatch)
+    assert walks == [(2, 0, True), (1, 4, True), (1, 8, False)]
+    assert covers == [set(), {4}, {8}]
+
+
+def test_walk_pass_from_a_namespace_since_replaced():
+    """A pass planned from inside namespace X whose path now opens another
+    one (X's pid exited and was reused elsewhere) is not made: walking the
+    other's table would count its sockets twice.  Its namespaces then go
+    the per-namespace way (test_namespace_gone_during_call)."""
+    from fasttcpstat._walk import EHASH, Walk
+
+    target = Netns("/proc/self/ns/net")
+    try:
+        planned = Walk(target, EHASH, only=1, where="own 1", inode=1)
+        assert planned.run(None) == ({}, {"gone": 1, "tables": EHASH, "where": "own 1"})
+    finally:
+        target.close()

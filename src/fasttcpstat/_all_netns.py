@@ -1,35 +1,52 @@
 """Counting every network namespace: counts_all_netns() and AllNetnsCounter.
 
-Built on the public Counter(netns=...): one counter per namespace, kept
-from one call to the next and closed when its namespace is gone.  A
-namespace is opened through a pid in it when it has one (so that, without
-CAP_SYS_ADMIN, "auto" falls back to reading /proc/PID/net, as cAdvisor
-does), else through its bind mount.
+Two ways, chosen per call:
 
-Unless the namespace has its own socket hash table (kernel >= 6.1,
-net.ipv4.tcp_child_ehash_entries set when it was created), the kernel
-walks the host's whole table for each namespace: a call costs about
-namespaces x host sockets.  NetnsInfo.shares_host_table says which.
+- The walk (backend "walk", and "auto" where it is accepted): one pass per
+  distinct socket table, every namespace in it tallied at once (_walk.py).
+  Namespaces share the host's established-socket table (ehash) unless
+  created with net.ipv4.tcp_child_ehash_entries set (kernel >= 6.1); the
+  listener table (lhash2) is the host's for every namespace, own ehash or
+  not (inet_pernet_hashinfo_alloc() copies the host's hashinfo and
+  replaces only ehash).  So a call walks the host's ehash once for every
+  namespace sharing it, lhash2 once, and each own ehash once from a
+  thread inside its namespace.  tcp_ehash_entries read inside each
+  namespace (once per namespace: a table never changes) says which is which.
+- Per namespace: the public Counter(netns=...), one per namespace, kept
+  from one call to the next and closed when its namespace is gone.  A
+  namespace is opened through a pid in it when it has one (so that,
+  without CAP_SYS_ADMIN, "auto" falls back to reading /proc/PID/net, as
+  cAdvisor does), else through its bind mount.  Unless the namespace has
+  its own table, the kernel walks the host's whole table for each
+  namespace: a call costs about namespaces x host sockets.
 """
 from __future__ import annotations
 
 import errno
 import os
 import threading
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
+from . import _policy
 from ._counter import BACKENDS, Counter
-from ._netns_list import Found, NetnsInfo, describe, list_netns, own_inode, scan
-from ._ports import PortSpec, parse_ports
-from ._states import parse_family, parse_states
+from ._netns import GONE, Netns
+from ._netns_list import Found, NetnsInfo, describe, ehash_entries, list_netns, own_inode, scan
+from ._ports import PortSpec
+from ._query import CountQuery, parse_counts
+from ._states import shape_result
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._walk import Walk, WalkBackend
 
 ALL_NETNS_BACKENDS = tuple(name for name in BACKENDS if name != "pinned")
 
 StateCounts = Dict[str, int]
 
-# The namespace (or the process that named it) went away between the scan
-# and the count.
-_GONE = frozenset({errno.ENOENT, errno.ESRCH})
+# init_net's inode: fixed on recent kernels (6.18 here), allocated like
+# any other before; and the initial pid namespace's, fixed since 3.8.
+PROC_NET_INIT_INO = 0xEFFFFFF9
+PROC_PID_INIT_INO = 0xEFFFFFFC
 
 __all__ = ["AllNetnsCounter", "counts_all_netns", "list_netns"]
 
@@ -52,25 +69,126 @@ def _same_namespace(spec: str, inode: int) -> bool:
         return False
 
 
+def _init_net(namespaces: Dict[int, Found]) -> Optional[int]:
+    """The host's initial namespace among those found, if it can be told:
+    by its fixed inode, else as pid 1's when we see the initial pid
+    namespace (a container without the host's pids does not)."""
+    if PROC_NET_INIT_INO in namespaces:
+        return PROC_NET_INIT_INO
+    try:
+        if os.stat("/proc/self/ns/pid").st_ino != PROC_PID_INIT_INO:
+            return None
+    except OSError:
+        return None
+    for inode, ns in namespaces.items():
+        if ns.pids and ns.pids[0] == 1:
+            return inode
+    return None
+
+
+class Plan:
+    """The passes that count every namespace of a scan once: `walks`, and
+    for each the inodes it counts completely (`covers`, parallel to
+    walks); `rest`: namespaces the walk cannot tell about (their table
+    unknown), for the per-namespace path."""
+
+    def __init__(self) -> None:
+        self.walks: List[Walk] = []
+        self.covers: List[Set[int]] = []
+        self.rest: Dict[int, Found] = {}
+        self._opened: List[Netns] = []
+
+    def add(self, walk: Walk, covers: Set[int]) -> None:
+        self.walks.append(walk)
+        self.covers.append(covers)
+
+    def inside(self, ns: Found) -> Netns:
+        """ns opened for a pass from inside it (closed with the plan)."""
+        target = Netns(ns.spec)
+        self._opened.append(target)
+        return target
+
+    def close(self) -> None:
+        for target in self._opened:
+            target.close()
+
+
+def plan_walks(namespaces: Dict[int, Found], tables: Dict[int, Optional[int]],
+               mine: int) -> Plan:
+    """Which tables to walk, from where, for `namespaces` (each with its
+    tcp_ehash_entries in `tables`: negative when it shares the host's
+    ehash, else its own table's size, or the host's for init_net).
+
+    Each distinct ehash exactly once and lhash2 once: every socket is then
+    tallied exactly once, whatever namespace it belongs to.
+    """
+    from ._walk import EHASH, LHASH2, Walk
+
+    plan = Plan()
+    init = _init_net(namespaces)
+    if init is not None and not (tables.get(init) or 0) > 0:
+        init = None  # pid 1 moved to another namespace: no guess
+    sharing = {i for i, n in tables.items() if n is not None and n < 0 and i in namespaces}
+    host_users = sharing | ({init} if init is not None else set())
+    own = {i for i, n in tables.items()
+           if n is not None and n > 0 and i in namespaces and i != init}
+    plan.rest = {i: ns for i, ns in namespaces.items() if tables.get(i) is None}
+    # The host table's size: what sharing namespaces read, negated.
+    host_size = tables[init] if init is not None else None
+    for inode in sharing:
+        host_size = -tables[inode]  # type: ignore[operator]
+    if init is None and host_size is not None:
+        # Positive with the host table's size: init_net, or an own table
+        # of the same size; a guess could count its sockets twice.
+        for inode in [i for i in own if tables[i] == host_size]:
+            own.discard(inode)
+            plan.rest[inode] = namespaces[inode]
+    if mine in host_users:
+        plan.add(Walk(None, EHASH | LHASH2), set(host_users))
+    else:
+        plan.add(Walk(None, LHASH2, where="listeners"), set())
+        if host_users:
+            # From inside one that uses it; init_net first, then by inode.
+            source = init if init is not None else min(sharing)
+            plan.add(Walk(plan.inside(namespaces[source]), EHASH, where=f"host via {source}",
+                          inode=source), set(host_users))
+    for inode in sorted(own):
+        target = None if inode == mine else plan.inside(namespaces[inode])
+        plan.add(Walk(target, EHASH, only=inode, where=f"own {inode}", inode=inode), {inode})
+    return plan
+
+
 class AllNetnsCounter:
     """Counts of every network namespace, reusable for exporters.
 
     Each call of :meth:`counts` scans /proc and the bind-mount directories
     again, so namespaces created since the last call are counted and gone
-    ones dropped; per-namespace counters are kept open in between.
+    ones dropped; the walk program, or the per-namespace counters, are
+    kept open in between.
 
     Calls from several threads are serialised.  After each call,
     :attr:`skipped` maps the inode of every namespace found
-    but not counted to why (one line), and :attr:`hidden` says which
-    namespaces could not even be found without privileges (or None).
+    but not counted to why (one line), :attr:`hidden` says which
+    namespaces could not even be found without privileges (or None),
+    :attr:`fallback_reason` why "auto" is not walking (or None), and
+    :attr:`walk_passes` holds the statistics of each pass of the walk
+    (empty when it did not walk).
     """
 
     def __init__(self, backend: str = "auto") -> None:
         self._backend = _check_backend(backend)
         self._counters: Dict[int, Tuple[str, Counter]] = {}
         self._identities: Dict[Tuple[int, Optional[int]], NetnsInfo] = {}
+        # tcp_ehash_entries by (inode, spec): a table never changes.
+        self._tables: Dict[Tuple[int, str], Optional[int]] = {}
+        self._walker: Optional[WalkBackend] = None
+        self._walked: Set[int] = set()
+        # "auto" tries the walk once, unless FASTTCPSTAT_BACKEND leaves it out.
+        self._try_walk = backend == "walk" or (backend == "auto" and _policy.auto_walk())
         self.skipped: Dict[int, str] = {}
         self.hidden: Optional[str] = None
+        self.fallback_reason: Optional[str] = None
+        self.walk_passes: List[Dict[str, object]] = []
         self._lock = threading.Lock()
 
     def counts(
@@ -83,31 +201,124 @@ class AllNetnsCounter:
     ) -> Dict[int, StateCounts]:
         """``{inode: {state: count}}`` for every namespace found, by inode;
         the filters are those of :func:`fasttcpstat.counts`."""
-        # Checked once here, not once per namespace after the scan.
-        parse_family(family)
-        parse_states(states)
-        parse_ports(local_ports, "local_ports")
-        parse_ports(remote_ports, "remote_ports")
+        # Parsed once here, not once per namespace after the scan.
+        return self._count(parse_counts(family, states, local_ports, remote_ports))
+
+    def _count(self, query: CountQuery) -> Dict[int, StateCounts]:
+        """counts() for an already parsed query."""
         with self._lock:
             found = scan()
             self.hidden = found.denied_reason
             self._forget(set(found.namespaces))
             self.skipped = {}
+            self.walk_passes = []
+            self._walked = set()
             result: Dict[int, StateCounts] = {}
-            for inode, ns in sorted(found.namespaces.items()):
-                got = self._count_one(ns, family=family, states=states,
-                                      local_ports=local_ports, remote_ports=remote_ports)
+            rest = found.namespaces
+            walker = self._walk_backend()
+            if walker is not None:
+                try:
+                    result, rest = self._count_walk(walker, found.namespaces, query)
+                except OSError as exc:
+                    if self._backend == "walk" or not self._refused(exc):
+                        raise
+                    self._stop_walking(exc)
+                    result, rest = {}, found.namespaces
+            for inode, ns in sorted(rest.items()):
+                got = self._count_one(ns, query)
                 if got is not None:
                     result[inode] = got
-            return result
+            return dict(sorted(result.items()))
 
-    def _count_one(self, ns: Found, **filters: object) -> Optional[StateCounts]:
+    # --- the walk -----------------------------------------------------
+
+    def _walk_backend(self) -> Optional[WalkBackend]:
+        """The walk program (loaded and self-checked at the first call), or
+        None when not walking."""
+        if self._walker is None and self._try_walk:
+            self._try_walk = False
+            try:
+                from ._walk import WalkBackend
+
+                self._walker = WalkBackend(every_namespace=True)
+            except (OSError, ImportError) as exc:
+                if self._backend == "walk" or not self._refused(exc):
+                    raise
+                self._stop_walking(exc)
+        return self._walker
+
+    @staticmethod
+    def _refused(exc: BaseException) -> bool:
+        # As Counter's "auto": any refusal of the walk but an interruption.
+        return not (isinstance(exc, OSError) and exc.errno == errno.EINTR)
+
+    def _stop_walking(self, exc: BaseException) -> None:
+        """"auto" after the walk was refused or met an anomaly: the
+        per-namespace path from now on, saying why."""
+        self.fallback_reason = f"walk: {exc}"
+        if self._walker is not None:
+            self._walker.close()
+            self._walker = None
+
+    def _table_sizes(self, namespaces: Dict[int, Found]) -> Dict[int, Optional[int]]:
+        """tcp_ehash_entries of each namespace, read once per namespace.
+
+        Kept by inode and the path that opens it: the kernel hands a freed
+        inode number to the next namespace created, which may have another
+        table, and a new namespace comes with new pids (or a new mount)."""
+        mine = own_inode()
+        keys = {(inode, ns.spec) for inode, ns in namespaces.items()}
+        for key in [k for k in self._tables if k not in keys]:
+            del self._tables[key]
+        sizes: Dict[int, Optional[int]] = {}
+        for inode, ns in namespaces.items():
+            key = (inode, ns.spec)
+            if key not in self._tables:
+                self._tables[key] = ehash_entries(ns, mine)[0]
+            sizes[inode] = self._tables[key]
+        return sizes
+
+    def _count_walk(self, walker: WalkBackend, namespaces: Dict[int, Found],
+                    query: CountQuery) -> Tuple[Dict[int, StateCounts], Dict[int, Found]]:
+        """The walk's counts, and the namespaces left to count one by one."""
+        plan = plan_walks(namespaces, self._table_sizes(namespaces), own_inode())
+        try:
+            tallies, passes = walker.count_tables(plan.walks, query)
+        finally:
+            plan.close()
+        self.walk_passes = passes
+        rest = dict(plan.rest)
+        counted: Set[int] = set()
+        for covers, stats in zip(plan.covers, passes):
+            if stats.get("gone"):
+                # The pass's namespace went away: those it would have
+                # counted get counted one by one (or are gone too).
+                rest.update((i, namespaces[i]) for i in covers if i not in counted)
+            else:
+                counted |= covers
+        mine = own_inode()
+        result: Dict[int, StateCounts] = {}
+        for inode in sorted(counted):
+            rest.pop(inode, None)
+            # Gone since the scan: left out, as on the per-namespace path.
+            if inode != mine and not _same_namespace(namespaces[inode].spec, inode):
+                continue
+            tally = tallies.get(inode)
+            result[inode] = (dict.fromkeys(query.names, 0) if tally is None else
+                             shape_result((tally.v4, tally.v6), query.families, query.names))
+            self._drop(inode)
+            self._walked.add(inode)
+        return result, rest
+
+    # --- one namespace at a time ------------------------------------------
+
+    def _count_one(self, ns: Found, query: CountQuery) -> Optional[StateCounts]:
         try:
             counter = self._counter(ns)
-            got = counter.counts(**filters)  # type: ignore[arg-type]
+            got = counter._count(query)
         except OSError as exc:
             self._drop(ns.inode)
-            if exc.errno not in _GONE:
+            if exc.errno not in GONE:
                 self.skipped[ns.inode] = f"{ns.spec}: {exc}"
             return None
         # A pid read through /proc/PID/net may have exited and been reused
@@ -130,8 +341,10 @@ class AllNetnsCounter:
         return counter
 
     def backends(self) -> Dict[int, str]:
-        """The backend counting each namespace, by inode (after a call)."""
-        return {inode: counter.backend for inode, (_, counter) in self._counters.items()}
+        """The backend that counted each namespace, by inode (after a call)."""
+        used = {inode: counter.backend for inode, (_, counter) in self._counters.items()}
+        used.update(dict.fromkeys(self._walked, "walk"))
+        return dict(sorted(used.items()))
 
     def namespaces(self) -> List[NetnsInfo]:
         """Identity of every namespace found now (see list_netns()); kept
@@ -164,9 +377,14 @@ class AllNetnsCounter:
             self._drop(inode)
 
     def close(self) -> None:
-        """Close every per-namespace counter.  Idempotent."""
+        """Close the walk program and every per-namespace counter.
+        Idempotent."""
         with self._lock:
             self._forget(set())
+            self._try_walk = False
+            if self._walker is not None:
+                self._walker.close()
+                self._walker = None
 
     def __enter__(self) -> "AllNetnsCounter":
         return self
@@ -175,7 +393,9 @@ class AllNetnsCounter:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<fasttcpstat.AllNetnsCounter backend={self._backend!r} open={len(self._counters)}>"
+        walking = self._walker is not None
+        return (f"<fasttcpstat.AllNetnsCounter backend={self._backend!r} walk={walking} "
+                f"open={len(self._counters)}>")
 
 
 def counts_all_netns(
@@ -200,6 +420,8 @@ def counts_all_netns(
     it), and namespaces it cannot reach are listed in
     AllNetnsCounter.skipped and .hidden.
     """
+    # Parsed before anything is scanned or loaded, so bad arguments cost
+    # nothing.
+    query = parse_counts(family, states, local_ports, remote_ports)
     with AllNetnsCounter(backend) as counter:
-        return counter.counts(family=family, states=states,
-                              local_ports=local_ports, remote_ports=remote_ports)
+        return counter._count(query)

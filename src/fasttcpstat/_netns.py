@@ -34,6 +34,9 @@ def _proc_pid_ns(path: str) -> Optional[int]:
             return int(pid)
     return None
 
+#: Errors that mean the namespace (or the process naming it) went away.
+GONE = frozenset({errno.ENOENT, errno.ESRCH})
+
 EXPECTED = "expected /var/run/netns/NAME, /proc/PID/ns/net or the pid of a process"
 
 PROCFS_HINT = (
@@ -148,27 +151,45 @@ class Netns:
         if _is_current(fd):
             # Our own namespace: no switch, so no CAP_SYS_ADMIN needed.
             return func()
-        result: List[T] = []
-        failure: List[BaseException] = []
 
-        def visit() -> None:
+        def enter() -> None:
             try:
-                try:
-                    _setns(fd)
-                except PermissionError as exc:
-                    raise PermissionError(exc.errno, permission_message(self, exc)) from None
-                result.append(func())
-            except BaseException as exc:  # noqa: B902 - re-raised in the caller
-                failure.append(exc)
+                _setns(fd)
+            except PermissionError as exc:
+                raise PermissionError(exc.errno, permission_message(self, exc)) from None
 
-        import threading  # not at import: a Counter without netns never needs it
+        return in_thread(func, enter, name="fasttcpstat-netns")
 
-        thread = threading.Thread(target=visit, name="fasttcpstat-netns")
-        thread.start()
-        thread.join()
-        if failure:
-            raise failure[0]
-        return result[0]
+
+def in_thread(func: Callable[[], T], enter: Optional[Callable[[], None]] = None,
+              name: str = "fasttcpstat") -> T:
+    """func() in a short-lived thread, after enter() there (if given), so
+    that whatever namespace the thread enters or leaves behind dies with it;
+    what either raises is raised here.
+
+    Joined, not just waited for: a thread still tearing down (freeing its
+    frames) when the process forks can leave an allocator lock held in the
+    child, which AddressSanitizer's allocator does not guard against.
+    """
+    import threading  # not at import: a Counter without netns never needs it
+
+    result: List[T] = []
+    failure: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            if enter is not None:
+                enter()
+            result.append(func())
+        except BaseException as exc:  # noqa: B902 - re-raised in the caller
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 def _is_current(fd: int) -> bool:

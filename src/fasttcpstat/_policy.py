@@ -18,7 +18,7 @@ from ._backend import Lease
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, List, Optional
+    from typing import Callable, List, Optional, Set, Tuple
 
     from ._backend import Backend, Tally
     from ._netns import Netns
@@ -49,19 +49,14 @@ _NETLINK_REFUSALS = frozenset(
 )
 
 
-def auto_order() -> List[str]:
-    """The backends "auto" tries, in order.
-
-    Default: bpf, netlink, procfs.  FASTTCPSTAT_BACKEND changes it for
-    sites with a policy: a list of names ("netlink,procfs") is the order to
-    try, so a single name ("netlink") forces that backend; names prefixed
-    with "-" ("-bpf") are left out of the default order.
-    """
+def _env_order() -> Tuple[List[str], Set[str]]:
+    """FASTTCPSTAT_BACKEND read: the backends listed to use, in order, and
+    those listed to leave out (one of the two is empty)."""
     value = os.environ.get(ENV_BACKEND, "").strip()
-    if not value:
-        return list(AUTO_BACKENDS)
     chosen: List[str] = []
-    excluded = set()
+    excluded: Set[str] = set()
+    if not value:
+        return chosen, excluded
     for item in (part.strip() for part in value.split(",")):
         name = item.lstrip("-!")
         if name not in AUTO_BACKENDS + OPT_IN_BACKENDS:
@@ -76,10 +71,28 @@ def auto_order() -> List[str]:
             chosen.append(name)
     if chosen and excluded:
         raise ValueError(f"{ENV_BACKEND}={value!r}: list backends to use or to exclude, not both")
-    order = chosen or [name for name in AUTO_BACKENDS if name not in excluded]
-    if not order:
+    if not chosen and not set(AUTO_BACKENDS) - excluded:
         raise ValueError(f"{ENV_BACKEND}={value!r} excludes every backend")
-    return order
+    return chosen, excluded
+
+
+def auto_order() -> List[str]:
+    """The backends "auto" tries, in order.
+
+    Default: bpf, netlink, procfs.  FASTTCPSTAT_BACKEND changes it for
+    sites with a policy: a list of names ("netlink,procfs") is the order to
+    try, so a single name ("netlink") forces that backend; names prefixed
+    with "-" ("-bpf") are left out of the default order.
+    """
+    chosen, excluded = _env_order()
+    return chosen or [name for name in AUTO_BACKENDS if name not in excluded]
+
+
+def auto_walk() -> bool:
+    """Whether "auto" of counts_all_netns() tries the walk first: unless
+    FASTTCPSTAT_BACKEND leaves it out ("-walk") or lists backends without it."""
+    chosen, excluded = _env_order()
+    return "walk" in chosen if chosen else "walk" not in excluded
 
 
 class Policy:

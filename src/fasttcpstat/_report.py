@@ -92,9 +92,6 @@ class Query:
         self.by_cgroup = bool(by_cgroup)
         if self.all_netns or self.by_cgroup:
             _check_per_owner(self)
-        # AllNetnsCounter.counts() takes the arguments as the API does.
-        self.filters = {"family": family, "states": states,
-                        "local_ports": local_ports, "remote_ports": remote_ports}
         self.cgroup_query: Optional[CountQuery] = None
         if self.by_cgroup:
             self.cgroup_query = parse_by_cgroup(family, states, local_ports, remote_ports)
@@ -194,7 +191,7 @@ def _netns_labels(inode: int, info: Optional[NetnsInfo]) -> Labels:
 
 
 def _take_all_netns(counter: AllNetnsCounter, query: Query) -> Series:
-    per_netns = counter.counts(**query.filters)  # type: ignore[arg-type]
+    per_netns = counter._count(query.query)
     infos = {info.inode: info for info in counter.namespaces()}
     return [(_netns_labels(inode, infos.get(inode)), counts)
             for inode, counts in per_netns.items()]

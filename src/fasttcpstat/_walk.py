@@ -6,13 +6,17 @@ namespace under RCU and tallies sockets per namespace, family and state;
 counts() keeps only the counted namespace's inode.  The walk runs from a
 thread inside the counted namespace, so a namespace with its own ehash
 table (net.ipv4.tcp_child_ehash_entries) has that table walked.
+WalkBackend.count_tables() makes the passes of counts_all_netns(): each
+distinct table once, every namespace in it tallied (_all_netns.py plans
+which tables those are).
 
 It must never show a wrong count silently: before the first count of a
 process it counts a private namespace holding known sockets with the walk
 and with sock_diag and refuses unless both give exactly what was built;
 a pass that reports an anomaly raises.  Needs Linux >= 6.2 with BTF and
 CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN).  Chosen only by name
-(backend="walk"): "auto" does not try it yet.
+(backend="walk") for one namespace; "auto" of counts_all_netns() tries it
+first (_all_netns.py).
 """
 from __future__ import annotations
 
@@ -22,20 +26,21 @@ import os
 
 from . import _netlink
 from ._backend import Backend, Tally
+from ._netns import GONE, in_thread
 from ._states import _STATE_NUMBER, ALL_STATES_MASK, FAMILY_IPV4, FAMILY_IPV6, masked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Dict, List, Optional, Tuple, TypeVar
+    from typing import Dict, Iterable, List, Optional, Tuple
 
     from ._fasttcpstat import WalkCounter
+    from ._backend import Pair
     from ._netns import Netns
     from ._ports import Range
 
     Ranges = Tuple[Range, ...]
     from ._query import CountQuery
 
-    T = TypeVar("T")
     Counts = Tuple[int, ...]
 
 try:
@@ -108,6 +113,66 @@ def _walk_one(program: WalkCounter) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
     return tallies.get(inum, (none, none))
 
 
+def _shape(v4: Counts, v6: Counts, query: CountQuery) -> Tally:
+    """A walk's (ipv4, ipv6) narrowed to the query's families and states
+    (the program counts every state)."""
+    none = (0,) * _fasttcpstat.NSTATES
+    if not query.families & FAMILY_IPV4:
+        v4 = none
+    if not query.families & FAMILY_IPV6:
+        v6 = none
+    if query.mask == ALL_STATES_MASK:
+        return Tally(v4, v6)
+    return Tally(masked(v4, query.mask), masked(v6, query.mask))
+
+
+EHASH = 1   # established, request and timewait sockets
+LHASH2 = 2  # listeners: one table for the whole host (see _all_netns.py)
+
+
+class Walk:
+    """One pass of a plan: `tables` (EHASH, LHASH2 or both) as seen from
+    inside `netns`, the namespace of inode `inode` (netns None: the calling
+    thread's namespace), tallying every namespace, or only inode `only` if
+    not 0."""
+
+    __slots__ = ("netns", "inode", "tables", "only", "where")
+
+    def __init__(self, netns: Optional[Netns], tables: int, only: int = 0,
+                 where: str = "here", inode: int = 0) -> None:
+        self.netns = netns
+        self.inode = inode
+        self.tables = tables
+        self.only = only
+        self.where = where
+
+    def _gone(self) -> bool:
+        """Whether netns is no longer the namespace planned: gone, or its
+        pid reused by a process elsewhere (a walk of another table would
+        count its sockets twice).  Once open, the fd holds it."""
+        if self.netns is None:
+            return False
+        try:
+            return os.fstat(self.netns.open()).st_ino != self.inode
+        except OSError as exc:
+            if exc.errno not in GONE:
+                raise
+            return True
+
+    def run(self, program: WalkCounter) -> Tuple[Dict[int, Pair], Dict[str, object]]:
+        def walk() -> Tuple[Dict[int, Pair], Dict[str, int]]:
+            return program.walk(only_inum=self.only, tables=self.tables)
+
+        if self._gone():
+            return {}, {"gone": 1, "tables": self.tables, "where": self.where}
+        tallies, stats = walk() if self.netns is None else self.netns.run_inside(walk)
+        _check_pass(stats)
+        return tallies, dict(stats, tables=self.tables, where=self.where)
+
+    def __repr__(self) -> str:
+        return f"Walk(tables={self.tables}, only={self.only}, where={self.where!r})"
+
+
 # --- the self-check -------------------------------------------------------
 
 CLONE_NEWNET = 0x40000000
@@ -174,36 +239,11 @@ def _known_sockets(program: WalkCounter) -> Tuple[Counts, Counts, Counts, Counts
             s.close()
 
 
-def _in_thread(func: Callable[[], T]) -> T:
-    """func() in a short-lived thread (it may leave its namespace behind).
-
-    Joined, not just waited for: a thread still tearing down (freeing its
-    frames) when the process forks can leave an allocator lock held in the
-    child, which AddressSanitizer's allocator does not guard against.
-    """
-    import threading
-
-    result: List[T] = []
-    failure: List[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(func())
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="fasttcpstat-walk-check")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return result[0]
-
-
 def _prove(program: WalkCounter) -> None:
     """Raise OSError unless walk and sock_diag count exactly the sockets
     built in a private namespace."""
-    expected, n4, n6, w4, w6 = _in_thread(lambda: _known_sockets(program))
+    expected, n4, n6, w4, w6 = in_thread(lambda: _known_sockets(program),
+                                         name="fasttcpstat-walk-check")
     none = (0,) * _fasttcpstat.NSTATES
     if not (tuple(n4) == expected and tuple(n6) == none
             and tuple(w4) == expected and tuple(w6) == none):
@@ -244,7 +284,11 @@ class WalkBackend(Backend):
     name = "walk"
     per_port = False
 
-    def __init__(self, netns: Optional[Netns] = None) -> None:
+    def __init__(self, netns: Optional[Netns] = None, every_namespace: bool = False) -> None:
+        # One tally slot: a count keeps only its namespace's inode.  For
+        # count_tables(): the engine's default, one per namespace (4096
+        # namespaces in 1 MB; more give a "full" anomaly, never a wrong count).
+        self._slots = {} if every_namespace else {"slots": 1}
         self._layout = layout()
         _netlink.import_threading()
         self._netns = netns
@@ -256,31 +300,57 @@ class WalkBackend(Backend):
             raise
 
     def _load(self, local: Ranges = (), remote: Ranges = ()) -> WalkCounter:
-        # One tally slot: a count keeps only its namespace's inode (the
-        # default, 4096, is for a pass over every namespace: 1 MB).
-        return _fasttcpstat.WalkCounter(self._layout, local=local, remote=remote, slots=1)
+        return _fasttcpstat.WalkCounter(self._layout, local=local, remote=remote,
+                                        **self._slots)
+
+    def _program_for(self, query: CountQuery) -> Tuple[WalkCounter, bool]:
+        """The program that counts `query`, and whether it was loaded for
+        it (a port filter) and must be closed after."""
+        if query.local or query.remote:
+            return self._load(query.local or (), query.remote or ()), True
+        return self._program, False
 
     def count(self, query: CountQuery) -> Tally:
-        filtered = bool(query.local or query.remote)
-        program = self._program
-        if filtered:
-            program = self._load(query.local or (), query.remote or ())
+        program, loaded = self._program_for(query)
         try:
             if self._netns is not None:
                 v4, v6 = self._netns.run_inside(lambda: _walk_one(program))
             else:
                 v4, v6 = _walk_one(program)
         finally:
-            if filtered:
+            if loaded:
                 program.close()
-        none = (0,) * _fasttcpstat.NSTATES
-        if not query.families & FAMILY_IPV4:
-            v4 = none
-        if not query.families & FAMILY_IPV6:
-            v6 = none
-        if query.mask == ALL_STATES_MASK:
-            return Tally(v4, v6)
-        return Tally(masked(v4, query.mask), masked(v6, query.mask))
+        return _shape(v4, v6, query)
+
+    def count_tables(self, walks: Iterable[Walk], query: CountQuery
+                     ) -> Tuple[Dict[int, Tally], List[Dict[str, object]]]:
+        """Make each pass of `walks` and add up what they tally, per
+        namespace inode; with each pass's statistics (its "where" added).
+
+        Every socket lives in exactly one ehash table or in the one lhash2
+        every table shares, so the sum is exact as long as `walks` covers
+        each distinct table once: that is the caller's plan.  A pass from
+        inside a namespace that is gone meanwhile is left out (its stats
+        say "gone"): the namespaces it would have counted are not in the
+        result unless another pass tallied them.
+        """
+        program, loaded = self._program_for(query)
+        sums: Dict[int, List[int]] = {}
+        passes: List[Dict[str, object]] = []
+        try:
+            for walk in walks:
+                tallies, stats = walk.run(program)
+                passes.append(stats)
+                for inum, (v4, v6) in tallies.items():
+                    total = sums.setdefault(inum, [0] * (2 * len(v4)))
+                    for i, n in enumerate(v4 + v6):
+                        total[i] += n
+        finally:
+            if loaded:
+                program.close()
+        half = _fasttcpstat.NSTATES
+        return ({inum: _shape(tuple(t[:half]), tuple(t[half:]), query)
+                 for inum, t in sums.items()}, passes)
 
     def close(self) -> None:
         self._program.close()
