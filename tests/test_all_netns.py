@@ -331,9 +331,12 @@ def test_list_netns_identity(world):
     own_table = infos[inode_of(world.pops["own_table"].ns_path)]
     assert own_table.ehash_entries == OWN_TABLE_BUCKETS
     assert own_table.shares_host_table is False
-    host = infos[inode_of("/proc/self/ns/net")]
+    assert own_table.table == "own" and not own_table.host
+    host = infos[inode_of("/proc/self/ns/net")]  # the tests run in the host's
     with open("/proc/sys/net/ipv4/tcp_ehash_entries") as f:
         assert host.ehash_entries == int(f.read())
+    assert host.host and host.table == "host" and host.shares_host_table is False
+    assert [i.inode for i in infos.values() if i.host] == [host.inode]
     # A namespace created with the host's tcp_child_ehash_entries at 0
     # shares the host table: the sysctl reads as minus its size.
     with open("/proc/sys/net/ipv4/tcp_child_ehash_entries") as f:
@@ -341,6 +344,7 @@ def test_list_netns_identity(world):
             assert info.ehash_entries == -host.ehash_entries
             assert info.shares_host_table is True
             assert bound.shares_host_table is True
+            assert info.table == bound.table == "shared"
 
 
 def _all_as_nobody() -> dict:
@@ -551,7 +555,7 @@ HOST = 262144
 def _plan(tables: dict, mine: int, init=None, monkeypatch=None):
     from fasttcpstat._netns_list import Found
 
-    monkeypatch.setattr(_all_netns, "_init_net", lambda namespaces: init)
+    monkeypatch.setattr(_all_netns, "host_inode", lambda namespaces: init)
     found = {inode: Found(inode, pids=[inode]) for inode in tables}
     plan = _all_netns.plan_walks(found, tables, mine)
     plan.close()

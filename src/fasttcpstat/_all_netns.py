@@ -30,7 +30,8 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple
 from . import _policy
 from ._counter import BACKENDS, Counter
 from ._netns import GONE, Netns
-from ._netns_list import Found, NetnsInfo, describe, ehash_entries, list_netns, own_inode, scan
+from ._netns_list import (Found, NetnsInfo, describe, ehash_entries, host_inode, list_netns, own_inode,
+                          scan)
 from ._ports import PortSpec
 from ._query import CountQuery, parse_counts
 from ._states import shape_result
@@ -42,11 +43,6 @@ if TYPE_CHECKING:
 ALL_NETNS_BACKENDS = tuple(name for name in BACKENDS if name != "pinned")
 
 StateCounts = Dict[str, int]
-
-# init_net's inode: fixed on recent kernels (6.18 here), allocated like
-# any other before; and the initial pid namespace's, fixed since 3.8.
-PROC_NET_INIT_INO = 0xEFFFFFF9
-PROC_PID_INIT_INO = 0xEFFFFFFC
 
 __all__ = ["AllNetnsCounter", "counts_all_netns", "list_netns"]
 
@@ -67,23 +63,6 @@ def _same_namespace(spec: str, inode: int) -> bool:
         return os.stat(spec).st_ino == inode
     except OSError:
         return False
-
-
-def _init_net(namespaces: Dict[int, Found]) -> Optional[int]:
-    """The host's initial namespace among those found, if it can be told:
-    by its fixed inode, else as pid 1's when we see the initial pid
-    namespace (a container without the host's pids does not)."""
-    if PROC_NET_INIT_INO in namespaces:
-        return PROC_NET_INIT_INO
-    try:
-        if os.stat("/proc/self/ns/pid").st_ino != PROC_PID_INIT_INO:
-            return None
-    except OSError:
-        return None
-    for inode, ns in namespaces.items():
-        if ns.pids and ns.pids[0] == 1:
-            return inode
-    return None
 
 
 class Plan:
@@ -125,7 +104,7 @@ def plan_walks(namespaces: Dict[int, Found], tables: Dict[int, Optional[int]],
     from ._walk import EHASH, LHASH2, Walk
 
     plan = Plan()
-    init = _init_net(namespaces)
+    init = host_inode(namespaces)
     if init is not None and not (tables.get(init) or 0) > 0:
         init = None  # pid 1 moved to another namespace: no guess
     sharing = {i for i, n in tables.items() if n is not None and n < 0 and i in namespaces}
@@ -351,13 +330,14 @@ class AllNetnsCounter:
         per namespace and pid, since none of it changes for a process."""
         found = scan()
         mine = own_inode()
+        host = host_inode(found.namespaces)
         with self._lock:
             infos = []
             for inode, ns in sorted(found.namespaces.items()):
                 key = (inode, ns.pids[0] if ns.pids else None)
                 info = self._identities.get(key)
                 if info is None:
-                    info = describe(ns, mine)
+                    info = describe(ns, mine, inode == host)
                     self._identities[key] = info
                 infos.append(info)
             live = {(info.inode, info.pid) for info in infos}

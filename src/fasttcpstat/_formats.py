@@ -41,7 +41,7 @@ def shares_host_table(series: Series) -> List[Tuple[Labels, int]]:
     for labels, _ in series:
         values = dict(labels)
         table = values.get("table")
-        if table in ("shared", "own"):
+        if table in ("host", "shared", "own"):  # the host's table is its own
             exported = tuple((name, values[name]) for name in NETNS_LABELS)
             found.append((exported, 1 if table == "shared" else 0))
     return found

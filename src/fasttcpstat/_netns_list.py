@@ -147,11 +147,24 @@ class NetnsInfo:
     ehash_entries: Optional[int]
     #: Why some of the above is unknown, or None.
     note: Optional[str] = None
+    #: The host's initial namespace (init_net), where that can be told.
+    host: bool = False
 
     @property
     def shares_host_table(self) -> Optional[bool]:
-        """Whether counting it walks the host's whole socket table."""
+        """Whether it shares the host's socket table (counting it walks every
+        socket of the host); False for the host's namespace, whose table it is."""
+        if self.host:
+            return False
         return None if self.ehash_entries is None else self.ehash_entries < 0
+
+    @property
+    def table(self) -> Optional[str]:
+        """"host", "shared" (the host's table), "own", or None if unknown."""
+        if self.host:
+            return "host"
+        shared = self.shares_host_table
+        return None if shared is None else "shared" if shared else "own"
 
 
 def _read_text(path: str) -> Optional[str]:
@@ -190,7 +203,30 @@ def ehash_entries(found: Found, own_inode: int) -> Tuple[Optional[int], Optional
         return None, "tcp_ehash_entries: entering the namespace needs CAP_SYS_ADMIN"
 
 
-def describe(found: Found, own_inode: int) -> NetnsInfo:
+# init_net's inode: fixed on recent kernels (6.18 here), allocated like
+# any other before; and the initial pid namespace's, fixed since 3.8.
+PROC_NET_INIT_INO = 0xEFFFFFF9
+PROC_PID_INIT_INO = 0xEFFFFFFC
+
+
+def host_inode(namespaces: Dict[int, Found]) -> Optional[int]:
+    """The host's initial namespace among those found, if it can be told:
+    by its fixed inode, else as pid 1's when we see the initial pid
+    namespace (a container without the host's pids does not)."""
+    if PROC_NET_INIT_INO in namespaces:
+        return PROC_NET_INIT_INO
+    try:
+        if os.stat("/proc/self/ns/pid").st_ino != PROC_PID_INIT_INO:
+            return None
+    except OSError:
+        return None
+    for inode, ns in namespaces.items():
+        if ns.pids and ns.pids[0] == 1:
+            return inode
+    return None
+
+
+def describe(found: Found, own_inode: int, host: bool = False) -> NetnsInfo:
     """The identity of one namespace of a scan."""
     notes = []
     pid = found.pids[0] if found.pids else None
@@ -218,6 +254,7 @@ def describe(found: Found, own_inode: int) -> NetnsInfo:
         cgroup=ident.cgroup,
         ehash_entries=entries,
         note="; ".join(notes) or None,
+        host=host,
     )
 
 
@@ -233,4 +270,5 @@ def list_netns() -> List[NetnsInfo]:
     socket table.  Namespaces that vanish meanwhile are left out."""
     found = scan()
     mine = own_inode()
-    return [describe(ns, mine) for _, ns in sorted(found.namespaces.items())]
+    host = host_inode(found.namespaces)
+    return [describe(ns, mine, inode == host) for inode, ns in sorted(found.namespaces.items())]

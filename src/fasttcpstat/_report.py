@@ -182,12 +182,11 @@ def _netns_labels(inode: int, info: Optional[NetnsInfo]) -> Labels:
     if info is None:  # gone between the count and the identity scan
         return (("netns", str(inode)), *((name, "") for name in NETNS_LABELS[1:]),
                 *((name, "") for name in DETAIL_LABELS))
-    shared = info.shares_host_table
     return (("netns", str(inode)), ("netns_name", ",".join(info.names)),
             ("container_id", info.container_id or ""), ("pod_uid", info.pod_uid or ""),
             ("pid", "" if info.pid is None else str(info.pid)),
             ("command", info.command or ""),
-            ("table", "" if shared is None else "shared" if shared else "own"))
+            ("table", info.table or ""))
 
 
 def _take_all_netns(counter: AllNetnsCounter, query: Query) -> Series:
