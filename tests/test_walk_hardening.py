@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import mmap
 import os
-import signal
 import struct
 import subprocess
-import threading
 import time
 
 import pytest
@@ -35,7 +33,7 @@ from .hardening import STABLE_SPEC, open_fds, scale, total_expected
 from .population import Population, Spec
 from .population_netns import _setns_net
 from .test_hardening_churn import churn_binary  # noqa: F401 - a fixture
-from .test_hardening_signals import BPF_SIGINT_SPEC, BPF_SIGINT_WORKERS, _signal_main
+from .test_hardening_signals import BPF_SIGINT_SPEC, BPF_SIGINT_WORKERS, handled_sigints
 
 WALK = pytest.mark.usefixtures("require_netns", "require_walk")
 
@@ -65,39 +63,17 @@ def _walk_sigint_trials(trials: int) -> dict:
     fds_before = open_fds()
     counter = fasttcpstat.Counter("walk")
     assert counter.backend == "walk", counter.fallback_reason
-    times = []
-    for _ in range(3):
-        start = time.monotonic()
-        total = sum(counter.counts().values())
-        times.append(time.monotonic() - start)
-    count_seconds = min(times)
-    mid_walk = []
 
-    def handler(signum, frame):
+    def busy() -> bool:
         # Mid-walk, the counter is busy in this thread: using it again
         # raises.  After the walk (the signal handled late) it counts.
         try:
             counter.counts()
-            mid_walk.append(False)
         except RuntimeError:
-            mid_walk.append(True)
-        raise KeyboardInterrupt
+            return True
+        return False
 
-    previous = signal.signal(signal.SIGINT, handler)
-    latencies = []
-    try:
-        for _ in range(trials):
-            go = threading.Event()
-            thread, sent = _signal_main(go, count_seconds / 4)
-            try:
-                go.set()
-                counter.counts()
-                time.sleep(5)  # the signal must still come
-            except KeyboardInterrupt:
-                latencies.append(time.monotonic() - sent[0])
-            thread.join()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    out = handled_sigints(counter.counts, trials, busy)
     after = sum(counter.counts().values())
     counter.close()
     # One full pass, its statistics: how many runs, of how many iterations.
@@ -107,10 +83,8 @@ def _walk_sigint_trials(trials: int) -> dict:
         tallies, stats = program.walk(only_inum=inode, budget=BUDGET)
     finally:
         program.close()
-    return {"total": total, "after": after, "count_seconds": count_seconds,
-            "latencies": latencies, "cut_short": sum(mid_walk), "stats": stats,
-            "walked": sum(map(sum, tallies[inode])),
-            "fds_before": fds_before, "fds_after": open_fds()}
+    return dict(out, after=after, stats=stats, walked=sum(map(sum, tallies[inode])),
+                fds_before=fds_before, fds_after=open_fds())
 
 
 @WALK
