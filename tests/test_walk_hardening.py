@@ -256,3 +256,46 @@ def test_walk_counts_under_churn(churn_binary, tmp_path, require_netns):  # noqa
     most = max(c for _, c, _ in out["records"])
     print(f"\n{len(out['records'])} counts under {out['rate']:.0f} connections/s; at most "
           f"{most} connections churned during one count")
+
+
+# --- the self-check's own namespace ---------------------------------------
+
+def _self_check_namespace() -> "tuple[int, int]":
+    """In a thread: the self-check's namespace's table size (negative:
+    shared with the host, net.ipv4.tcp_ehash_entries) and the host's."""
+    from fasttcpstat import _walk
+
+    def inside() -> int:
+        _walk._private_namespace()
+        with open("/proc/sys/net/ipv4/tcp_ehash_entries") as f:
+            return int(f.read())
+
+    with open("/proc/sys/net/ipv4/tcp_ehash_entries") as f:
+        host = int(f.read())
+    return _walk._in_thread(inside), host
+
+
+@WALK
+def test_self_check_counts_in_its_own_small_table():
+    """The self-check's namespace owns a 64-bucket table: its walk and its
+    sock_diag dump cost the same whatever the host's table holds."""
+    own, host = _self_check_namespace()
+    assert own == 64 and abs(host) > 64, (own, host)
+
+
+@WALK
+def test_self_check_proves_every_kind_of_socket():
+    """Its sockets: a listener, full sockets, a request socket (SYN_RECV)
+    and a timewait one, counted exactly by the walk and by sock_diag."""
+    from fasttcpstat import _fasttcpstat, _walk
+    from fasttcpstat._states import _STATE_NUMBER
+
+    program = _fasttcpstat.WalkCounter(_walk.layout(), slots=1)
+    try:
+        expected, n4, n6, w4, w6 = _walk._in_thread(lambda: _walk._known_sockets(program))
+    finally:
+        program.close()
+    for state in ("LISTEN", "ESTABLISHED", "SYN_RECV", "TIME_WAIT"):
+        assert expected[_STATE_NUMBER[state]] >= 1, state
+    assert tuple(w4) == tuple(n4) == expected
+    assert not any(w6) and not any(n6)
