@@ -129,6 +129,7 @@ KNOWN = (("LISTEN", 1), ("ESTABLISHED", 3), ("SYN_RECV", 1), ("TIME_WAIT", 1))
 # TCP_DEFER_ACCEPT's seconds: the handshake's last ACK is dropped that
 # long, so a connection that sends nothing stays a request socket.
 DEFER_ACCEPT_SECONDS = 60
+SOCKET_TIMEOUT = 2.0  # seconds, for each socket call of the self-check
 
 
 def _unshare_net() -> None:
@@ -183,6 +184,7 @@ def _known_sockets(program: WalkCounter) -> Tuple[Counts, Counts, Counts, Counts
     def tcp(fd: Optional[int] = None) -> _socket.socket:
         s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, fileno=fd)
         opened.append(s)
+        s.settimeout(SOCKET_TIMEOUT)  # a refusal (OSError), never a hang
         return s
 
     try:
@@ -197,7 +199,9 @@ def _known_sockets(program: WalkCounter) -> Tuple[Counts, Counts, Counts, Counts
             client.connect(address)
             client.send(b"x")  # completes the deferred accept
             # Read, or closing with unread data would reset, not linger.
-            tcp(listener._accept()[0]).recv(1)
+            # (_socket's accept is _accept, which socket.socket wraps.)
+            fd, _peer = listener._accept()  # type: ignore[attr-defined]
+            tcp(fd).recv(1)
         # The second pair closes (the accepted end first): one TIME_WAIT.
         opened.pop().close()
         opened.pop().close()
