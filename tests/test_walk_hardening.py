@@ -15,6 +15,10 @@ one.
   host's all-namespaces pass, is exact.
 - Churn in the counted namespace: the bounds of test_hardening_churn.py
   (its generator, population and bound arithmetic, reused), for the walk.
+These are marked `stress`: the default suite runs them at the quick sizes,
+CI's stress step at the full ones (1M sockets, 15 s of churn).
+- The self-check's namespace: its own 64-bucket table, and the four kinds
+  of socket it proves.
 """
 from __future__ import annotations
 
@@ -87,6 +91,7 @@ def _walk_sigint_trials(trials: int) -> dict:
                 fds_before=fds_before, fds_after=open_fds())
 
 
+@pytest.mark.stress  # 1M sockets under FASTTCPSTAT_STRESS=1
 @WALK
 def test_sigint_during_walk_count(sigint_population):
     out = sigint_population.run(_walk_sigint_trials, TRIALS)
@@ -186,6 +191,7 @@ def _named(pair) -> dict:
             for family, tally in zip(("ipv4", "ipv6"), pair)}
 
 
+@pytest.mark.stress  # as test_hardening_churn.py: CI's stress step runs it
 @WALK
 def test_churn_elsewhere_leaves_quiet_namespace_exact(quiet_and_noisy, churn_binary,  # noqa: F811
                                                       tmp_path):
@@ -235,6 +241,7 @@ def _walk_count_under_churn(binary: str, stats_path: str, duration: float) -> di
     return churn._count_under_churn(binary, stats_path, duration)
 
 
+@pytest.mark.stress
 @WALK
 def test_walk_counts_under_churn(churn_binary, tmp_path, require_netns):  # noqa: F811
     with Population(churn.SPEC) as population:
