@@ -22,6 +22,7 @@ CI's stress step at the full ones (1M sockets, 15 s of churn).
 """
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import struct
@@ -290,10 +291,7 @@ def test_self_check_counts_in_its_own_small_table():
     assert own == 64 and abs(host) > 64, (own, host)
 
 
-@WALK
-def test_self_check_proves_every_kind_of_socket():
-    """Its sockets: a listener, full sockets, a request socket (SYN_RECV)
-    and a timewait one, counted exactly by the walk and by sock_diag."""
+def _proves_every_kind_of_socket() -> None:
     from fasttcpstat import _fasttcpstat, _walk
     from fasttcpstat._states import _STATE_NUMBER
 
@@ -306,3 +304,29 @@ def test_self_check_proves_every_kind_of_socket():
         assert expected[_STATE_NUMBER[state]] >= 1, state
     assert tuple(w4) == tuple(n4) == expected
     assert not any(w6) and not any(n6)
+
+
+@WALK
+def test_self_check_proves_every_kind_of_socket():
+    """Its sockets: a listener, full sockets, a request socket (SYN_RECV)
+    and a timewait one, counted exactly by the walk and by sock_diag."""
+    _proves_every_kind_of_socket()
+
+
+@WALK
+def test_self_check_where_proc_sys_is_read_only(monkeypatch):
+    """A container's read-only /proc/sys: no table of its own, the host's
+    shared one (slower), the same proof."""
+    import builtins
+
+    from fasttcpstat import _walk
+
+    def refusing(path, *args, **kwargs):
+        if "tcp_child_ehash_entries" in str(path):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(_walk, "open", refusing, raising=False)
+    own, host = _self_check_namespace()
+    assert own < 0 and own == -abs(host), (own, host)  # negative: shared
+    _proves_every_kind_of_socket()

@@ -147,18 +147,22 @@ def _unshare_net() -> None:
 
 def _private_namespace() -> None:
     """Move the calling thread into a new network namespace with its own
-    small established table (kernel >= 6.1), lo up."""
+    small established table (where /proc/sys is writable), lo up."""
     import _socket
     import fcntl
     import struct
 
     try:
         _unshare_net()
-        # The sysctl is read at the next namespace's creation; /proc/sys/net
-        # is the writing thread's namespace, the one just made.
-        with open("/proc/sys/net/ipv4/tcp_child_ehash_entries", "w") as f:
-            f.write(str(OWN_EHASH_ENTRIES))
-        _unshare_net()
+        try:
+            # Read at the next namespace's creation; /proc/sys/net is the
+            # writing thread's namespace, the one just made.
+            with open("/proc/sys/net/ipv4/tcp_child_ehash_entries", "w") as f:
+                f.write(str(OWN_EHASH_ENTRIES))
+        except OSError:
+            pass  # /proc/sys read-only (a container): the shared table, slower
+        else:
+            _unshare_net()
     except OSError as exc:
         raise OSError(exc.errno, "walk self-check: cannot make a private namespace: "
                                  f"{exc.strerror}") from None
