@@ -1,5 +1,5 @@
 /*
- * Reading the kernel's BTF for the BPF iterator backend.
+ * Reading the kernel's BTF for the BPF iterator and walk backends.
  *
  * BTF is a header, a section of type records and a section of strings.
  * Type ids are implicit (the n-th record is id n, from 1), and a record's
@@ -25,7 +25,7 @@
 #define MAX_FILE_SIZE (256u << 20)
 
 /* Called once per struct or union a member search enters; a test defines
- * it to count the work (tests/c/test_btf_bound.c). */
+ * it to count the work (tests/c/test_btf.c). */
 #ifndef FTS_BTF_VISIT
 #define FTS_BTF_VISIT() ((void)0)
 #endif
@@ -116,7 +116,8 @@ decode(const unsigned char *p, struct btf_type *t)
     t->extra = p + TYPE_SIZE;
 }
 
-/* Walk the records once to count them (offsets == NULL) or index them. */
+/* Index the records: offsets[id] for ids 1..*count (room for
+ * types_len / TYPE_SIZE of them). */
 static int
 walk_records(struct btf *b, uint32_t *offsets, uint32_t *count,
              struct fts_error *err)
@@ -138,13 +139,7 @@ walk_records(struct btf *b, uint32_t *offsets, uint32_t *count,
             return fts_fail(err, EINVAL, "malformed BTF: type record overruns "
                                      "its section");
         }
-        if (n == UINT32_MAX - 1) {
-            return fts_fail(err, EINVAL, "malformed BTF: too many types");
-        }
-        n++;
-        if (offsets != NULL) {
-            offsets[n] = (uint32_t)pos;
-        }
+        offsets[++n] = (uint32_t)pos;  /* n <= types_len / TYPE_SIZE */
         pos += need;
     }
     *count = n;
@@ -186,22 +181,28 @@ open_btf(struct btf *b, const void *data, size_t len, struct fts_error *err)
     b->types_len = type_len;
     b->strs = (const char *)p + hdr_len + str_off;
     b->strs_len = str_len;
-
-    uint32_t count;
-    if (walk_records(b, NULL, &count, err) < 0) {
-        return -1;
+    /* As the kernel requires: then every offset inside names a string. */
+    if (str_len == 0 || b->strs[str_len - 1] != '\0') {
+        return fts_fail(err, EINVAL, "malformed BTF: string section not "
+                                     "NUL-terminated");
     }
-    size_t words = (size_t)count / 32 + 1;
-    b->offsets = calloc((size_t)count + 1 + words, sizeof(uint32_t));
+
+    /* One pass into room for the most records the section can hold (each
+     * is at least TYPE_SIZE bytes): untouched room costs no memory, a
+     * second pass to count them first cost ~0.4 ms over vmlinux. */
+    size_t most = type_len / TYPE_SIZE;
+    size_t words = most / 32 + 1;
+    b->offsets = malloc((most + 1 + words) * sizeof(uint32_t));
     if (b->offsets == NULL) {
         return fts_fail(err, ENOMEM, "indexing BTF types");
     }
+    b->offsets[0] = 0;
     if (walk_records(b, b->offsets, &b->count, err) < 0) {
         free(b->offsets);
         b->offsets = NULL;
         return -1;
     }
-    b->entered = b->offsets + count + 1;
+    b->entered = b->offsets + most + 1;
     return 0;
 }
 
@@ -212,17 +213,12 @@ close_btf(struct btf *b)
     b->offsets = NULL;
 }
 
-/* A NUL-terminated string of the string section, or NULL. */
+/* A string of the string section (NUL-terminated: open_btf checked), or
+ * NULL. */
 static const char *
 string_at(const struct btf *b, uint32_t off)
 {
-    if (off >= b->strs_len) {
-        return NULL;
-    }
-    if (memchr(b->strs + off, '\0', b->strs_len - off) == NULL) {
-        return NULL;
-    }
-    return b->strs + off;
+    return off < b->strs_len ? b->strs + off : NULL;
 }
 
 static int
@@ -266,29 +262,6 @@ resolve(const struct btf *b, uint32_t id, uint32_t *out, struct btf_type *t)
     return -1;
 }
 
-/* Size in bytes of a scalar or pointer member's type. */
-static int
-scalar_size(const struct btf *b, uint32_t id, uint32_t *size)
-{
-    struct btf_type t;
-    uint32_t rid;
-    if (resolve(b, id, &rid, &t) < 0) {
-        return -1;
-    }
-    switch (t.kind) {
-    case KIND_INT:
-    case KIND_ENUM:
-    case KIND_ENUM64:
-        *size = t.size_or_type;
-        return 0;
-    case KIND_PTR:
-        *size = 8;  /* BPF tracing programs exist on 64-bit kernels only */
-        return 0;
-    default:
-        return -1;
-    }
-}
-
 /* Mark struct `id` entered; 0 if it already was. */
 static int
 enter_once(const struct btf *b, uint32_t id)
@@ -301,15 +274,51 @@ enter_once(const struct btf *b, uint32_t id)
     return 1;
 }
 
-/* Find member `name` in struct/union `id`, looking into nested structs
- * and unions (anonymous ones and embedded ones such as tw_sk).  A struct
- * already entered is not entered again: it did not hold `name` (or this
- * search would have ended), and in well-formed BTF a type is the same
- * wherever it is embedded. */
+/* Member `out`: where it is (`bits` from the searched struct) and what its
+ * type resolves to. */
+static void
+describe(const struct btf *b, uint32_t type, uint32_t bits,
+         struct fts_btf_member *out)
+{
+    struct btf_type t;
+    uint32_t rid = 0;
+    memset(out, 0, sizeof(*out));
+    out->offset = bits / 8;
+    if (resolve(b, type, &rid, &t) < 0) {
+        return;
+    }
+    out->type_id = rid;
+    out->kind = t.kind;
+    if (t.kind == KIND_PTR) {
+        struct btf_type target;
+        uint32_t tid;
+        out->size = 8;  /* BPF tracing programs exist on 64-bit kernels only */
+        if (resolve(b, t.size_or_type, &tid, &target) == 0) {
+            out->target_id = tid;
+        }
+    }
+    else if (t.kind != KIND_ARRAY) {
+        out->size = t.size_or_type;
+    }
+}
+
+/* Which nested structs and unions a member search looks into. */
+enum nesting {
+    ANONYMOUS_ONLY,  /* as C names members: the walk names embedded ones */
+    EMBEDDED_TOO,    /* also named ones (the iterator's tw_sk) */
+};
+
+/* Find member `name` in struct/union `id`: first among its own members,
+ * then inside the nested ones `nesting` allows.  A struct already
+ * entered is not entered again: it did not hold `name` (or this search
+ * would have ended), and in well-formed BTF a type is the same wherever it
+ * is embedded; so a search is linear in the input even when (malformed)
+ * structs hold many copies of themselves.  1: not found; 0: found; -1:
+ * error. */
 static int
-find_member(const struct btf *b, uint32_t id, const char *name,
-            uint32_t base_bits, int depth, struct fts_btf_field *field,
-            struct fts_error *err)
+search_member(const struct btf *b, uint32_t id, const char *name,
+              enum nesting nesting, uint32_t base_bits, int depth,
+              struct fts_btf_member *out, struct fts_error *err)
 {
     struct btf_type t;
     uint32_t rid;
@@ -328,25 +337,25 @@ find_member(const struct btf *b, uint32_t id, const char *name,
             uint32_t bitfield = t.kflag ? (moff >> 24) : 0;
             if (bits > UINT32_MAX - base_bits) {
                 return fts_fail(err, EINVAL, "malformed BTF: member offset "
-                                         "overflows");
+                                             "overflows");
             }
             if (pass == 0) {
                 if (!name_is(b, mname, name)) {
                     continue;
                 }
-                uint32_t size;
-                if (bitfield != 0 || ((base_bits + bits) & 7) != 0
-                    || scalar_size(b, mtype, &size) < 0) {
+                if (bitfield != 0 || ((base_bits + bits) & 7) != 0) {
                     return fts_fail(err, EPROTO, "unexpected BTF layout: a "
-                                             "needed member is not a "
-                                             "byte-aligned scalar");
+                                                 "needed member is a "
+                                                 "bitfield or unaligned");
                 }
-                field->offset = (base_bits + bits) / 8;
-                field->size = size;
+                describe(b, mtype, base_bits + bits, out);
                 return 0;
             }
-            int rc = find_member(b, mtype, name, base_bits + bits,
-                                 depth + 1, field, err);
+            if (mname != 0 && nesting == ANONYMOUS_ONLY) {
+                continue;
+            }
+            int rc = search_member(b, mtype, name, nesting,
+                                   base_bits + bits, depth + 1, out, err);
             if (rc <= 0) {
                 return rc;
             }
@@ -355,13 +364,25 @@ find_member(const struct btf *b, uint32_t id, const char *name,
     return 1;
 }
 
+/* One search: nothing entered yet. */
 static int
-member(const struct btf *b, uint32_t struct_id, const char *name,
-       uint32_t expected_size, struct fts_btf_field *field,
-       struct fts_error *err)
+find_member(const struct btf *b, uint32_t id, const char *name,
+            enum nesting nesting, struct fts_btf_member *out,
+            struct fts_error *err)
 {
     memset(b->entered, 0, ((size_t)b->count / 32 + 1) * sizeof(uint32_t));
-    int rc = find_member(b, struct_id, name, 0, 0, field, err);
+    return search_member(b, id, name, nesting, 0, 0, out, err);
+}
+
+/* The iterator's scalar member `name` of `expected_size` bytes, looked
+ * for in embedded structs too. */
+static int
+scalar_member(const struct btf *b, uint32_t struct_id, const char *name,
+              uint32_t expected_size, struct fts_btf_field *field,
+              struct fts_error *err)
+{
+    struct fts_btf_member m;
+    int rc = find_member(b, struct_id, name, EMBEDDED_TOO, &m, err);
     if (rc < 0) {
         return -1;
     }
@@ -371,10 +392,17 @@ member(const struct btf *b, uint32_t struct_id, const char *name,
                                  "skc_dport, tw_substate, seq or "
                                  "session_id)");
     }
-    if (field->size != expected_size) {
+    if (m.kind != KIND_INT && m.kind != KIND_ENUM && m.kind != KIND_ENUM64
+        && m.kind != KIND_PTR) {
+        return fts_fail(err, EPROTO, "unexpected BTF layout: a needed member "
+                                 "is not a scalar");
+    }
+    if (m.size != expected_size) {
         return fts_fail(err, EPROTO, "unexpected BTF layout: a needed member "
                                  "has an unexpected size");
     }
+    field->offset = m.offset;
+    field->size = m.size;
     return 0;
 }
 
@@ -453,15 +481,18 @@ fts_btf_layout(const void *data, size_t len, struct fts_btf_layout *layout,
     }
     layout->iter_tcp_func_id = func;
     if (context_layout(&b, func, layout, err) < 0
-        || member(&b, meta, "seq", 8, &layout->meta_seq, err) < 0
-        || member(&b, meta, "session_id", 8, &layout->meta_session_id,
-                  err) < 0
-        || member(&b, skc, "skc_state", 1, &layout->skc_state, err) < 0
-        || member(&b, skc, "skc_family", 2, &layout->skc_family, err) < 0
-        || member(&b, skc, "skc_num", 2, &layout->skc_num, err) < 0
-        || member(&b, skc, "skc_dport", 2, &layout->skc_dport, err) < 0
-        || member(&b, tw, "tw_substate", 1, &layout->tw_substate,
-                  err) < 0) {
+        || scalar_member(&b, meta, "seq", 8, &layout->meta_seq, err) < 0
+        || scalar_member(&b, meta, "session_id", 8,
+                         &layout->meta_session_id, err) < 0
+        || scalar_member(&b, skc, "skc_state", 1, &layout->skc_state,
+                         err) < 0
+        || scalar_member(&b, skc, "skc_family", 2, &layout->skc_family,
+                         err) < 0
+        || scalar_member(&b, skc, "skc_num", 2, &layout->skc_num, err) < 0
+        || scalar_member(&b, skc, "skc_dport", 2, &layout->skc_dport,
+                         err) < 0
+        || scalar_member(&b, tw, "tw_substate", 1, &layout->tw_substate,
+                         err) < 0) {
         goto done;
     }
     rc = 0;
@@ -663,16 +694,22 @@ fts_btf_find_many(const struct fts_btf *q, const char *const *names,
 {
     const struct btf *b = &q->btf;
     size_t left = n;
+    uint32_t wanted = 0;  /* kinds asked for, one bit each */
     memset(ids, 0, n * sizeof(*ids));
+    for (size_t i = 0; i < n; i++) {
+        wanted |= 1u << (kinds[i] & 31);
+    }
+    /* vmlinux has ~150k types: reject most on their kind and the first
+     * letter of their name before comparing names. */
     for (uint32_t id = 1; id <= b->count && left > 0; id++) {
         struct btf_type t;
         decode(b->types + b->offsets[id], &t);
-        if (t.name_off == 0) {
+        if (t.name_off == 0 || !(wanted & (1u << t.kind))) {
             continue;
         }
         const char *name = string_at(b, t.name_off);
         for (size_t i = 0; name != NULL && i < n; i++) {
-            if (ids[i] == 0 && t.kind == kinds[i]
+            if (ids[i] == 0 && t.kind == kinds[i] && name[0] == names[i][0]
                 && strcmp(name, names[i]) == 0) {
                 ids[i] = id;
                 left--;
@@ -703,80 +740,11 @@ fts_btf_size_of(const struct fts_btf *q, uint32_t id)
     }
 }
 
-static void
-describe(const struct btf *b, uint32_t type, uint32_t offset,
-         struct fts_btf_member *out)
-{
-    struct btf_type t;
-    uint32_t rid = 0;
-    memset(out, 0, sizeof(*out));
-    out->offset = offset;
-    if (resolve(b, type, &rid, &t) < 0) {
-        return;
-    }
-    out->type_id = rid;
-    out->kind = t.kind;
-    if (t.kind == KIND_PTR) {
-        struct btf_type target;
-        uint32_t tid;
-        out->size = 8;
-        if (resolve(b, t.size_or_type, &tid, &target) == 0) {
-            out->target_id = tid;
-        }
-    }
-    else if (t.kind != KIND_ARRAY) {
-        out->size = t.size_or_type;
-    }
-}
-
-/* 1: not found; 0: found; -1: error. */
-static int
-member_lookup(const struct btf *b, uint32_t id, const char *name,
-              uint32_t base_bits, int depth, struct fts_btf_member *out,
-              struct fts_error *err)
-{
-    struct btf_type t;
-    uint32_t rid;
-    if (depth > MAX_DEPTH || resolve(b, id, &rid, &t) < 0
-        || (t.kind != KIND_STRUCT && t.kind != KIND_UNION)) {
-        return 1;
-    }
-    for (uint32_t i = 0; i < t.vlen; i++) {
-        const unsigned char *m = t.extra + 12 * (size_t)i;
-        uint32_t mname = read_u32(m), mtype = read_u32(m + 4);
-        uint32_t moff = read_u32(m + 8);
-        uint32_t bits = t.kflag ? (moff & 0xffffff) : moff;
-        uint32_t bitfield = t.kflag ? (moff >> 24) : 0;
-        if (bits > UINT32_MAX - base_bits) {
-            return fts_fail(err, EINVAL, "malformed BTF: member offset "
-                                         "overflows");
-        }
-        if (mname == 0) {
-            int rc = member_lookup(b, mtype, name, base_bits + bits,
-                                   depth + 1, out, err);
-            if (rc <= 0) {
-                return rc;
-            }
-            continue;
-        }
-        if (!name_is(b, mname, name)) {
-            continue;
-        }
-        if (bitfield != 0 || ((base_bits + bits) & 7) != 0) {
-            return fts_fail(err, EPROTO, "unexpected BTF layout: a needed "
-                                         "member is a bitfield or unaligned");
-        }
-        describe(b, mtype, (base_bits + bits) / 8, out);
-        return 0;
-    }
-    return 1;
-}
-
 int
 fts_btf_member_of(const struct fts_btf *q, uint32_t id, const char *name,
                   struct fts_btf_member *out, struct fts_error *err)
 {
-    int rc = member_lookup(&q->btf, id, name, 0, 0, out, err);
+    int rc = find_member(&q->btf, id, name, ANONYMOUS_ONLY, out, err);
     if (rc > 0) {
         return fts_fail(err, ENOENT, "BTF lacks a member the walk needs");
     }

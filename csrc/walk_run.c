@@ -32,6 +32,21 @@ struct btf_load_attr {
     uint32_t btf_log_level;
 };
 
+/* BPF_MAP_CREATE's attributes up to the BTF ids (bpf_abi.h's stop before
+ * map_name), all zero but the name: the tally map is named in bpftool's
+ * listing, and valgrind, which reads these whatever size is passed, finds
+ * them initialised. */
+struct map_create_attr {
+    struct fts_bpf_map_create_attr base;
+    uint32_t inner_map_fd;
+    uint32_t numa_node;
+    char map_name[16];
+    uint32_t map_ifindex;
+    uint32_t btf_fd;
+    uint32_t btf_key_type_id;
+    uint32_t btf_value_type_id;
+};
+
 struct test_run_attr {
     uint32_t prog_fd;
     uint32_t retval;
@@ -94,13 +109,14 @@ static int
 create_map(struct fts_walker *w, uint32_t nslots, struct fts_error *err)
 {
     size_t size = fts_walk_value_size(nslots);
-    struct fts_bpf_map_create_attr attr;
+    struct map_create_attr attr;
     memset(&attr, 0, sizeof(attr));
-    attr.map_type = FTS_BPF_MAP_TYPE_ARRAY;
-    attr.key_size = 4;
-    attr.value_size = (uint32_t)size;
-    attr.max_entries = 1;
-    attr.map_flags = FTS_BPF_F_MMAPABLE;
+    attr.base.map_type = FTS_BPF_MAP_TYPE_ARRAY;
+    attr.base.key_size = 4;
+    attr.base.value_size = (uint32_t)size;
+    attr.base.max_entries = 1;
+    attr.base.map_flags = FTS_BPF_F_MMAPABLE;
+    memcpy(attr.map_name, "fasttcpstat_wlk", sizeof("fasttcpstat_wlk"));
     w->map_fd = fts_sys_bpf(FTS_BPF_MAP_CREATE, &attr, sizeof(attr));
     if (w->map_fd < 0) {
         return fts_fail(err, errno, "bpf(BPF_MAP_CREATE) of the walk's "

@@ -123,44 +123,71 @@ def filter_seeds() -> dict:
     }
 
 
+class Btf:
+    """A BTF blob built type by type (ids from 1).  `drop` renames one
+    string, so that a needed type or member goes missing."""
+
+    def __init__(self, drop: str = "") -> None:
+        self.drop = drop
+        self.strs = [b""]
+        self.types = []
+
+    def name(self, text: str) -> int:
+        if not text:
+            return 0
+        if text == self.drop:
+            text = "x" + text[1:]
+        off = sum(len(x) + 1 for x in self.strs)
+        self.strs.append(text.encode())
+        return off
+
+    def typ(self, nm: str, kind: int, vlen: int = 0, kflag: int = 0, size_or_type: int = 0,
+            extra: bytes = b"") -> int:
+        self.types.append(struct.pack("<III", self.name(nm),
+                                      (kind << 24) | vlen | (kflag << 31), size_or_type) + extra)
+        return len(self.types)
+
+    def members(self, *ms) -> bytes:
+        return b"".join(struct.pack("<III", self.name(n), t, bits) for n, t, bits in ms)
+
+    def struct(self, nm: str, size: int, *ms, kind: int = 4) -> int:
+        """A struct (kind 4) or union (5) of (name, type, bit offset)."""
+        return self.typ(nm, kind, len(ms), 0, size, self.members(*ms))
+
+    def int(self, nm: str, size: int) -> int:
+        return self.typ(nm, 1, size_or_type=size, extra=struct.pack("<I", 8 * size))
+
+    def ptr(self, target: int) -> int:
+        return self.typ("", 2, size_or_type=target)
+
+    def blob(self) -> bytes:
+        type_sec = b"".join(self.types)
+        str_sec = b"".join(x + b"\0" for x in self.strs)
+        header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(type_sec), len(type_sec),
+                             len(str_sec))
+        return header + type_sec + str_sec
+
+
 def btf_blob(drop: str = "", self_copies: int = 0) -> bytes:
     """A small BTF blob with the types the iterator needs, shaped like the
     kernel's (anonymous union, embedded struct, typedef, bitfield-encoded
     offsets), at offsets no real kernel uses.  `drop` renames one string.
     With `self_copies`, struct sock_common holds that many members of its
     own type instead (a reader recursing into each took N^8 steps)."""
-    strs = [b""]
-    types = []
-
-    def name(text):
-        if not text:
-            return 0
-        if text == drop:
-            text = "x" + text[1:]
-        off = sum(len(x) + 1 for x in strs)
-        strs.append(text.encode())
-        return off
-
-    def typ(nm, kind, vlen=0, kflag=0, size_or_type=0, extra=b""):
-        types.append(struct.pack("<III", name(nm), (kind << 24) | vlen | (kflag << 31),
-                                 size_or_type) + extra)
-        return len(types)
-
-    def members(*ms):
-        return b"".join(struct.pack("<III", name(n), t, bits) for n, t, bits in ms)
-
-    u8 = typ("unsigned char", 1, size_or_type=1, extra=struct.pack("<I", 8))
-    u16 = typ("short unsigned int", 1, size_or_type=2, extra=struct.pack("<I", 16))
-    u64 = typ("long long unsigned int", 1, size_or_type=8, extra=struct.pack("<I", 64))
+    b = Btf(drop)
+    typ, members = b.typ, b.members
+    u8 = b.int("unsigned char", 1)
+    u16 = b.int("short unsigned int", 2)
+    u64 = b.int("long long unsigned int", 8)
     vu8 = typ("", 9, size_or_type=u8)
     be16 = typ("__be16", 8, size_or_type=u16)
     seqf = typ("seq_file", 4, size_or_type=0)
-    pseq = typ("", 2, size_or_type=seqf)
+    pseq = b.ptr(seqf)
     meta = typ("bpf_iter_meta", 4, 2, 0, 16, members(("seq", pseq, 0), ("session_id", u64, 64)))
     ports = typ("", 4, 2, 0, 4, members(("skc_dport", be16, 0), ("skc_num", u16, 16)))
     uni = typ("", 5, 2, 0, 8, members(("skc_portpair", u64, 0), ("", ports, 0)))
     if self_copies:
-        skc = len(types) + 1
+        skc = len(b.types) + 1
         typ("sock_common", 4, self_copies, 0, 8 * self_copies,
             members(*(("c", skc, 64 * i) for i in range(self_copies))))
     else:
@@ -169,16 +196,58 @@ def btf_blob(drop: str = "", self_copies: int = 0) -> bytes:
     itw = typ("inet_timewait_sock", 4, 2, 0, 64, members(("__tw_common", skc, 0),
                                                           ("tw_substate", u8, 480)))
     typ("tcp_timewait_sock", 4, 1, 0, 96, members(("tw_sk", itw, 0)))
-    pmeta = typ("", 2, size_or_type=meta)
-    pskc = typ("", 2, size_or_type=skc)
-    proto = typ("", 13, 3, 0, 0, struct.pack("<IIIIII", name("meta"), pmeta,
-                                             name("sk_common"), pskc, name("uid"), u16))
+    pmeta = b.ptr(meta)
+    pskc = b.ptr(skc)
+    proto = typ("", 13, 3, 0, 0, struct.pack("<IIIIII", b.name("meta"), pmeta,
+                                             b.name("sk_common"), pskc, b.name("uid"), u16))
     typ("bpf_iter_tcp", 12, size_or_type=proto)
-    type_sec = b"".join(types)
-    str_sec = b"".join(x + b"\0" for x in strs)
-    header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(type_sec), len(type_sec),
-                         len(str_sec))
-    return header + type_sec + str_sec
+    return b.blob()
+
+
+def walk_btf_blob(drop: str = "", anonymous_copies: int = 0) -> bytes:
+    """The types, members and kfuncs the walk program is built from
+    (csrc/btf_walk.c), nested as in the kernel (embedded structs, anonymous
+    unions, a typedef, a volatile) at offsets no real kernel uses.  With
+    `anonymous_copies`, sock_common also holds that many anonymous members
+    of its own type (a search without its entered-once bound: N^8 steps)."""
+    b = Btf(drop)
+    u8 = b.int("unsigned char", 1)
+    u16 = b.int("short unsigned int", 2)
+    u32 = b.int("unsigned int", 4)
+    u64 = b.int("long long unsigned int", 8)
+    vu8 = b.typ("", 9, size_or_type=u8)
+    be16 = b.typ("__be16", 8, size_or_type=u16)
+    proto = b.typ("", 13)
+    for kfunc in ("bpf_rcu_read_lock", "bpf_rcu_read_unlock", "bpf_rdonly_cast"):
+        b.typ(kfunc, 12, size_or_type=proto)
+    node = b.struct("hlist_nulls_node", 16)  # members below: it points to itself
+    pnode = b.ptr(node)
+    b.types[node - 1] = struct.pack("<III", b.name("hlist_nulls_node"), (4 << 24) | 2, 16) \
+        + b.members(("next", pnode, 0), ("pprev", b.ptr(pnode), 64))
+    head = b.struct("hlist_nulls_head", 8, ("first", pnode, 0))
+    ehb = b.struct("inet_ehash_bucket", 8, ("chain", head, 0))
+    lhb = b.struct("inet_listen_hashbucket", 24, ("lock", u64, 0), ("nulls_head", head, 128))
+    hashinfo = b.struct("inet_hashinfo", 96, ("ehash", b.ptr(ehb), 0), ("ehash_locks", u64, 64),
+                        ("ehash_mask", u32, 128), ("lhash2_mask", u32, 160),
+                        ("lhash2", b.ptr(lhb), 320))
+    death_row = b.struct("inet_timewait_death_row", 24, ("tw_refcount", u32, 0),
+                         ("hashinfo", b.ptr(hashinfo), 64))
+    ipv4 = b.struct("netns_ipv4", 512, ("sysctl", u32, 0), ("tcp_death_row", death_row, 1024))
+    ns = b.struct("ns_common", 24, ("stashed", u64, 0), ("inum", u32, 128))
+    net = b.struct("net", 2048, ("refcount", u32, 0), ("ns", ns, 192), ("ipv4", ipv4, 4096))
+    possible = b.struct("possible_net_t", 8, ("net", b.ptr(net), 0))
+    ports = b.struct("", 4, ("skc_dport", be16, 0), ("skc_num", u16, 16))
+    portpair = b.struct("", 4, ("skc_portpair", u32, 0), ("", ports, 0), kind=5)
+    nodes = b.struct("", 16, ("skc_node", u64, 0), ("skc_nulls_node", node, 0), kind=5)
+    own = [("", len(b.types) + 1, 0)] * anonymous_copies
+    skc = b.struct("sock_common", 136, ("skc_hash", u32, 0), ("", portpair, 96),
+                   ("skc_family", u16, 128), ("skc_state", vu8, 144), ("skc_net", possible, 320),
+                   ("", nodes, 512), *own)
+    b.struct("inet_timewait_sock", 200, ("__tw_common", skc, 0), ("tw_mark", u32, 1088),
+             ("tw_substate", u8, 1160))
+    nsproxy = b.struct("nsproxy", 64, ("count", u64, 0), ("net_ns", b.ptr(net), 320))
+    b.struct("task_struct", 4096, ("state", u64, 0), ("nsproxy", b.ptr(nsproxy), 12288))
+    return b.blob()
 
 
 def btf_seeds() -> dict:
@@ -193,10 +262,40 @@ def btf_seeds() -> dict:
     }
 
 
+def walkprog_seeds() -> dict:
+    """fuzz/fuzz_walkprog.c: byte 0 even, the generator (an 80-byte layout,
+    nslots, room, local and remote range counts, state mask, ranges); odd,
+    the layout's BTF queries over a blob."""
+    layout = bytes(range(1, 81))
+
+    def generator(nslots_log: int, room: int, nlocal: int, nremote: int, states: int,
+                  pairs=()) -> bytes:
+        return (b"\0" + layout + bytes([nslots_log]) + struct.pack("<H", room)
+                + bytes([nlocal, nremote]) + struct.pack("<I", states) + ranges(pairs))
+
+    blob = walk_btf_blob()
+    return {
+        "gen_plain": generator(10, 1000, 0, 0, 0),
+        "gen_one_slot": generator(0, 1000, 0, 0, 0x7FE),
+        "gen_two_ranges": generator(6, 330, 1, 1, 0x7FE, [(10000, 10016), (80, 80)]),
+        "gen_many_ranges": generator(12, 4000, 20, 20, 0x402,
+                                     [(i * 1000, i * 1000 + 9) for i in range(40)]),
+        "gen_low_gt_high": generator(4, 500, 1, 0, 0, [(9, 3)]),
+        "gen_too_many_slots": generator(13, 1000, 0, 0, 0),
+        "gen_little_room": generator(3, 20, 0, 0, 0),
+        "layout": b"\1" + blob,
+        "layout_missing_kfunc": b"\1" + walk_btf_blob(drop="bpf_rdonly_cast"),
+        "layout_missing_member": b"\1" + walk_btf_blob(drop="tcp_death_row"),
+        "layout_missing_struct": b"\1" + walk_btf_blob(drop="inet_listen_hashbucket"),
+        "layout_truncated": b"\1" + blob[: len(blob) * 2 // 3],
+        "layout_self_embedding_12": b"\1" + walk_btf_blob(drop="skc_num", anonymous_copies=12),
+    }
+
+
 def main() -> None:
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "seeds")
     for target, seeds in (("fuzz_walk", walk_seeds()), ("fuzz_filter", filter_seeds()),
-                          ("fuzz_btf", btf_seeds())):
+                          ("fuzz_btf", btf_seeds()), ("fuzz_walkprog", walkprog_seeds())):
         folder = os.path.join(out, target)
         os.makedirs(folder, exist_ok=True)
         for name, data in seeds.items():

@@ -21,8 +21,9 @@ declare -A SOURCES=(
     [fuzz_walk]="csrc/diag_msg.c"
     [fuzz_filter]="csrc/diag_filter.c csrc/diag_msg.c"
     [fuzz_btf]="csrc/btf.c"
+    [fuzz_walkprog]="csrc/walk_prog.c csrc/btf_walk.c csrc/btf.c"
 )
-ORDER=(fuzz_walk fuzz_filter fuzz_btf)
+ORDER=(fuzz_walk fuzz_filter fuzz_btf fuzz_walkprog)
 
 mode=(-max_total_time=30)
 # Per input: a slow input is a finding (the BTF reader was once

@@ -23,6 +23,7 @@ TARGETS = {
     "fuzz_walk": ["diag_msg.c"],
     "fuzz_filter": ["diag_filter.c", "diag_msg.c"],
     "fuzz_btf": ["btf.c"],
+    "fuzz_walkprog": ["walk_prog.c", "btf_walk.c", "btf.c"],
 }
 
 

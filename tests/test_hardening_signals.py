@@ -178,6 +178,44 @@ def bpf_population(require_netns, require_bpf):
         yield pop
 
 
+def handled_sigints(count, trials: int, mid_count) -> dict:
+    """Time count() (the fastest of 3), then call it `trials` times with
+    SIGINT sent to the main thread a quarter into each; the handler asks
+    mid_count() whether the count was still going, then raises
+    KeyboardInterrupt.  Returns the total counted, the count's seconds,
+    the seconds from each signal to its KeyboardInterrupt, and how many
+    came mid-count ("cut_short")."""
+    times = []
+    for _ in range(3):
+        start = time.monotonic()
+        total = sum(count().values())
+        times.append(time.monotonic() - start)
+    delay = min(times) / 4
+    mid = []
+
+    def handler(signum, frame):
+        mid.append(mid_count())
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    latencies = []
+    try:
+        for _ in range(trials):
+            go = threading.Event()
+            thread, sent = _signal_main(go, delay)
+            try:
+                go.set()
+                count()
+                time.sleep(5)  # the signal must still come
+            except KeyboardInterrupt:
+                latencies.append(time.monotonic() - sent[0])
+            thread.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return {"total": total, "count_seconds": delay * 4, "latencies": latencies,
+            "cut_short": sum(mid)}
+
+
 def _iterator_open() -> bool:
     return any("bpf_iter" in target for target in open_fds().values())
 
@@ -188,39 +226,12 @@ def _bpf_sigint_trials(trials: int) -> dict:
     handler run only after the walk ended finds it closed."""
     fds_before = open_fds()
     counter = fasttcpstat.Counter("bpf")
-    times = []
-    for _ in range(3):
-        start = time.monotonic()
-        total = sum(counter.counts().values())
-        times.append(time.monotonic() - start)
-    count_seconds = min(times)
-    mid_walk = []
-
-    def handler(signum, frame):
-        mid_walk.append(_iterator_open())
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, handler)
-    latencies = []
-    try:
-        for _ in range(trials):
-            go = threading.Event()
-            thread, sent = _signal_main(go, count_seconds / 4)
-            try:
-                go.set()
-                counter.counts()
-                time.sleep(5)  # the signal must still come
-            except KeyboardInterrupt:
-                latencies.append(time.monotonic() - sent[0])
-            thread.join()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    out = handled_sigints(counter.counts, trials, _iterator_open)
     fds_mid = open_fds()
     after = sum(counter.counts().values())
     counter.close()
-    return {"total": total, "after": after, "count_seconds": count_seconds,
-            "latencies": latencies, "cut_short": sum(mid_walk),
-            "fds_before": fds_before, "fds_mid": fds_mid, "fds_after": open_fds()}
+    return dict(out, after=after, fds_before=fds_before, fds_mid=fds_mid,
+                fds_after=open_fds())
 
 
 def test_sigint_during_bpf_count(bpf_population):

@@ -175,61 +175,119 @@ class Walk:
 
 # --- the self-check -------------------------------------------------------
 
+# What the self-check imports on first use (bench/walk_setup.py times it):
+# _socket, not socket (which pulls in enum and selectors), and ctypes only
+# where os.unshare is missing (Python < 3.12).
+SELF_CHECK_MODULES = ("_socket", "fcntl", "struct", "time") + (
+    () if hasattr(os, "unshare") else ("ctypes",))
+
 CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
+# Buckets of the self-check namespace's own established table: its counts
+# then walk 64 buckets, not the host's table (262,144 buckets here, and
+# every socket of the host: 180 ms of walk and 500 ms of sock_diag at 1M).
+OWN_EHASH_ENTRIES = 64
+# The self-check's sockets, per state, as built by _known_sockets().
+KNOWN = (("LISTEN", 1), ("ESTABLISHED", 3), ("SYN_RECV", 1), ("TIME_WAIT", 1))
+# TCP_DEFER_ACCEPT's seconds: the handshake's last ACK is dropped that
+# long, so a connection that sends nothing stays a request socket.
+DEFER_ACCEPT_SECONDS = 60
+SOCKET_TIMEOUT = 2.0  # seconds, for each socket call of the self-check
 
 
-def _private_namespace() -> None:
-    """Move the calling thread into a new network namespace, lo up."""
+def _unshare_net() -> None:
+    unshare = getattr(os, "unshare", None)
+    if unshare is not None:
+        unshare(CLONE_NEWNET)
+        return
     import ctypes
-    import fcntl
-    import socket
-    import struct
 
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"walk self-check: cannot make a private namespace: "
-                           f"{os.strerror(err)}")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        raise OSError(err, os.strerror(err))
+
+
+def _private_namespace() -> None:
+    """Move the calling thread into a new network namespace with its own
+    small established table (where /proc/sys is writable), lo up."""
+    import _socket
+    import fcntl
+    import struct
+
+    try:
+        _unshare_net()
+        try:
+            # Read at the next namespace's creation; /proc/sys/net is the
+            # writing thread's namespace, the one just made.
+            with open("/proc/sys/net/ipv4/tcp_child_ehash_entries", "w") as f:
+                f.write(str(OWN_EHASH_ENTRIES))
+        except OSError:
+            pass  # /proc/sys read-only (a container): the shared table, slower
+        else:
+            _unshare_net()
+    except OSError as exc:
+        raise OSError(exc.errno, "walk self-check: cannot make a private namespace: "
+                                 f"{exc.strerror}") from None
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         ifreq = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, ifreq))[1]
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+    finally:
+        s.close()
 
 
 def _known_sockets(program: WalkCounter) -> Tuple[Counts, Counts, Counts, Counts, Counts]:
-    """In a private namespace: a listener, an established pair and a
-    TIME_WAIT socket, counted by the walk, by sock_diag and as built."""
-    import socket
+    """In a private namespace: a listener, three established sockets, a
+    request socket and a TIME_WAIT, counted by the walk, by sock_diag and
+    as built."""
+    import _socket
     import time
 
     _private_namespace()
-    opened: List[socket.socket] = []
+    opened: List[_socket.socket] = []
+
+    def tcp(fd: Optional[int] = None) -> _socket.socket:
+        s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, fileno=fd)
+        opened.append(s)
+        s.settimeout(SOCKET_TIMEOUT)  # a refusal (OSError), never a hang
+        return s
+
     try:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        opened.append(listener)
+        listener = tcp()
+        listener.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_DEFER_ACCEPT,
+                            DEFER_ACCEPT_SECONDS)
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
+        address = listener.getsockname()
         for _ in range(2):
-            client = socket.create_connection(listener.getsockname())
-            server, _addr = listener.accept()
-            opened += [client, server]
-        # The second pair: the client closes first and ends in TIME_WAIT.
+            client = tcp()
+            client.connect(address)
+            client.send(b"x")  # completes the deferred accept
+            # Read, or closing with unread data would reset, not linger.
+            # (_socket's accept is _accept, which socket.socket wraps.)
+            fd, _peer = listener._accept()  # type: ignore[attr-defined]
+            tcp(fd).recv(1)
+        # The second pair closes (the accepted end first): one TIME_WAIT.
         opened.pop().close()
         opened.pop().close()
+        # Connected, silent: ESTABLISHED here, a request socket (SYN_RECV)
+        # at the listener.
+        tcp().connect(address)
         diag = _fasttcpstat.NetlinkCounter()
         try:
             expected = [0] * _fasttcpstat.NSTATES
-            for state, n in (("LISTEN", 1), ("ESTABLISHED", 2), ("TIME_WAIT", 1)):
+            for state, n in KNOWN:
                 expected[_STATE_NUMBER[state]] = n
             deadline = time.monotonic() + 2.0
             while True:
                 netlink = diag.count(3, ALL_STATES_MASK, _fasttcpstat.FORM_V2)
                 if list(netlink[0]) == expected or time.monotonic() > deadline:
                     break
-                time.sleep(0.005)
+                time.sleep(0.001)
             walked = _walk_one(program)
             return tuple(expected), netlink[0], netlink[1], walked[0], walked[1]
         finally:

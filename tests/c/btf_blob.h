@@ -1,7 +1,7 @@
 /*
  * Building small BTF blobs by hand for C unit tests: types are appended
  * with their members, ids count from 1, names go to the string section.
- * (tests/c/test_btf.c has the same builder inline; it can include this.)
+ * Start with blob_init(); finish() writes header, types and strings.
  */
 #ifndef FASTTCPSTAT_TEST_BTF_BLOB_H
 #define FASTTCPSTAT_TEST_BTF_BLOB_H
@@ -10,12 +10,20 @@
 #include <string.h>
 
 struct blob {
-    unsigned char types[2048];
+    unsigned char types[4096];
     size_t types_len;
-    char strs[512];
+    char strs[1024];
     size_t strs_len;
     uint32_t next_id;
 };
+
+static inline void
+blob_init(struct blob *b)
+{
+    memset(b, 0, sizeof(*b));
+    b->strs_len = 1;  /* string 0 is "" */
+    b->next_id = 1;
+}
 
 static inline uint32_t
 str(struct blob *b, const char *s)
@@ -42,6 +50,14 @@ type(struct blob *b, const char *name, uint32_t kind, uint32_t vlen,
     put32(b, (kind << 24) | vlen | (kflag ? 1u << 31 : 0));
     put32(b, size_or_type);
     return b->next_id++;
+}
+
+static inline uint32_t
+int_type(struct blob *b, const char *name, uint32_t bytes)
+{
+    uint32_t id = type(b, name, 1, 0, 0, bytes);
+    put32(b, bytes * 8);  /* encoding: bits */
+    return id;
 }
 
 static inline void

@@ -36,60 +36,8 @@ static unsigned long visits;
         }                                                                 \
     } while (0)
 #include "btf.c"
+#include "btf_blob.h"
 
-
-/* ---- a BTF blob builder ------------------------------------------------ */
-
-struct blob {
-    unsigned char types[4096];
-    size_t types_len;
-    char strs[1024];
-    size_t strs_len;
-    uint32_t next_id;
-};
-
-static uint32_t
-str(struct blob *b, const char *s)
-{
-    uint32_t off = (uint32_t)b->strs_len;
-    size_t n = strlen(s) + 1;
-    memcpy(b->strs + b->strs_len, s, n);
-    b->strs_len += n;
-    return off;
-}
-
-static void
-put32(struct blob *b, uint32_t v)
-{
-    memcpy(b->types + b->types_len, &v, 4);
-    b->types_len += 4;
-}
-
-static uint32_t
-type(struct blob *b, const char *name, uint32_t kind, uint32_t vlen,
-     int kflag, uint32_t size_or_type)
-{
-    put32(b, name ? str(b, name) : 0);
-    put32(b, (kind << 24) | vlen | (kflag ? 1u << 31 : 0));
-    put32(b, size_or_type);
-    return b->next_id++;
-}
-
-static void
-member_(struct blob *b, const char *name, uint32_t type_id, uint32_t bits)
-{
-    put32(b, name ? str(b, name) : 0);
-    put32(b, type_id);
-    put32(b, bits);
-}
-
-static uint32_t
-int_type(struct blob *b, const char *name, uint32_t bytes)
-{
-    uint32_t id = type(b, name, 1, 0, 0, bytes);
-    put32(b, bytes * 8);  /* encoding: bits */
-    return id;
-}
 
 /* FUNC bpf_iter_tcp(struct bpf_iter_meta *meta, struct sock_common
  * *sk_common[, uid]): pointer types, the prototype, the function; a `uid`
@@ -116,9 +64,7 @@ iter_tcp(struct blob *b, uint32_t meta, uint32_t skc, uint32_t uid)
 static void
 build_blob(struct blob *b)
 {
-    memset(b, 0, sizeof(*b));
-    b->strs_len = 1;  /* string 0 is "" */
-    b->next_id = 1;
+    blob_init(b);
     uint32_t u8 = int_type(b, "unsigned char", 1);          /* 1 */
     uint32_t u16 = int_type(b, "short unsigned int", 2);    /* 2 */
     uint32_t u64 = int_type(b, "long long unsigned int", 8);/* 3 */
@@ -128,46 +74,31 @@ build_blob(struct blob *b)
     uint32_t pseq = type(b, NULL, 2, 0, 0, seqf);           /* 7 ptr */
     /* struct bpf_iter_meta { seq_file *seq @0; u64 session_id @8; } */
     uint32_t meta = type(b, "bpf_iter_meta", 4, 2, 0, 16);  /* 8 */
-    member_(b, "seq", pseq, 0);
-    member_(b, "session_id", u64, 64);
+    member(b, "seq", pseq, 0);
+    member(b, "session_id", u64, 64);
     /* anonymous struct { __be16 skc_dport @0; u16 skc_num @2; } */
     uint32_t ports = type(b, NULL, 4, 2, 0, 4);             /* 9 */
-    member_(b, "skc_dport", be16, 0);
-    member_(b, "skc_num", u16, 16);
+    member(b, "skc_dport", be16, 0);
+    member(b, "skc_num", u16, 16);
     /* anonymous union { u64 skc_portpair_ish; struct ports; } */
     uint32_t uni = type(b, NULL, 5, 2, 0, 8);               /* 10 */
-    member_(b, "skc_portpair", u64, 0);
-    member_(b, NULL, ports, 0);
+    member(b, "skc_portpair", u64, 0);
+    member(b, NULL, ports, 0);
     /* struct sock_common { union @40 (bits 320); u16 family @48;
      * volatile u8 state @50; } with kflag (bitfield encoding) */
     uint32_t skc = type(b, "sock_common", 4, 3, 1, 64);     /* 11 */
-    member_(b, NULL, uni, 320);
-    member_(b, "skc_family", u16, 384);
-    member_(b, "skc_state", vu8, 400);
+    member(b, NULL, uni, 320);
+    member(b, "skc_family", u16, 384);
+    member(b, "skc_state", vu8, 400);
     /* struct inet_timewait_sock { sock_common @0; u8 tw_substate @60 } */
     uint32_t itw = type(b, "inet_timewait_sock", 4, 2, 0, 64); /* 12 */
-    member_(b, "__tw_common", skc, 0);
-    member_(b, "tw_substate", u8, 480);
+    member(b, "__tw_common", skc, 0);
+    member(b, "tw_substate", u8, 480);
     /* struct tcp_timewait_sock { inet_timewait_sock tw_sk @0; ... } */
     uint32_t ttw = type(b, "tcp_timewait_sock", 4, 1, 0, 96); /* 13 */
-    member_(b, "tw_sk", itw, 0);
+    member(b, "tw_sk", itw, 0);
     iter_tcp(b, meta, skc, u16);                            /* 14..17 */
     (void)ttw;
-}
-
-static size_t
-serialise(const struct blob *b, unsigned char *out)
-{
-    uint16_t magic = 0xEB9F;
-    uint32_t hdr[5] = {24, 0, (uint32_t)b->types_len,
-                       (uint32_t)b->types_len, (uint32_t)b->strs_len};
-    memcpy(out, &magic, 2);
-    out[2] = 1;
-    out[3] = 0;
-    memcpy(out + 4, hdr, sizeof(hdr));
-    memcpy(out + 24, b->types, b->types_len);
-    memcpy(out + 24 + b->types_len, b->strs, b->strs_len);
-    return 24 + b->types_len + b->strs_len;
 }
 
 static void
@@ -176,7 +107,7 @@ test_blob_layout(void)
     static struct blob b;
     static unsigned char data[8192];
     build_blob(&b);
-    size_t len = serialise(&b, data);
+    size_t len = finish(&b, data);
     struct fts_btf_layout l;
     struct fts_error e = {0, NULL};
     CHECK(fts_btf_layout(data, len, &l, &e) == 0);
@@ -223,7 +154,7 @@ test_blob_layout(void)
     if (name != NULL) {
         name[0] = 'x';
     }
-    len = serialise(&b, data);
+    len = finish(&b, data);
     CHECK(fts_btf_layout(data, len, &l, &e) < 0 && e.err == ENOENT);
 }
 
@@ -232,20 +163,18 @@ test_blob_layout(void)
 static void
 build_self_referencing(struct blob *b, uint32_t copies)
 {
-    memset(b, 0, sizeof(*b));
-    b->strs_len = 1;
-    b->next_id = 1;
+    blob_init(b);
     uint32_t u64 = int_type(b, "long long unsigned int", 8);  /* 1 */
     uint32_t meta = type(b, "bpf_iter_meta", 4, 2, 0, 16);    /* 2 */
-    member_(b, "seq", u64, 0);
-    member_(b, "session_id", u64, 64);
+    member(b, "seq", u64, 0);
+    member(b, "session_id", u64, 64);
     uint32_t skc = b->next_id;                                  /* 3 */
     type(b, "sock_common", 4, copies, 0, 8 * copies);
     for (uint32_t i = 0; i < copies; i++) {
-        member_(b, "c", skc, 64 * i);
+        member(b, "c", skc, 64 * i);
     }
     type(b, "tcp_timewait_sock", 4, 1, 0, 8);                  /* 4 */
-    member_(b, "tw_sk", skc, 0);
+    member(b, "tw_sk", skc, 0);
     iter_tcp(b, meta, skc, 0);                                  /* 5..8 */
 }
 
@@ -256,7 +185,7 @@ test_member_search_is_linear(void)
     static unsigned char data[8192];
     for (uint32_t copies = 1; copies <= 200; copies += copies < 16 ? 1 : 61) {
         build_self_referencing(&b, copies);
-        size_t len = serialise(&b, data);
+        size_t len = finish(&b, data);
         struct fts_btf_layout l;
         struct fts_error e = {0, NULL};
         visits = 0;
@@ -268,7 +197,7 @@ test_member_search_is_linear(void)
     /* The kernel-shaped blob: each of the 7 lookups enters each of its
      * 6 structs and unions at most once. */
     build_blob(&b);
-    size_t len = serialise(&b, data);
+    size_t len = finish(&b, data);
     struct fts_btf_layout l;
     struct fts_error e = {0, NULL};
     visits = 0;
@@ -412,7 +341,7 @@ test_programs(void)
     static struct blob b;
     static unsigned char data[8192];
     build_blob(&b);
-    size_t len = serialise(&b, data);
+    size_t len = finish(&b, data);
     struct fts_btf_layout l;
     struct fts_error e;
     CHECK(fts_btf_layout(data, len, &l, &e) == 0);

@@ -31,9 +31,7 @@ static size_t
 query_blob(unsigned char *out)
 {
     struct blob b;
-    memset(&b, 0, sizeof(b));
-    b.strs_len = 1;
-    b.next_id = 1;
+    blob_init(&b);
     uint32_t t_int = type(&b, "int", 1, 0, 0, 4);
     put32(&b, (1u << 24) | 32);
     uint32_t t_node = type(&b, "node", 4, 1, 0, 8);
