@@ -32,6 +32,7 @@ import time
 import pytest
 
 import fasttcpstat
+from fasttcpstat._netns import in_thread
 
 from . import test_hardening_churn as churn
 from .hardening import STABLE_SPEC, open_fds, scale, total_expected
@@ -280,7 +281,7 @@ def _self_check_namespace() -> "tuple[int, int]":
 
     with open("/proc/sys/net/ipv4/tcp_ehash_entries") as f:
         host = int(f.read())
-    return _walk._in_thread(inside), host
+    return in_thread(inside), host
 
 
 @WALK
@@ -297,7 +298,7 @@ def _proves_every_kind_of_socket() -> None:
 
     program = _fasttcpstat.WalkCounter(_walk.layout(), slots=1)
     try:
-        expected, n4, n6, w4, w6 = _walk._in_thread(lambda: _walk._known_sockets(program))
+        expected, n4, n6, w4, w6 = in_thread(lambda: _walk._known_sockets(program))
     finally:
         program.close()
     for state in ("LISTEN", "ESTABLISHED", "SYN_RECV", "TIME_WAIT"):
