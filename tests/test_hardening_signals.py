@@ -190,7 +190,6 @@ SLOW_FILTER = {"local_ports": list(range(1, 4000, 2)) + [(32768, 65535)]}
 
 
 def _check_trials(out: dict, pop: Population, trials: int) -> None:
-    assert len(out["latencies"]) + out["finished"] == trials
     assert not _slow(out), f"KeyboardInterrupt after {_slow(out)} ms of CPU: {out}"
     # The signal came a quarter into the dump's work; the dump must have
     # been cut short, not finished first.  Dumps shorter than three poll
