@@ -336,7 +336,7 @@ def test_pinned_file_read_by_nobody(require_netns, small_population, pinned):
     ]
 
 
-def test_pinned_concurrent_readers(require_netns, small_population, pinned):
+def test_pinned_concurrent_readers(require_netns, stable_population, pinned):
     def hammer():
         results, errors = [], []
 
@@ -357,7 +357,7 @@ def test_pinned_concurrent_readers(require_netns, small_population, pinned):
     errors, results = stable_population.run(hammer)
     assert errors == []
     assert len(results) == 240
-    assert all(r == _total(small_population.expected) for r in results)
+    assert all(r == _total(stable_population.expected) for r in results)
 
 
 def test_pinned_progress_lines(require_netns, large_population, tmp_path):
