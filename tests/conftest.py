@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -136,6 +137,11 @@ def pytest_configure(config) -> None:
     # .ci/kernels runs `pytest -m kernel` on each kernel it boots.
     config.addinivalue_line(
         "markers", "kernel: kernel-facing test, run on every kernel (tests/kernel.py)")
+    # A script's background job (`cmd &` without job control) starts with
+    # SIGINT ignored, and Python then leaves it ignored: the Ctrl-C tests
+    # would fail, or spin for ever on EINTR.  They test Python's default.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -19,7 +19,8 @@ import pytest
 import fasttcpstat
 from fasttcpstat import _bpf, _fasttcpstat
 
-from .population import STATES
+from .hardening import STABLE_SPEC
+from .population import STATES, Population
 from .test_filters_netns import _cases, _listen_ports, from_listing, ss_filtered, ss_listing
 
 
@@ -168,8 +169,16 @@ def test_progress_output_keeps_long_walks_alive(require_netns, require_bpf, larg
         assert written == (total + 1) >> shift, shift
 
 
-def test_threads_counting_at_once(require_netns, require_bpf, small_population):
-    expected = _total(small_population.expected)
+@pytest.fixture
+def stable_population(require_netns):
+    """Sockets that do not expire (no TIME_WAIT): the counts stay exact
+    however long a loaded machine makes the test."""
+    with Population(STABLE_SPEC) as pop:
+        yield pop
+
+
+def test_threads_counting_at_once(require_netns, require_bpf, stable_population):
+    expected = _total(stable_population.expected)
 
     def hammer():
         shared = fasttcpstat.Counter("bpf")
@@ -194,7 +203,7 @@ def test_threads_counting_at_once(require_netns, require_bpf, small_population):
         shared.close()
         return errors, results
 
-    errors, results = small_population.run(hammer)
+    errors, results = stable_population.run(hammer)
     assert errors == []
     assert len(results) == 400
     assert all(r == expected for r in results)
@@ -253,14 +262,10 @@ def _cache_under_threads(nthreads, rounds):
     return errors, wrong, nthreads * rounds
 
 
-def test_program_cache_under_threads(require_netns, require_bpf):
+def test_program_cache_under_threads(require_netns, require_bpf, stable_population):
     """An evicted program is closed only once no thread counts with it,
     and eviction keeps the right programs: every count equals netlink's."""
-    from .hardening import STABLE_SPEC
-    from .population import Population
-
-    with Population(STABLE_SPEC) as pop:
-        errors, wrong, total = pop.run(_cache_under_threads, 8, 60)
+    errors, wrong, total = stable_population.run(_cache_under_threads, 8, 60)
     assert errors == []
     assert wrong == []
     assert total == 480
@@ -331,7 +336,7 @@ def test_pinned_file_read_by_nobody(require_netns, small_population, pinned):
     ]
 
 
-def test_pinned_concurrent_readers(require_netns, small_population, pinned):
+def test_pinned_concurrent_readers(require_netns, stable_population, pinned):
     def hammer():
         results, errors = [], []
 
@@ -349,10 +354,10 @@ def test_pinned_concurrent_readers(require_netns, small_population, pinned):
             t.join()
         return errors, results
 
-    errors, results = small_population.run(hammer)
+    errors, results = stable_population.run(hammer)
     assert errors == []
     assert len(results) == 240
-    assert all(r == _total(small_population.expected) for r in results)
+    assert all(r == _total(stable_population.expected) for r in results)
 
 
 def test_pinned_progress_lines(require_netns, large_population, tmp_path):

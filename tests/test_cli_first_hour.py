@@ -381,16 +381,19 @@ def test_pin_as_nobody_says_it_needs_root():
 # ---- item 8: Ctrl-C while the command starts ---------------------------------------
 
 
-def test_ctrl_c_during_the_imports_gives_no_traceback_from_fasttcpstat():
+@pytest.mark.parametrize("how", ["console-script", "python-m"])
+def test_ctrl_c_during_the_imports_gives_no_traceback_from_fasttcpstat(how):
     """SIGINT at many moments of a one-shot command's first ~100 ms.  The
     interpreter's own start-up, before any of our code runs, can still
-    print one (as `python -c pass` does); ours must never."""
+    print one (as `python -c pass` does); ours must never.  `python -m`
+    imports the package before fasttcpstat/__main__.py runs."""
     script = shutil.which("fasttcpstat", path=os.path.dirname(sys.executable))
     assert script, "the console script is installed beside the interpreter"
+    command = [script] if how == "console-script" else [sys.executable, "-m", "fasttcpstat"]
     package = os.path.dirname(fasttcpstat.__file__)
     ours = 0
     for i in range(60):
-        proc = subprocess.Popen([script, "--backend", "procfs"], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([*command, "--backend", "procfs"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         time.sleep(i * 0.002)
         proc.send_signal(signal.SIGINT)
@@ -405,6 +408,33 @@ def test_ctrl_c_during_the_imports_gives_no_traceback_from_fasttcpstat():
         if "Traceback" not in err:
             assert proc.returncode in (0, 130, -signal.SIGINT), (proc.returncode, err)
     assert ours == 0
+
+
+
+# A Ctrl-C at a known moment of the package's import: an import hook raises
+# KeyboardInterrupt when the C extension's binding module is imported.
+_INTERRUPTED_IMPORT = """
+import sys
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == "fasttcpstat._netlink":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, Interrupt())
+sys.argv[0] = ARGV0
+import fasttcpstat
+"""
+
+
+@pytest.mark.parametrize("argv0, status, traceback", [
+    ("-m", 130, False),        # as while runpy locates fasttcpstat.__main__
+    ("app.py", -signal.SIGINT, True),  # a program's import: the interrupt is its own
+])
+def test_ctrl_c_while_the_package_imports(argv0, status, traceback):
+    code = _INTERRUPTED_IMPORT.replace("ARGV0", repr(argv0))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == status, done
+    assert ("KeyboardInterrupt" in done.stderr) is traceback, done.stderr
 
 
 # ---- item 11: pin is a subcommand --help shows -------------------------------------

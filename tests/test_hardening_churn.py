@@ -37,7 +37,6 @@ churn socket: S_f - 3(C+W) <= count <= S_f + 3(C+W).
 from __future__ import annotations
 
 import mmap
-import os
 import struct
 import subprocess
 import time

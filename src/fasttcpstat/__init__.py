@@ -9,22 +9,33 @@ the number of sockets: as root, a BPF iterator program counts inside the
 kernel; otherwise one netlink sock_diag dump (what ``ss`` uses) is tallied;
 where both are refused, /proc/net/tcp{,6} is read instead.
 """
-from __future__ import annotations
+try:
+    from . import _netlink
+    from ._bpf import pin
+    from ._counter import (
+        BACKENDS,
+        MAX_BY_PORT,
+        Counter,
+        auto_order,
+        counts,
+        counts_by_cgroup,
+        counts_by_port,
+    )
+    from ._states import FAMILIES, STATES
+    from ._summary import summary
+    from ._version import __version__
+except KeyboardInterrupt:
+    # `python -m fasttcpstat` imports this package before its __main__ can
+    # catch a Ctrl-C (runpy sets sys.argv[0] to "-m" until it has found
+    # __main__): end as the command does, with status 130 and no
+    # traceback.  Imported by a program, the interrupt is the program's.
+    # (No `from __future__ import` above: it would load a module before
+    # this try.)
+    import sys
 
-from . import _netlink
-from ._bpf import pin
-from ._counter import (
-    BACKENDS,
-    MAX_BY_PORT,
-    Counter,
-    auto_order,
-    counts,
-    counts_by_cgroup,
-    counts_by_port,
-)
-from ._states import FAMILIES, STATES
-from ._summary import summary
-from ._version import __version__
+    if getattr(sys, "argv", [])[:1] == ["-m"]:
+        raise SystemExit(130) from None  # 128 + SIGINT, as _fasttcpstat_launch
+    raise
 
 __all__ = [
     "BACKENDS",
@@ -63,7 +74,7 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'fasttcpstat' has no attribute {name!r}")
 
 
-def __dir__() -> list[str]:
+def __dir__() -> "list[str]":
     return sorted(set(globals()) | _LAZY)
 
 

@@ -1,8 +1,9 @@
 """The `netns=` argument: which network namespace to count.
 
 A namespace is named by a path (/var/run/netns/NAME, /proc/PID/ns/net) or
-by the pid of a process inside it.  The netlink backend opens its socket
-in the namespace (through a short-lived thread, see csrc/diag_sock.c);
+by the pid of a process inside it.  The netlink backend's socket is
+opened in the namespace by a short-lived Python thread that enters it
+with setns() (Netns.run_inside), so the caller's thread never switches;
 the /proc backend reads /proc/PID/net/tcp{,6}, which shows the namespace of
 PID without switching and so needs no privilege.
 """
