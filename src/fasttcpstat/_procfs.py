@@ -72,19 +72,23 @@ def _add(tally: List[int], digits: List[bytes]) -> None:
 
 
 def _chunks(fd: int) -> Iterator[bytes]:
-    """Whole lines from an open /proc/net file, in read-sized chunks."""
-    pending = b""
+    """Whole lines from an open /proc/net file, in read-sized chunks.  A
+    line longer than a chunk (never in a real file) is gathered in a list,
+    so its cost stays linear in its length."""
+    pending: List[bytes] = []
     while True:
         chunk = os.read(fd, _CHUNK)
         if not chunk:
             break
-        data = pending + chunk if pending else chunk
-        end = data.rfind(b"\n") + 1
-        pending = data[end:]
-        if end:
-            yield data[:end] if pending else data
+        end = chunk.rfind(b"\n") + 1
+        if not end:
+            pending.append(chunk)
+            continue
+        head = chunk[:end] if end < len(chunk) else chunk
+        yield b"".join(pending) + head if pending else head
+        pending = [chunk[end:]] if end < len(chunk) else []
     if pending:
-        yield pending
+        yield b"".join(pending)
 
 
 def _count_states(fd: int, tally: List[int]) -> None:
