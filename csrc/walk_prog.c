@@ -46,7 +46,7 @@ enum label {
     L_LAST, L_LAST_LHASH2, L_SOCKET, L_NEXT, L_RESCAN, L_NOT_REQ,
     L_STATE_CHECK, L_STATE_OK, L_BAD_STATE, L_FAM4, L_FAM6, L_BAD_FAMILY,
     L_FAM_DONE, L_STATES_OK, L_LOCAL_OK, L_REMOTE_OK, L_SKIP, L_ANY_NS,
-    L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_LOGGED,
+    L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_LOGGED, L_NS_LOOKUP, L_COUNT,
     NLABELS
 };
 _Static_assert(NLABELS <= FTS_ASM_MAXLABELS, "too many labels");
@@ -62,7 +62,7 @@ size_t
 fts_walk_prog_len(const struct fts_walk_filter *filter)
 {
     size_t ranges = filter == NULL ? 0 : filter->nlocal + filter->nremote;
-    return 256 + 8 * FTS_WALK_PROBES + 2 * ranges;
+    return 320 + 8 * FTS_WALK_PROBES + 2 * ranges;
 }
 
 /* ctl.field += 1 */
@@ -96,6 +96,10 @@ main_program(struct fts_asm *a, const struct fts_walk_layout *l, int map_fd)
     fts_ld_map(a, R6, FTS_BPF_PSEUDO_MAP_VALUE, map_fd, 0);
     fts_store_imm(a, R6, CTL(status), FTS_WALK_ST_OK, 4);
     fts_store_imm(a, R6, CTL(loops), 0, 8);
+    /* The namespace cache starts empty each run: between runs RCU is not
+     * held, and a freed struct net's memory may become another's.  1
+     * matches no pointer, not even a faulting load's 0. */
+    fts_store_imm(a, R6, CTL(last_net), 1, 8);
     fts_call_kfunc(a, l->kf_rcu_read_lock);
     fts_call(a, HELPER_ktime_get_ns);
     fts_store(a, R6, CTL(held_ns), R0, 8);
@@ -310,6 +314,30 @@ chain_end(struct fts_asm *a, int lhash2_ok, int then)
     fts_jump(a, FTS_J_JA, 0, 0, 0, then);
 }
 
+/* Namespace r1 (a struct net) missed the cache: r3 = its slot, then on
+ * at L_COUNT; or L_SKIP (not --only's), L_BAD_NS, L_FULL.  Only a slot
+ * or a skip is cached, never an anomaly. */
+static void
+ns_lookup(struct fts_asm *a, const struct fts_walk_layout *l,
+          uint32_t nslots)
+{
+    fts_place(a, L_NS_LOOKUP);
+    fts_mov_reg(a, R7, R1);
+    fts_load(a, R1, R1, (int16_t)l->net_inum, 4);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_BAD_NS);
+    fts_load(a, R2, R6, CTL(only_inum), 8);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R2, 0, 0, L_ANY_NS);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_X, R1, R2, 0, L_ANY_NS);
+    fts_store(a, R6, CTL(last_net), R7, 8);
+    fts_store_imm(a, R6, CTL(last_slot), 0, 8);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_SKIP);
+    fts_place(a, L_ANY_NS);
+    find_slot(a, nslots);
+    fts_store(a, R6, CTL(last_net), R7, 8);
+    fts_store(a, R6, CTL(last_slot), R3, 8);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_COUNT);
+}
+
 /* ctl.field += 1, and end this iteration. */
 static void
 tally_exit(struct fts_asm *a, int label, int16_t field)
@@ -383,29 +411,27 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
     cast(a, l, l->id_sock_common);
     fts_mov_reg(a, R7, R0);
+    /* The link is the next cursor; stored there, it reads back as a
+     * number (a nulls marker or a NULL link leave the cursor anyway). */
     fts_load(a, R1, R7, (int16_t)l->skc_node_next, 8);
-    launder(a, R1);
+    fts_store(a, R6, CTL(node), R1, 8);
+    fts_load(a, R1, R6, CTL(node), 8);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_UNREADABLE);
     fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LAST);
-    fts_store(a, R6, CTL(node), R1, 8);
-    fts_jump(a, FTS_J_JA, 0, 0, 0, L_SOCKET);
-    fts_place(a, L_LAST);
-    chain_end(a, L_LAST_LHASH2, L_SOCKET);
 
     fts_place(a, L_SOCKET);
     classify_state(a, l);
     classify_family(a, l);
     apply_filter(a, l, filter);
 
-    /* r1 = the socket's namespace inode number */
+    /* r1 = the socket's struct net.  Chains hold mostly one namespace:
+     * its slot (or 0, left out by --only) is cached for the next socket. */
     fts_load(a, R1, R7, (int16_t)l->skc_net, 8);
-    fts_load(a, R1, R1, (int16_t)l->net_inum, 4);
-    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_BAD_NS);
-    fts_load(a, R2, R6, CTL(only_inum), 8);
-    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R2, 0, 0, L_ANY_NS);
-    fts_jump(a, FTS_J_JNE | FTS_SRC_X, R1, R2, 0, L_SKIP);
-    fts_place(a, L_ANY_NS);
-    find_slot(a, nslots);
+    fts_load(a, R2, R6, CTL(last_net), 8);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_X, R1, R2, 0, L_NS_LOOKUP);
+    fts_load(a, R3, R6, CTL(last_slot), 8);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R3, 0, 0, L_SKIP);
+    fts_place(a, L_COUNT);
     count(a, nslots);
 
     tally_exit(a, L_SKIP, CTL(filtered));
@@ -415,6 +441,12 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     tally_exit(a, L_FULL, CTL(full));
     fts_place(a, L_NEXT);
     fts_exit_imm(a, 0);
+
+    /* Out of the common path: the chain's end, then a namespace not in
+     * the cache. */
+    fts_place(a, L_LAST);
+    chain_end(a, L_LAST_LHASH2, L_SOCKET);
+    ns_lookup(a, l, nslots);
 }
 
 size_t
