@@ -44,9 +44,10 @@ enum label {
     L_UNLOCK, L_CALLBACK, L_STEP, L_EHASH_DONE, L_TO_LHASH2, L_LHASH2,
     L_HEAD, L_FINISHED, L_STOP, L_UNREADABLE, L_EMPTY, L_EMPTY_LHASH2,
     L_LAST, L_LAST_LHASH2, L_SOCKET, L_NEXT, L_RESCAN, L_NOT_REQ,
-    L_STATE_CHECK, L_STATE_OK, L_BAD_STATE, L_FAM4, L_FAM6, L_BAD_FAMILY,
-    L_FAM_DONE, L_STATES_OK, L_LOCAL_OK, L_REMOTE_OK, L_SKIP, L_ANY_NS,
+    L_STATE_CHECK, L_STATE_OK, L_BAD_STATE, L_BAD_FAMILY, L_STATES_OK,
+    L_LOCAL_OK, L_REMOTE_OK, L_SKIP, L_ANY_NS,
     L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_LOGGED, L_NS_LOOKUP, L_COUNT,
+    L_TOUCHED_FAR, L_TOUCHED_NEAR,
     NLABELS
 };
 _Static_assert(NLABELS <= FTS_ASM_MAXLABELS, "too many labels");
@@ -62,7 +63,7 @@ size_t
 fts_walk_prog_len(const struct fts_walk_filter *filter)
 {
     size_t ranges = filter == NULL ? 0 : filter->nlocal + filter->nremote;
-    return 320 + 8 * FTS_WALK_PROBES + 2 * ranges;
+    return 352 + 8 * FTS_WALK_PROBES + 2 * ranges;
 }
 
 /* ctl.field += 1 */
@@ -160,7 +161,57 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
     fts_load(a, R1, R6, base, 8);
     fts_alu_reg(a, FTS_OP_ADD, R1, R3);
     fts_alu_imm(a, FTS_OP_ADD, R1, head);
-    fts_jump(a, FTS_J_JA, 0, 0, 0, L_HEAD);
+}
+
+/* Touching ahead.  A socket's lines are read when its predecessor's link
+ * arrives, so a chain costs one memory latency per socket, one after the
+ * other.  Loads whose results nothing waits for let the CPU fetch other
+ * chains meanwhile: at each ehash bucket start, the first socket of the
+ * bucket TOUCH_FAR ahead and the first two of the one TOUCH_NEAR ahead
+ * (its first is cached by then, so its link is at hand).  Measured at
+ * ~0.8M sockets: -26% CPU per pass; a third socket or distances
+ * 3/1, 6/3 gained nothing more, a cursor running ahead one node per
+ * step lost 10%. */
+#define TOUCH_FAR 4
+#define TOUCH_NEAR 2
+
+/* Load the first `depth` sockets of the ehash bucket `ahead` past the
+ * cursor (their link and state lines) and drop them; `done` is a label
+ * free for this use.  Clobbers r0-r5. */
+static void
+touch_bucket(struct fts_asm *a, const struct fts_walk_layout *l, int ahead,
+             int depth, int done)
+{
+    fts_load(a, R1, R6, CTL(bucket), 4);
+    fts_alu_imm(a, FTS_OP_ADD, R1, ahead);
+    fts_load(a, R2, R6, CTL(ehash_mask), 4);
+    fts_jump(a, FTS_J_JGT | FTS_SRC_X, R1, R2, 0, done);
+    fts_alu_imm(a, FTS_OP_MUL, R1, l->ehash_size);
+    fts_load(a, R2, R6, CTL(ehash), 8);
+    fts_alu_reg(a, FTS_OP_ADD, R1, R2);
+    fts_alu_imm(a, FTS_OP_ADD, R1, l->ehash_head);
+    cast(a, l, l->id_nulls_head);
+    fts_load(a, R1, R0, (int16_t)l->head_first, 8);
+    for (int k = 0; k < depth; k++) {
+        launder(a, R1);
+        fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, done);
+        fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, done);
+        fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
+        cast(a, l, l->id_sock_common);
+        fts_load(a, R1, R0, (int16_t)l->skc_node_next, 8);
+        fts_load(a, R2, R0, (int16_t)l->skc_state, 1);
+    }
+    fts_place(a, done);
+}
+
+/* At an ehash bucket start, r1 the head's address (kept). */
+static void
+touch_ahead(struct fts_asm *a, const struct fts_walk_layout *l)
+{
+    fts_mov_reg(a, R8, R1);
+    touch_bucket(a, l, TOUCH_FAR, 1, L_TOUCHED_FAR);
+    touch_bucket(a, l, TOUCH_NEAR, 2, L_TOUCHED_NEAR);
+    fts_mov_reg(a, R1, R8);
 }
 
 /* r8 = the state as netlink reports it, or jump to L_BAD_STATE. */
@@ -213,16 +264,14 @@ apply_filter(struct fts_asm *a, const struct fts_walk_layout *l,
 static void
 classify_family(struct fts_asm *a, const struct fts_walk_layout *l)
 {
+    _Static_assert((AF_INET | 8) == AF_INET6 && AF_INET6 >> 3 == 1,
+                   "the families differ in bit 3 only");
     fts_load(a, R9, R7, (int16_t)l->skc_family, 2);
-    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R9, 0, AF_INET, L_FAM4);
-    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R9, 0, AF_INET6, L_FAM6);
-    fts_jump(a, FTS_J_JA, 0, 0, 0, L_BAD_FAMILY);
-    fts_place(a, L_FAM4);
-    fts_mov_imm(a, R9, 0);
-    fts_jump(a, FTS_J_JA, 0, 0, 0, L_FAM_DONE);
-    fts_place(a, L_FAM6);
-    fts_mov_imm(a, R9, FAMILY_STRIDE);
-    fts_place(a, L_FAM_DONE);
+    fts_mov_reg(a, R2, R9);
+    fts_alu_imm(a, FTS_OP_OR, R2, 8);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, AF_INET6, L_BAD_FAMILY);
+    fts_alu_imm(a, FTS_OP_RSH, R9, 3);
+    fts_alu_imm(a, FTS_OP_MUL, R9, FAMILY_STRIDE);
 }
 
 /* r3 = the byte offset of the tally slot for namespace r1 (open
@@ -371,6 +420,8 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, FTS_WALK_TABLE_EHASH, L_LHASH2);
     bucket_head(a, CTL(ehash_mask), CTL(ehash), l->ehash_size,
                 l->ehash_head, L_EHASH_DONE);
+    touch_ahead(a, l);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_HEAD);
     fts_place(a, L_EHASH_DONE);
     fts_load(a, R1, R6, CTL(tables), 8);
     fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, FTS_WALK_LHASH2, L_TO_LHASH2);
@@ -434,6 +485,12 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_place(a, L_COUNT);
     count(a, nslots);
 
+    /* Out of the common path: the chain's end, then a namespace not in
+     * the cache. */
+    fts_place(a, L_LAST);
+    chain_end(a, L_LAST_LHASH2, L_SOCKET);
+    ns_lookup(a, l, nslots);
+
     tally_exit(a, L_SKIP, CTL(filtered));
     tally_exit(a, L_BAD_STATE, CTL(bad_state));
     tally_exit(a, L_BAD_FAMILY, CTL(bad_family));
@@ -441,12 +498,6 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     tally_exit(a, L_FULL, CTL(full));
     fts_place(a, L_NEXT);
     fts_exit_imm(a, 0);
-
-    /* Out of the common path: the chain's end, then a namespace not in
-     * the cache. */
-    fts_place(a, L_LAST);
-    chain_end(a, L_LAST_LHASH2, L_SOCKET);
-    ns_lookup(a, l, nslots);
 }
 
 size_t
