@@ -14,8 +14,9 @@
  * number is cast back to a typed pointer with bpf_rdonly_cast(), whose
  * loads the kernel guards (a faulting load reads 0).
  *
- * Callback registers: r6 the map value, r7 the socket, r8 its state,
- * r9 its family's offset in a tally slot (0 or 128).
+ * Callback registers: r6 the map value, r7 the socket (then its struct
+ * net on a namespace-cache miss), r8 its state (at a bucket start: the
+ * head's address), r9 its family's offset in a tally slot (0 or 128).
  */
 #include "walk_prog.h"
 
