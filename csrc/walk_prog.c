@@ -48,7 +48,7 @@ enum label {
     L_STATE_CHECK, L_STATE_OK, L_BAD_STATE, L_BAD_FAMILY, L_STATES_OK,
     L_LOCAL_OK, L_REMOTE_OK, L_SKIP, L_ANY_NS,
     L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_LOGGED, L_NS_LOOKUP, L_COUNT,
-    L_TOUCHED_FAR, L_TOUCHED_NEAR,
+    L_TOUCHED_8, L_TOUCHED_6, L_TOUCHED_4, L_TOUCHED_2, L_TOUCHED,
     NLABELS
 };
 _Static_assert(NLABELS <= FTS_ASM_MAXLABELS, "too many labels");
@@ -64,7 +64,7 @@ size_t
 fts_walk_prog_len(const struct fts_walk_filter *filter)
 {
     size_t ranges = filter == NULL ? 0 : filter->nlocal + filter->nremote;
-    return 352 + 8 * FTS_WALK_PROBES + 2 * ranges;
+    return 480 + 8 * FTS_WALK_PROBES + 2 * ranges;
 }
 
 /* ctl.field += 1 */
@@ -148,14 +148,17 @@ main_program(struct fts_asm *a, const struct fts_walk_layout *l, int map_fd)
     fts_exit_imm(a, 0);
 }
 
-/* A bucket start: r1 = the address of the bucket's chain head (then on
- * at L_HEAD), or jump to `past_end` after the last bucket.  `mask`,
- * `base`: the table's fields in ctl; `size`, `head`: its bucket layout. */
+/* r1 = the address of the chain head of the bucket `ahead` past the
+ * cursor, or jump to `past_end` past the last bucket.  `mask`, `base`:
+ * the table's fields in ctl; `size`, `head`: its bucket layout. */
 static void
 bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
-            uint16_t head, int past_end)
+            uint16_t head, int past_end, int ahead)
 {
     fts_load(a, R3, R6, CTL(bucket), 4);
+    if (ahead != 0) {
+        fts_alu_imm(a, FTS_OP_ADD, R3, ahead);
+    }
     fts_load(a, R4, R6, mask, 4);
     fts_jump(a, FTS_J_JGT | FTS_SRC_X, R3, R4, 0, past_end);
     fts_alu_imm(a, FTS_OP_MUL, R3, size);
@@ -167,14 +170,21 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
 /* Touching ahead.  A socket's lines are read when its predecessor's link
  * arrives, so a chain costs one memory latency per socket, one after the
  * other.  Loads whose results nothing waits for let the CPU fetch other
- * chains meanwhile: at each ehash bucket start, the first socket of the
- * bucket TOUCH_FAR ahead and the first two of the one TOUCH_NEAR ahead
- * (its first is cached by then, so its link is at hand).  Measured at
- * ~0.8M sockets: -26% CPU per pass; a third socket or distances
- * 3/1, 6/3 gained nothing more, a cursor running ahead one node per
- * step lost 10%. */
-#define TOUCH_FAR 4
-#define TOUCH_NEAR 2
+ * chains meanwhile: at an ehash bucket start, the first socket of the
+ * bucket 8 ahead, the first two of the one 6 ahead, and so on (each
+ * level's earlier sockets are cached by then, so their links are at
+ * hand).  Only after a chain of TOUCH_MIN_CHAIN sockets or more: in a
+ * sparse table the touches cost more than they save.  A/B against no
+ * touching, same session (bench/results/issue13e-*.md): 1M sockets
+ * 0.62x CPU per pass, 100k 0.95x; touching always: 100k 1.25x.  A
+ * cursor running ahead one node per step lost 10%. */
+#define TOUCH_MIN_CHAIN 2
+static const struct {
+    int ahead, depth, done;
+} TOUCH[] = {
+    {8, 1, L_TOUCHED_8}, {6, 2, L_TOUCHED_6}, {4, 3, L_TOUCHED_4},
+    {2, 4, L_TOUCHED_2},
+};
 
 /* Load the first `depth` sockets of the ehash bucket `ahead` past the
  * cursor (their link and state lines) and drop them; `done` is a label
@@ -183,14 +193,8 @@ static void
 touch_bucket(struct fts_asm *a, const struct fts_walk_layout *l, int ahead,
              int depth, int done)
 {
-    fts_load(a, R1, R6, CTL(bucket), 4);
-    fts_alu_imm(a, FTS_OP_ADD, R1, ahead);
-    fts_load(a, R2, R6, CTL(ehash_mask), 4);
-    fts_jump(a, FTS_J_JGT | FTS_SRC_X, R1, R2, 0, done);
-    fts_alu_imm(a, FTS_OP_MUL, R1, l->ehash_size);
-    fts_load(a, R2, R6, CTL(ehash), 8);
-    fts_alu_reg(a, FTS_OP_ADD, R1, R2);
-    fts_alu_imm(a, FTS_OP_ADD, R1, l->ehash_head);
+    bucket_head(a, CTL(ehash_mask), CTL(ehash), l->ehash_size,
+                l->ehash_head, done, ahead);
     cast(a, l, l->id_nulls_head);
     fts_load(a, R1, R0, (int16_t)l->head_first, 8);
     for (int k = 0; k < depth; k++) {
@@ -205,13 +209,24 @@ touch_bucket(struct fts_asm *a, const struct fts_walk_layout *l, int ahead,
     fts_place(a, done);
 }
 
-/* At an ehash bucket start, r1 the head's address (kept). */
+/* At an ehash bucket start, r1 the head's address (kept), r7 the
+ * iteration's index. */
 static void
 touch_ahead(struct fts_asm *a, const struct fts_walk_layout *l)
 {
     fts_mov_reg(a, R8, R1);
-    touch_bucket(a, l, TOUCH_FAR, 1, L_TOUCHED_FAR);
-    touch_bucket(a, l, TOUCH_NEAR, 2, L_TOUCHED_NEAR);
+    /* Only where chains are long: the previous bucket took index -
+     * chain_at iterations, its sockets + 1 (a new run's index is lower:
+     * a huge unsigned difference, which touches). */
+    fts_mov_reg(a, R2, R7);
+    fts_load(a, R3, R6, CTL(chain_at), 8);
+    fts_alu_reg(a, FTS_OP_SUB, R2, R3);
+    fts_store(a, R6, CTL(chain_at), R7, 8);
+    fts_jump(a, FTS_J_JLT | FTS_SRC_K, R2, 0, TOUCH_MIN_CHAIN + 1, L_TOUCHED);
+    for (size_t i = 0; i < sizeof(TOUCH) / sizeof(TOUCH[0]); i++) {
+        touch_bucket(a, l, TOUCH[i].ahead, TOUCH[i].depth, TOUCH[i].done);
+    }
+    fts_place(a, L_TOUCHED);
     fts_mov_reg(a, R1, R8);
 }
 
@@ -420,7 +435,7 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_load(a, R2, R6, CTL(table), 4);
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, FTS_WALK_TABLE_EHASH, L_LHASH2);
     bucket_head(a, CTL(ehash_mask), CTL(ehash), l->ehash_size,
-                l->ehash_head, L_EHASH_DONE);
+                l->ehash_head, L_EHASH_DONE, 0);
     touch_ahead(a, l);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_HEAD);
     fts_place(a, L_EHASH_DONE);
@@ -434,7 +449,7 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_place(a, L_LHASH2);
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, FTS_WALK_TABLE_LHASH2, L_STOP);
     bucket_head(a, CTL(lhash2_mask), CTL(lhash2), l->lhash2_size,
-                l->lhash2_head, L_FINISHED);
+                l->lhash2_head, L_FINISHED, 0);
     fts_place(a, L_HEAD);
     cast(a, l, l->id_nulls_head);
     fts_load(a, R1, R0, (int16_t)l->head_first, 8);
