@@ -175,7 +175,7 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
  * level's earlier sockets are cached by then, so their links are at
  * hand).  Only after a chain of TOUCH_MIN_CHAIN sockets or more: in a
  * sparse table the touches cost more than they save.  A/B against no
- * touching, same session (bench/results/issue13e-*.md): 1M sockets
+ * touching, same session (bench/results/walk-issue13e-*.md): 1M sockets
  * 0.62x CPU per pass, 100k 0.95x; touching always: 100k 1.25x.  A
  * cursor running ahead one node per step lost 10%. */
 #define TOUCH_MIN_CHAIN 2
