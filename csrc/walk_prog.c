@@ -174,10 +174,11 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
  * bucket 8 ahead, the first two of the one 6 ahead, and so on (each
  * level's earlier sockets are cached by then, so their links are at
  * hand).  Only after a chain of TOUCH_MIN_CHAIN sockets or more: in a
- * sparse table the touches cost more than they save.  A/B against no
- * touching, same session (bench/results/walk-issue13e-*.md): 1M sockets
- * 0.62x CPU per pass, 100k 0.95x; touching always: 100k 1.25x.  A
- * cursor running ahead one node per step lost 10%. */
+ * sparse table the touches cost more than they save.  A/B against the
+ * walk before (no touching, no namespace cache), same session: 1M
+ * sockets 0.62x CPU per pass, 100k 0.95x; touching always: 100k 1.24x
+ * (bench/results/walk-issue13e-*.md).  A cursor running ahead one node
+ * per step lost 10%. */
 #define TOUCH_MIN_CHAIN 2
 static const struct {
     int ahead, depth, done;
