@@ -15,6 +15,9 @@ the first N of them for each N (the walk's one pass sees them all).  Measured, C
                  one count inside the big namespace;
   iterator, every ns / netlink, every ns
                  one count inside each namespace, summed.
+  walk at REF    with --baseline REF: the same pass by the engine as it was
+                 at git revision REF, run alternately with ours (before and
+                 after in one session, under the same load).
 Every walk count is checked against each population's expected counts.
 No Python binding of the walk exists yet: the walk is the C engine, the
 others fasttcpstat's Python API (whose overhead is ~0.1 ms, negligible here).
@@ -44,11 +47,29 @@ SMALL = Spec(listen4=1, listen6=1, estab4=10, estab6=4, estab_mapped=2, close_wa
              syn_recv4=1)
 
 
+def compile_walk(src: str, exe: str) -> str:
+    subprocess.run(["cc", "-O2", "-std=c11", "-D_GNU_SOURCE", "-I" + os.path.join(src, "csrc"),
+                    os.path.join(src, "tests/c/walk_count.c"),
+                    *(os.path.join(src, "csrc", s) for s in ENGINE), "-o", exe], check=True)
+    return exe
+
+
+def compile_baseline(tmp: str, ref: str) -> str:
+    """walk_count as it was at git revision `ref`."""
+    src = os.path.join(tmp, "baseline")
+    files = subprocess.run(["git", "-C", ROOT, "ls-tree", "-r", "--name-only", ref, "csrc",
+                            "tests/c/walk_count.c"], check=True, capture_output=True,
+                           text=True).stdout.split()
+    for name in files:
+        os.makedirs(os.path.join(src, os.path.dirname(name)), exist_ok=True)
+        with open(os.path.join(src, name), "wb") as f:
+            f.write(subprocess.run(["git", "-C", ROOT, "show", f"{ref}:{name}"], check=True,
+                                   capture_output=True).stdout)
+    return compile_walk(src, os.path.join(tmp, "walk_count_baseline"))
+
+
 def compile_tools(tmp: str) -> "tuple[str, str]":
-    walk = os.path.join(tmp, "walk_count")
-    subprocess.run(["cc", "-O2", "-std=c11", "-D_GNU_SOURCE", "-I" + os.path.join(ROOT, "csrc"),
-                    os.path.join(ROOT, "tests/c/walk_count.c"),
-                    *(os.path.join(ROOT, "csrc", s) for s in ENGINE), "-o", walk], check=True)
+    walk = compile_walk(ROOT, os.path.join(tmp, "walk_count"))
     bare = os.path.join(tmp, "bare_diag")
     subprocess.run(["cc", "-O2", os.path.join(ROOT, "bench/c/bare_diag.c"), "-o", bare],
                    check=True)
@@ -116,7 +137,17 @@ def mismatches(passes: list, inums: list, pops: list) -> list:
     return out
 
 
-def measure(size: int, nsmalls: list, rounds: int, walk: str, bare: str) -> dict:
+def alternate(walk: str, baseline: str, rounds: int) -> "tuple[float, float]":
+    """Median CPU ms of a pass counting every namespace: ours, the baseline's."""
+    ours, theirs = [], []
+    for _ in range(rounds):
+        ours += [p["cpu_ms"] for p in walk_passes(walk, 1, "--quiet")[1]]
+        theirs += [p["cpu_ms"] for p in walk_passes(baseline, 1, "--quiet")[1]]
+    return statistics.median(ours), statistics.median(theirs)
+
+
+def measure(size: int, nsmalls: list, rounds: int, walk: str, bare: str,
+            baseline: "tuple[str, str] | None" = None) -> dict:
     nsmall = max(nsmalls)
     t0 = time.monotonic()
     big = shared_population(walk, bench_spec(size, time_wait=False), workers="auto",
@@ -141,7 +172,10 @@ def measure(size: int, nsmalls: list, rounds: int, walk: str, bare: str) -> dict
         net_each = [p.run(_count_cpu, "netlink", rounds)[0] for p in pops]
         walk_all = statistics.median(p["cpu_ms"] for p in passes)
         walk_one = statistics.median(p["cpu_ms"] for p in one)
+        versus = alternate(walk, baseline[1], rounds) if baseline else None
         return {
+            "baseline": {"ref": baseline[0], "walk_all_cpu_ms": versus[0],
+                         "baseline_all_cpu_ms": versus[1]} if versus else None,
             "size": size, "sockets_big": big.total, "small_namespaces": nsmall,
             "sockets_all": sum(p.total for p in pops), "build_s": round(built, 1),
             "load": load, "walk_exact": exact, "iterator_exact": exact_iter,
@@ -209,6 +243,18 @@ def report(results: list, argv: list) -> str:
                 f"{r['sockets_big']:,}", k, r["walk_all_cpu_ms"], e["iterator_cpu_ms"],
                 e["netlink_cpu_ms"], r["walk_all_cpu_ms"] / e["iterator_cpu_ms"],
                 r["walk_all_cpu_ms"] / e["netlink_cpu_ms"]))
+    versus = [r for r in results if r.get("baseline")]
+    if versus:
+        ref = versus[0]["baseline"]["ref"]
+        lines += ["", "Before and after (--baseline %s): passes over every namespace, "
+                  "the two engines alternately, medians." % ref, "",
+                  "| sockets in the big ns | walk now | walk at %s | now / before |" % ref,
+                  "|---|--:|--:|--:|"]
+        for r in versus:
+            b = r["baseline"]
+            lines.append("| %s | %.1f | %.1f | %.2fx |" % (
+                f"{r['sockets_big']:,}", b["walk_all_cpu_ms"], b["baseline_all_cpu_ms"],
+                b["walk_all_cpu_ms"] / b["baseline_all_cpu_ms"]))
     load = results[0]["load"] if results else {}
     lines += ["", "Program: %s instructions; the verifier processed %s; BTF read %.1f ms, "
               "load %.1f ms (wall)." % (load.get("insns"), load.get("verified_insns"),
@@ -222,13 +268,17 @@ def main() -> int:
     ap.add_argument("--small", default="10,50")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--name", default="walk-" + time.strftime("%Y%m%d-%H%M%S"))
+    ap.add_argument("--baseline", metavar="REF",
+                    help="also time the engine at this git revision, alternately with ours")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="issue13-walk-bench-") as tmp:
         walk, bare = compile_tools(tmp)
+        baseline = ((args.baseline, compile_baseline(tmp, args.baseline))
+                    if args.baseline else None)
         results = []
         for size in (int(s) for s in args.sizes.split(",")):
             nsmalls = [int(k) for k in args.small.split(",")]
-            results.append(measure(size, nsmalls, args.rounds, walk, bare))
+            results.append(measure(size, nsmalls, args.rounds, walk, bare, baseline))
             print(json.dumps(results[-1]), flush=True)
     text = report(results, sys.argv)
     out = os.path.join(ROOT, "bench", "results", args.name)

@@ -100,6 +100,9 @@ struct fts_walk_ctl {
     uint64_t tables;       /* in: FTS_WALK_EHASH | FTS_WALK_LHASH2 */
     uint64_t node;         /* cursor: next chain node; 0 = bucket start */
     uint64_t scratch;      /* turns a typed pointer into a number */
+    uint64_t last_net;     /* cache: the last socket's struct net, and */
+    uint64_t last_slot;    /* its slot's byte offset (0: filtered out) */
+    uint64_t chain_at;     /* the iteration the last bucket started at */
     uint64_t hashinfo;     /* out: the table walked (its identity) */
     uint64_t ehash;        /* bucket arrays, as numbers */
     uint64_t lhash2;
