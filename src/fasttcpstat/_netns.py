@@ -148,18 +148,22 @@ class Netns:
         thread then exits, and the caller's thread never switched, whatever
         failed.
         """
-        fd = self.open()
-        if _is_current(fd):
+        if _is_current(self.open()):
             # Our own namespace: no switch, so no CAP_SYS_ADMIN needed.
             return func()
+        return in_thread(func, self.enter_here, name="fasttcpstat-netns")
 
-        def enter() -> None:
-            try:
-                _setns(fd)
-            except PermissionError as exc:
-                raise PermissionError(exc.errno, permission_message(self, exc)) from None
-
-        return in_thread(func, enter, name="fasttcpstat-netns")
+    def enter_here(self) -> None:
+        """Move the calling thread into the namespace (setns()), unless it is
+        there already.  Only for a thread that ends afterwards (in_thread()):
+        the caller's thread never switches."""
+        fd = self.open()
+        if _is_current(fd):
+            return
+        try:
+            _setns(fd)
+        except PermissionError as exc:
+            raise PermissionError(exc.errno, permission_message(self, exc)) from None
 
 
 def in_thread(func: Callable[[], T], enter: Optional[Callable[[], None]] = None,

@@ -159,13 +159,22 @@ class Walk:
                 raise
             return True
 
-    def run(self, program: WalkCounter) -> Tuple[Dict[int, Pair], Dict[str, object]]:
+    def run(self, program: WalkCounter, entered: bool = False
+            ) -> Tuple[Dict[int, Pair], Dict[str, object]]:
+        """Make the pass: from a thread of its own, or with `entered`, from
+        the calling thread moved into netns (a thread that ends afterwards)."""
         def walk() -> Tuple[Dict[int, Pair], Dict[str, int]]:
             return program.walk(only_inum=self.only, tables=self.tables)
 
         if self._gone():
             return {}, {"gone": 1, "tables": self.tables, "where": self.where}
-        tallies, stats = walk() if self.netns is None else self.netns.run_inside(walk)
+        if self.netns is None:
+            tallies, stats = walk()
+        elif entered:
+            self.netns.enter_here()
+            tallies, stats = walk()
+        else:
+            tallies, stats = self.netns.run_inside(walk)
         _check_pass(stats)
         return tallies, dict(stats, tables=self.tables, where=self.where)
 
@@ -392,12 +401,23 @@ class WalkBackend(Backend):
         say "gone"): the namespaces it would have counted are not in the
         result unless another pass tallied them.
         """
+        walks = list(walks)
         program, loaded = self._program_for(query)
         sums: Dict[int, List[int]] = {}
         passes: List[Dict[str, object]] = []
         try:
-            for walk in walks:
-                tallies, stats = walk.run(program)
+            here = [i for i, walk in enumerate(walks) if walk.netns is None]
+            away = [i for i, walk in enumerate(walks) if walk.netns is not None]
+            made = {i: walks[i].run(program) for i in here}
+            if away:
+                # One thread enters each namespace in turn: a thread per
+                # pass cost ~0.2 ms each, most of a scrape of 100
+                # namespaces with tables of their own.
+                made.update(zip(away, in_thread(
+                    lambda: [walks[i].run(program, entered=True) for i in away],
+                    name="fasttcpstat-walk")))
+            for i in range(len(walks)):
+                tallies, stats = made[i]
                 passes.append(stats)
                 for inum, (v4, v6) in tallies.items():
                     total = sums.setdefault(inum, [0] * (2 * len(v4)))
