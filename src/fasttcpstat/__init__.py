@@ -61,6 +61,8 @@ _LAZY = {"AllNetnsCounter", "counts_all_netns", "list_netns"}
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import List
+
     from ._all_netns import AllNetnsCounter, counts_all_netns, list_netns
 
 
@@ -74,7 +76,7 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'fasttcpstat' has no attribute {name!r}")
 
 
-def __dir__() -> "list[str]":
+def __dir__() -> "List[str]":  # a string: Python 3.8 has no list[str]
     return sorted(set(globals()) | _LAZY)
 
 
