@@ -9,9 +9,11 @@ Two ways, chosen per call:
   listener table (lhash2) is the host's for every namespace, own ehash or
   not (inet_pernet_hashinfo_alloc() copies the host's hashinfo and
   replaces only ehash).  So a call walks the host's ehash once for every
-  namespace sharing it, lhash2 once, and each own ehash once from a
-  thread inside its namespace.  tcp_ehash_entries read inside each
-  namespace (once per namespace: a table never changes) says which is which.
+  namespace sharing it, lhash2 once, and each own ehash once from
+  inside its namespace: one thread enters them in turn, all passes in one
+  C call, through namespace files held open from one call to the next
+  (Held).  tcp_ehash_entries read inside each namespace (once per
+  namespace: a table never changes) says which is which.
 - Per namespace: the public Counter(netns=...), one per namespace, kept
   from one call to the next and closed when its namespace is gone.  A
   namespace is opened through a pid in it when it has one (so that,

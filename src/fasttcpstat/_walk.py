@@ -8,7 +8,8 @@ thread inside the counted namespace, so a namespace with its own ehash
 table (net.ipv4.tcp_child_ehash_entries) has that table walked.
 WalkBackend.count_tables() makes the passes of counts_all_netns(): each
 distinct table once, every namespace in it tallied (_all_netns.py plans
-which tables those are).
+which tables those are), all in one call of WalkCounter.walk_passes(),
+which enters each namespace in turn.
 
 It must never show a wrong count silently: before the first count of a
 process it counts a private namespace holding known sockets with the walk
