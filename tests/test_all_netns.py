@@ -717,3 +717,16 @@ def test_walk_passes_error_mid_hop_returns_home(world, require_walk):
         os.close(uts)
         program.close()
         target.close()
+
+
+def test_namespaces_over_the_held_limit_are_opened_per_call(world, require_walk):
+    """Past Held's limit (a share of the file descriptors) a namespace
+    walked from inside is opened for the call only: still exact."""
+    own = inode_of(world.pops["own_table"].ns_path)
+    with fasttcpstat.AllNetnsCounter("walk") as counter:
+        counter._held.limit = 0
+        for _ in range(2):
+            spaces = world.spaces()
+            _check_exact(counter.counts(), spaces)
+            assert f"own {own}" in {p["where"] for p in counter.walk_passes}
+            assert counter._held.held() == set() and counter._held._once == []
