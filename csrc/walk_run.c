@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "bpf_abi.h"
 #include "bpf_sys.h"
@@ -455,11 +456,23 @@ fts_walker_pass(struct fts_walker *w, unsigned tables, uint32_t budget,
                        interrupt_arg, err);
 }
 
-/* Enter the namespace of `fd` (-1: `home`) unless there already. */
+/* Enter the namespace of `fd` (-1: `home`) unless there already.  A pass
+ * that tallies one namespace (`only_inum`) must be made from inside that
+ * one: from another, it would find none of its sockets and say 0. */
 static int
-enter(int fd, int home, int *at, struct fts_error *err)
+enter(int fd, uint32_t only_inum, int home, int *at, struct fts_error *err)
 {
     int target = fd >= 0 ? fd : home;
+    if (fd >= 0 && only_inum != 0) {
+        struct stat st;
+        if (fstat(fd, &st) < 0) {
+            return fts_fail(err, errno, "fstat() of a namespace to walk");
+        }
+        if (st.st_ino != only_inum) {
+            return fts_fail(err, EINVAL, "a pass that tallies one namespace "
+                                         "must be made from inside it");
+        }
+    }
     if (target == *at) {
         return 0;
     }
@@ -509,7 +522,7 @@ fts_walker_passes(struct fts_walker *w, struct fts_walk_job *jobs,
             rc = -1;
             break;
         }
-        if (enter(j->netns_fd, home, &at, err) < 0
+        if (enter(j->netns_fd, j->only_inum, home, &at, err) < 0
             || pass_adding(w, j->tables, budget, j->only_inum, &j->st,
                            on_interrupt, interrupt_arg, err) < 0) {
             rc = -1;
@@ -519,7 +532,7 @@ fts_walker_passes(struct fts_walker *w, struct fts_walk_job *jobs,
     *failed = i;
     if (home >= 0) {
         struct fts_error back = {0, NULL};
-        if (enter(-1, home, &at, &back) < 0) {
+        if (enter(-1, 0, home, &at, &back) < 0) {
             *err = back;  /* worse than any failure of a pass */
             *failed = n;
             rc = -1;

@@ -84,8 +84,10 @@ int fts_walker_pass(struct fts_walker *w, unsigned tables, uint32_t budget,
                     struct fts_error *err);
 
 /* One pass of fts_walker_passes(): `tables` of the namespace open as
- * `netns_fd` (an nsfs file; -1: the calling thread's own namespace),
- * tallying only `only_inum` if non-zero; `st` receives its statistics. */
+ * `netns_fd` (an nsfs file, open for the whole call; -1: the calling
+ * thread's own namespace), tallying only `only_inum` if non-zero (with a
+ * netns_fd, it must be that namespace's inode: EINVAL otherwise); `st`
+ * receives its statistics. */
 struct fts_walk_job {
     int netns_fd;
     unsigned tables;

@@ -704,6 +704,11 @@ def test_walk_passes_error_mid_hop_returns_home(world, require_walk):
             assert inode_of("/proc/thread-self/ns/net") == home
         with pytest.raises(ValueError, match=r"jobs\[1\]"):
             program.walk_passes([(fd, 1, inode), (fd, 4, inode)])
+        # Tallying a namespace from inside another would say 0.
+        with pytest.raises(OSError, match="from inside it") as raised:
+            program.walk_passes([(fd, 1, home)])
+        assert raised.value.errno == errno.EINVAL
+        assert inode_of("/proc/thread-self/ns/net") == home
         # Its own ehash from inside it, then the listeners from here:
         # exactly its sockets, and back here.
         tallies, stats = program.walk_passes([(fd, 1, inode), (-1, 2, 0)])
