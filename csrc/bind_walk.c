@@ -230,17 +230,27 @@ struct pass {
     uint32_t nslots;
 };
 
+/* After fork(): the child's own program (see WalkCounter.owner). */
+static int
+own_program(WalkCounter *self, struct fts_core_call *call)
+{
+    if (self->owner != getpid()) {
+        fts_walker_close(&self->walker);
+        if (load_program((PyObject *)self, NULL, 0, &call->err) < 0) {
+            call->context = "cannot reload the walk program after fork()";
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int
 run_pass(PyObject *obj, void *arg, struct fts_core_call *call)
 {
     WalkCounter *self = (WalkCounter *)obj;
     struct pass *p = arg;
-    if (self->owner != getpid()) {
-        fts_walker_close(&self->walker);
-        if (load_program(obj, NULL, 0, &call->err) < 0) {
-            call->context = "cannot reload the walk program after fork()";
-            return -1;
-        }
+    if (own_program(self, call) < 0) {
+        return -1;
     }
     if (fts_walker_pass(&self->walker, p->tables, p->budget, p->only_inum,
                         &p->st, fts_py_check_signals, &call->released,
@@ -287,13 +297,13 @@ stats_dict(const struct fts_walk_stats *st)
         "anomalies", (unsigned long long)fts_walk_anomalies(st));
 }
 
-/* {inum: (ipv4, ipv6)} of every namespace the pass found. */
+/* {inum: (ipv4, ipv6)} of every namespace in `slots`. */
 static PyObject *
-tallies_dict(const struct pass *p)
+tallies_dict(const struct fts_walk_slot *slots, uint32_t nslots)
 {
     PyObject *d = PyDict_New();
-    for (uint32_t i = 0; d != NULL && i < p->nslots; i++) {
-        const struct fts_walk_slot *s = &p->slots[i];
+    for (uint32_t i = 0; d != NULL && i < nslots; i++) {
+        const struct fts_walk_slot *s = &slots[i];
         if (s->inum == 0) {
             continue;
         }
@@ -341,7 +351,7 @@ WalkCounter_walk(WalkCounter *self, PyObject *args, PyObject *kwargs)
     PyObject *tallies = NULL;
     if (fts_core_run(&self->core, run_pass, (PyObject *)self, &p,
                      "walk count") == 0) {
-        tallies = tallies_dict(&p);
+        tallies = tallies_dict(p.slots, p.nslots);
     }
     PyMem_Free(p.slots);
     if (tallies == NULL) {
@@ -350,6 +360,137 @@ WalkCounter_walk(WalkCounter *self, PyObject *args, PyObject *kwargs)
     PyObject *stats = stats_dict(&p.st);
     if (stats == NULL) {
         Py_DECREF(tallies);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", tallies, stats);
+}
+
+struct batch {
+    struct fts_walk_job *jobs;
+    size_t njobs;
+    uint32_t budget;
+    size_t failed;
+    /* The slots in use, copied under the lock. */
+    struct fts_walk_slot *slots;
+    uint32_t nslots;
+};
+
+static int
+run_batch(PyObject *obj, void *arg, struct fts_core_call *call)
+{
+    WalkCounter *self = (WalkCounter *)obj;
+    struct batch *b = arg;
+    if (own_program(self, call) < 0) {
+        return -1;
+    }
+    if (fts_walker_passes(&self->walker, b->jobs, b->njobs, b->budget,
+                          &b->failed, fts_py_check_signals, &call->released,
+                          &call->err) < 0) {
+        return -1;
+    }
+    b->nslots = 0;
+    for (uint32_t i = 0; i < self->walker.nslots; i++) {
+        if (self->walker.slots[i].inum != 0) {
+            b->slots[b->nslots++] = self->walker.slots[i];
+        }
+    }
+    return 0;
+}
+
+/* jobs: a sequence of (fd, tables, only_inum), into b->jobs. */
+static int
+parse_jobs(PyObject *jobs, struct batch *b)
+{
+    Py_ssize_t n = PySequence_Size(jobs);
+    if (n < 0) {
+        PyErr_SetString(PyExc_TypeError, "jobs must be a sequence of "
+                                         "(fd, tables, only_inum)");
+        return -1;
+    }
+    b->jobs = PyMem_Calloc(n > 0 ? (size_t)n : 1, sizeof(*b->jobs));
+    if (b->jobs == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->njobs = (size_t)n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        struct fts_walk_job *j = &b->jobs[i];
+        PyObject *item = PySequence_GetItem(jobs, i);
+        int ok = item != NULL
+                 && PyArg_ParseTuple(item, "iII;jobs must hold (fd, tables, "
+                                     "only_inum)", &j->netns_fd, &j->tables,
+                                     &j->only_inum);
+        Py_XDECREF(item);
+        if (!ok) {
+            return -1;
+        }
+        if (j->netns_fd < -1 || j->tables == 0
+            || (j->tables & ~(FTS_WALK_EHASH | FTS_WALK_LHASH2))) {
+            PyErr_Format(PyExc_ValueError, "jobs[%zd]: fd must be -1 (this "
+                         "thread's namespace) or an open namespace file, "
+                         "and tables 1 (ehash), 2 (listeners) or 3 (both)",
+                         i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(passes_doc,
+"walk_passes(jobs, budget=16384)\n--\n\n"
+"Make one pass per job, in order, with the GIL released once, and return\n"
+"(tallies, stats): tallies added up over every pass, {namespace inode:\n"
+"(ipv4, ipv6)}, and a list of each pass's statistics (as walk() gives).\n"
+"jobs: (fd, tables, only_inum) each: the pass walks `tables` of the\n"
+"network namespace open as fd (setns(); -1: the calling thread's own),\n"
+"tallying only only_inum if not 0.  The calling thread is back in its\n"
+"own namespace afterwards, whatever failed (unless the error says it\n"
+"could not return: call this from a thread that ends after).");
+
+static PyObject *
+WalkCounter_walk_passes(WalkCounter *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"jobs", "budget", NULL};
+    PyObject *jobs_obj;
+    struct batch b = {.budget = DEFAULT_BUDGET};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|I:walk_passes", kwlist,
+                                     &jobs_obj, &b.budget)) {
+        return NULL;
+    }
+    if (b.budget == 0) {
+        PyErr_SetString(PyExc_ValueError, "budget must be at least 1");
+        return NULL;
+    }
+    PyObject *tallies = NULL, *stats = NULL;
+    if (parse_jobs(jobs_obj, &b) < 0) {
+        goto done;
+    }
+    b.slots = PyMem_Malloc(self->nslots * sizeof(*b.slots));
+    if (b.slots == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (fts_core_run(&self->core, run_batch, (PyObject *)self, &b,
+                     "walk of every table") < 0) {
+        goto done;
+    }
+    tallies = tallies_dict(b.slots, b.nslots);
+    stats = tallies == NULL ? NULL : PyList_New((Py_ssize_t)b.njobs);
+    for (size_t i = 0; stats != NULL && i < b.njobs; i++) {
+        PyObject *one = stats_dict(&b.jobs[i].st);
+        if (one == NULL) {
+            Py_CLEAR(stats);
+            break;
+        }
+        PyList_SetItem(stats, (Py_ssize_t)i, one);  /* steals one */
+    }
+    if (stats == NULL) {
+        Py_CLEAR(tallies);
+    }
+done:
+    PyMem_Free(b.jobs);
+    PyMem_Free(b.slots);
+    if (tallies == NULL) {
         return NULL;
     }
     return Py_BuildValue("(NN)", tallies, stats);
@@ -382,6 +523,8 @@ WalkCounter_get_insns(WalkCounter *self, void *Py_UNUSED(closure))
 static PyMethodDef WalkCounter_methods[] = {
     {"walk", (PyCFunction)(void (*)(void))WalkCounter_walk,
      METH_VARARGS | METH_KEYWORDS, pass_doc},
+    {"walk_passes", (PyCFunction)(void (*)(void))WalkCounter_walk_passes,
+     METH_VARARGS | METH_KEYWORDS, passes_doc},
     {"close", (PyCFunction)WalkCounter_close, METH_NOARGS,
      "close()\n--\n\nUnload the program and free the tallies."},
     {NULL, NULL, 0, NULL}

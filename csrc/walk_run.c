@@ -5,12 +5,15 @@
 #include "walk_run.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "bpf_abi.h"
 #include "bpf_sys.h"
@@ -356,14 +359,9 @@ give_up(struct fts_walker *w, struct fts_walk_stats *st)
     w->ctl->bucket++;
 }
 
-int
-fts_walker_pass(struct fts_walker *w, unsigned tables, uint32_t budget,
-                uint32_t only_inum,
-                struct fts_walk_stats *st, fts_interrupt_fn on_interrupt,
-                void *interrupt_arg, struct fts_error *err)
+static int
+check_pass_args(unsigned tables, uint32_t budget, struct fts_error *err)
 {
-    struct fts_walk_ctl *c = w->ctl;
-    memset(st, 0, sizeof(*st));
     if (budget == 0) {
         return fts_fail(err, EINVAL, "budget must be at least 1");
     }
@@ -371,7 +369,24 @@ fts_walker_pass(struct fts_walker *w, unsigned tables, uint32_t budget,
         return fts_fail(err, EINVAL, "tables must be FTS_WALK_EHASH and/or "
                                      "FTS_WALK_LHASH2");
     }
-    memset(c, 0, fts_walk_value_size(w->nslots));
+    return 0;
+}
+
+/* One pass, adding to the slots as they are: only the control block is
+ * reset (the slots are most of the map value: 0.9 MB at 4096 slots, whose
+ * zeroing was most of a small table's pass). */
+static int
+pass_adding(struct fts_walker *w, unsigned tables, uint32_t budget,
+            uint32_t only_inum, struct fts_walk_stats *st,
+            fts_interrupt_fn on_interrupt, void *interrupt_arg,
+            struct fts_error *err)
+{
+    struct fts_walk_ctl *c = w->ctl;
+    memset(st, 0, sizeof(*st));
+    if (check_pass_args(tables, budget, err) < 0) {
+        return -1;
+    }
+    memset(c, 0, sizeof(*c));
     c->budget = budget;
     c->slack = w->slack;
     c->only_inum = only_inum;
@@ -428,6 +443,103 @@ fts_walker_pass(struct fts_walker *w, unsigned tables, uint32_t budget,
     }
     collect(c, st);
     return 0;
+}
+
+int
+fts_walker_pass(struct fts_walker *w, unsigned tables, uint32_t budget,
+                uint32_t only_inum,
+                struct fts_walk_stats *st, fts_interrupt_fn on_interrupt,
+                void *interrupt_arg, struct fts_error *err)
+{
+    memset(w->slots, 0, (size_t)w->nslots * sizeof(*w->slots));
+    return pass_adding(w, tables, budget, only_inum, st, on_interrupt,
+                       interrupt_arg, err);
+}
+
+/* Enter the namespace of `fd` (-1: `home`) unless there already.  A pass
+ * that tallies one namespace (`only_inum`) must be made from inside that
+ * one: from another, it would find none of its sockets and say 0. */
+static int
+enter(int fd, uint32_t only_inum, int home, int *at, struct fts_error *err)
+{
+    int target = fd >= 0 ? fd : home;
+    if (fd >= 0 && only_inum != 0) {
+        struct stat st;
+        if (fstat(fd, &st) < 0) {
+            return fts_fail(err, errno, "fstat() of a namespace to walk");
+        }
+        if (st.st_ino != only_inum) {
+            return fts_fail(err, EINVAL, "a pass that tallies one namespace "
+                                         "must be made from inside it");
+        }
+    }
+    if (target == *at) {
+        return 0;
+    }
+    if (setns(target, CLONE_NEWNET) < 0) {
+        return fts_fail(err, errno, fd >= 0 ? "setns() into a namespace to "
+                                              "walk its table"
+                                            : "setns() back into the "
+                                              "walking thread's namespace");
+    }
+    *at = target;
+    return 0;
+}
+
+int
+fts_walker_passes(struct fts_walker *w, struct fts_walk_job *jobs,
+                  size_t n, uint32_t budget, size_t *failed,
+                  fts_interrupt_fn on_interrupt, void *interrupt_arg,
+                  struct fts_error *err)
+{
+    *failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        memset(&jobs[i].st, 0, sizeof(jobs[i].st));
+        if (check_pass_args(jobs[i].tables, budget, err) < 0) {
+            *failed = i;
+            return -1;
+        }
+    }
+    int home = -1;
+    for (size_t i = 0; i < n && home < 0; i++) {
+        if (jobs[i].netns_fd >= 0) {
+            home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+            if (home < 0) {
+                return fts_fail(err, errno, "open(/proc/thread-self/ns/net)"
+                                            " before walking other "
+                                            "namespaces");
+            }
+        }
+    }
+    memset(w->slots, 0, (size_t)w->nslots * sizeof(*w->slots));
+    int at = home, rc = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        struct fts_walk_job *j = &jobs[i];
+        if (i > 0 && on_interrupt != NULL
+            && on_interrupt(interrupt_arg, 0)) {
+            fts_fail(err, EINTR, "the walk was interrupted");
+            rc = -1;
+            break;
+        }
+        if (enter(j->netns_fd, j->only_inum, home, &at, err) < 0
+            || pass_adding(w, j->tables, budget, j->only_inum, &j->st,
+                           on_interrupt, interrupt_arg, err) < 0) {
+            rc = -1;
+            break;
+        }
+    }
+    *failed = i;
+    if (home >= 0) {
+        struct fts_error back = {0, NULL};
+        if (enter(-1, 0, home, &at, &back) < 0) {
+            *err = back;  /* worse than any failure of a pass */
+            *failed = n;
+            rc = -1;
+        }
+        close(home);
+    }
+    return rc;
 }
 
 const struct fts_walk_slot *

@@ -83,6 +83,30 @@ int fts_walker_pass(struct fts_walker *w, unsigned tables, uint32_t budget,
                     fts_interrupt_fn on_interrupt, void *interrupt_arg,
                     struct fts_error *err);
 
+/* One pass of fts_walker_passes(): `tables` of the namespace open as
+ * `netns_fd` (an nsfs file, open for the whole call; -1: the calling
+ * thread's own namespace), tallying only `only_inum` if non-zero (with a
+ * netns_fd, it must be that namespace's inode: EINVAL otherwise); `st`
+ * receives its statistics. */
+struct fts_walk_job {
+    int netns_fd;
+    unsigned tables;
+    uint32_t only_inum;
+    struct fts_walk_stats st;
+};
+
+/* Make the `n` passes of `jobs` in order, the slots zeroed once before the
+ * first and each pass adding to them: each namespace's table is walked
+ * from inside it (setns()), with no return to the caller between passes.
+ * The calling thread is back in its own namespace when this returns, on
+ * every path; if even that fails, the error says so (the caller should
+ * then be a thread that ends).  Returns 0, or -1 with `err` set and
+ * `*failed` the index of the pass that failed (n: none; the return). */
+int fts_walker_passes(struct fts_walker *w, struct fts_walk_job *jobs,
+                      size_t n, uint32_t budget, size_t *failed,
+                      fts_interrupt_fn on_interrupt, void *interrupt_arg,
+                      struct fts_error *err);
+
 /* The slot of namespace `inum` after a pass, or NULL if none. */
 const struct fts_walk_slot *fts_walker_find(const struct fts_walker *w,
                                             uint32_t inum);

@@ -103,11 +103,19 @@ class BoundNetns:
     are made from a thread that entered it and held by this process,
     which lives elsewhere, so no /proc/PID/ns/net points to it."""
 
-    def __init__(self, name: str, listeners: int = 0, pairs: int = 0) -> None:
+    def __init__(self, name: str, listeners: int = 0, pairs: int = 0,
+                 own_table: bool = False) -> None:
         self.name = name
         self.path = f"/run/netns/{name}"
         self.sockets: list = []
-        subprocess.run(["ip", "netns", "add", name], check=True)
+        add = ["ip", "netns", "add", name]
+        if own_table:
+            # Made from a throwaway namespace whose tcp_child_ehash_entries
+            # gives its children a table of their own.
+            add = ["unshare", "--net", "sh", "-c",
+                   f"echo {OWN_TABLE_BUCKETS} > /proc/sys/net/ipv4/tcp_child_ehash_entries"
+                   f" && exec ip netns add {name}"]
+        subprocess.run(add, check=True)
         try:
             subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
             target = Netns(self.path)
@@ -293,10 +301,10 @@ def test_namespace_gone_during_call(world, monkeypatch, backend, held_by):
             remove_once()
         return real_counter(backend, netns=netns, **kw)
 
-    def plan_after_removal(namespaces, tables, mine):
+    def plan_after_removal(namespaces, tables, mine, opener=None):
         assert doomed_inode in namespaces
         remove_once()
-        return real_plan(namespaces, tables, mine)
+        return real_plan(namespaces, tables, mine, opener)
 
     monkeypatch.setattr(_all_netns, "Counter", counter_after_removal)
     monkeypatch.setattr(_all_netns, "plan_walks", plan_after_removal)
@@ -530,14 +538,14 @@ def test_walk_anomaly_mid_call_falls_back(world, monkeypatch, require_walk):
     from fasttcpstat import _walk
 
     spaces = world.spaces()
-    real = _walk.Walk.run
+    real = _walk.WalkBackend.count_tables
 
-    def full_table(self, program):
-        tallies, stats = real(self, program)
-        _walk._check_pass(dict(stats, full=1, anomalies=1))
-        return tallies, stats
+    def full_table(self, walks, query):
+        tallies, passes = real(self, walks, query)
+        _walk._check_pass(dict(passes[0], full=1, anomalies=1))
+        return tallies, passes
 
-    monkeypatch.setattr(_walk.Walk, "run", full_table)
+    monkeypatch.setattr(_walk.WalkBackend, "count_tables", full_table)
     with fasttcpstat.AllNetnsCounter() as counter:
         for _ in range(2):
             _check_exact(counter.counts(), spaces)
@@ -559,7 +567,9 @@ def _plan(tables: dict, mine: int, init=None, monkeypatch=None):
     found = {inode: Found(inode, pids=[inode]) for inode in tables}
     plan = _all_netns.plan_walks(found, tables, mine)
     plan.close()
-    return ([(w.tables, w.only, w.netns is None) for w in plan.walks], plan.covers,
+    # Here: not from inside another namespace (these are made up: gone).
+    return ([(w.tables, w.only, w.netns is None and not w.gone) for w in plan.walks],
+            plan.covers,
             sorted(plan.rest))
 
 
@@ -602,16 +612,126 @@ def test_plan_no_namespace_shares(monkeypatch):
     assert covers == [set(), {4}, {8}]
 
 
-def test_walk_pass_from_a_namespace_since_replaced():
+def test_walk_pass_from_a_namespace_since_replaced(monkeypatch):
     """A pass planned from inside namespace X whose path now opens another
     one (X's pid exited and was reused elsewhere) is not made: walking the
     other's table would count its sockets twice.  Its namespaces then go
     the per-namespace way (test_namespace_gone_during_call)."""
-    from fasttcpstat._walk import EHASH, Walk
+    from fasttcpstat._netns_list import Found
 
-    target = Netns("/proc/self/ns/net")
+    replaced = Found(1, pids=[os.getpid()])  # our path: another inode than 1
+    assert _all_netns.open_checked(replaced) is None
+    monkeypatch.setattr(_all_netns, "host_inode", lambda namespaces: None)
+    plan = _all_netns.plan_walks({1: replaced}, {1: OWN_TABLE_BUCKETS},
+                                 inode_of("/proc/self/ns/net"))
+    plan.close()
+    assert [(w.where, w.gone, w.netns) for w in plan.walks] == [
+        ("listeners", False, None), ("own 1", True, None)]
+
+
+def _our_fds_on(inode: int) -> list:
+    """Our file descriptors open on the namespace of `inode`."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            # stat, not readlink: one opened through a bind mount reads
+            # as the mount's path.
+            if os.stat(f"/proc/self/fd/{fd}").st_ino == inode:
+                found.append(int(fd))
+        except OSError:
+            pass  # the listing's own fd, closed since
+    return found
+
+
+@pytest.mark.parametrize("walker", ["walk", "auto"])
+def test_held_namespace_replaced_then_deleted(world, walker, require_walk):
+    """A namespace walked from inside is held open from one call to the
+    next; replaced by a new one under the same path, the new one is
+    counted (the old one dropped and closed), and once deleted it is
+    neither counted nor held."""
+    name = f"{PREFIX}-swap"
+    made = BoundNetns(name, listeners=1, pairs=2, own_table=True)
     try:
-        planned = Walk(target, EHASH, only=1, where="own 1", inode=1)
-        assert planned.run(None) == ({}, {"gone": 1, "tables": EHASH, "where": "own 1"})
+        with fasttcpstat.AllNetnsCounter(walker) as counter:
+            old = inode_of(made.path)
+            spaces = world.spaces()
+            got = counter.counts()
+            _check_exact(got, spaces)
+            assert got[old] == made.expected == ss_in(made.path)
+            assert f"own {old}" in {p["where"] for p in counter.walk_passes}
+            assert old in counter._held.held() and _our_fds_on(old)
+            made.delete()
+            made = BoundNetns(name, listeners=2, pairs=1, own_table=True)
+            new = inode_of(made.path)
+            assert new != old  # ours held the old inode: not reused
+            got = counter.counts()
+            _check_exact(got, spaces)
+            assert old not in got and got[new] == made.expected == ss_in(made.path)
+            assert new in counter._held.held() and old not in counter._held.held()
+            assert not _our_fds_on(old)
+            made.delete()
+            got = counter.counts()
+            _check_exact(got, spaces)
+            assert new not in got and new not in counter._held.held()
+            assert not _our_fds_on(new)
+        assert counter._held.held() == set()
     finally:
+        made.delete()
+
+
+def test_walk_passes_error_mid_hop_returns_home(world, require_walk):
+    """walk_passes() enters one namespace after another; a pass that
+    cannot enter its namespace (not a network namespace file, not an open
+    file) fails the call with errno, and the calling thread is back in its
+    own namespace.  Made on this test's own thread on purpose: a thread
+    left elsewhere would make every later test here count wrong."""
+    import errno
+
+    from fasttcpstat import _fasttcpstat, _walk
+    from fasttcpstat._states import _STATE_NUMBER
+
+    pop = world.pops["own_table"]
+    home = inode_of("/proc/thread-self/ns/net")
+    target = Netns(pop.ns_path)
+    program = _fasttcpstat.WalkCounter(_walk.layout())
+    uts = os.open("/proc/self/ns/uts", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd, inode = target.open(), inode_of(pop.ns_path)
+        for bad, code in ((uts, errno.EINVAL), (2 ** 20, errno.EBADF)):
+            with pytest.raises(OSError) as raised:
+                program.walk_passes([(fd, 1, inode), (bad, 1, 0), (fd, 1, inode)])
+            assert raised.value.errno == code
+            assert inode_of("/proc/thread-self/ns/net") == home
+        with pytest.raises(ValueError, match=r"jobs\[1\]"):
+            program.walk_passes([(fd, 1, inode), (fd, 4, inode)])
+        # Tallying a namespace from inside another would say 0.
+        with pytest.raises(OSError, match="from inside it") as raised:
+            program.walk_passes([(fd, 1, home)])
+        assert raised.value.errno == errno.EINVAL
+        assert inode_of("/proc/thread-self/ns/net") == home
+        # Its own ehash from inside it, then the listeners from here:
+        # exactly its sockets, and back here.
+        tallies, stats = program.walk_passes([(fd, 1, inode), (-1, 2, 0)])
+        assert inode_of("/proc/thread-self/ns/net") == home
+        assert [s["anomalies"] for s in stats] == [0, 0]
+        assert stats[0]["buckets"] == OWN_TABLE_BUCKETS
+        v4, v6 = tallies[inode]
+        got = {state: v4[_STATE_NUMBER[state]] + v6[_STATE_NUMBER[state]] for state in STATES}
+        assert got == total_expected(pop.expected) == ss_in(pop.ns_path)
+    finally:
+        os.close(uts)
+        program.close()
         target.close()
+
+
+def test_namespaces_over_the_held_limit_are_opened_per_call(world, require_walk):
+    """Past Held's limit (a share of the file descriptors) a namespace
+    walked from inside is opened for the call only: still exact."""
+    own = inode_of(world.pops["own_table"].ns_path)
+    with fasttcpstat.AllNetnsCounter("walk") as counter:
+        counter._held.limit = 0
+        for _ in range(2):
+            spaces = world.spaces()
+            _check_exact(counter.counts(), spaces)
+            assert f"own {own}" in {p["where"] for p in counter.walk_passes}
+            assert counter._held.held() == set() and counter._held._once == []

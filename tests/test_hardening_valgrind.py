@@ -34,7 +34,7 @@ COUNTS = 1000
 SUPPRESSIONS = ROOT / "tests/valgrind/cpython.supp"
 
 SCRIPT = r"""
-import sys, ctypes
+import os, sys, ctypes
 import fasttcpstat
 from fasttcpstat import _fasttcpstat
 n, mode = int(sys.argv[1]), sys.argv[2]
@@ -52,6 +52,18 @@ if mode == "walk":
                 _fasttcpstat.WalkCounter(_walk.layout(), slots=3)
             except ValueError:
                 pass
+            # Every pass in one call: entering a namespace (ours), the
+            # refusals of a job and of setns().
+            walker = _fasttcpstat.WalkCounter(_walk.layout())
+            here = os.open("/proc/self/ns/net", os.O_RDONLY)
+            walker.walk_passes([(here, 2, 0), (-1, 2, 0)])
+            for jobs in ([(-1, 4, 0)], [(here, 2)], 7, [(1 << 20, 2, 0)]):
+                try:
+                    walker.walk_passes(jobs)
+                except (ValueError, TypeError, OSError):
+                    pass
+            os.close(here)
+            walker.close()
     w.close()
     sys.exit(0)
 c = fasttcpstat.Counter("netlink")

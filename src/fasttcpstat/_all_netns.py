@@ -9,9 +9,11 @@ Two ways, chosen per call:
   listener table (lhash2) is the host's for every namespace, own ehash or
   not (inet_pernet_hashinfo_alloc() copies the host's hashinfo and
   replaces only ehash).  So a call walks the host's ehash once for every
-  namespace sharing it, lhash2 once, and each own ehash once from a
-  thread inside its namespace.  tcp_ehash_entries read inside each
-  namespace (once per namespace: a table never changes) says which is which.
+  namespace sharing it, lhash2 once, and each own ehash once from
+  inside its namespace: one thread enters them in turn, all passes in one
+  C call, through namespace files held open from one call to the next
+  (Held).  tcp_ehash_entries read inside each namespace (once per
+  namespace: a table never changes) says which is which.
 - Per namespace: the public Counter(netns=...), one per namespace, kept
   from one call to the next and closed when its namespace is gone.  A
   namespace is opened through a pid in it when it has one (so that,
@@ -65,45 +67,117 @@ def _same_namespace(spec: str, inode: int) -> bool:
         return False
 
 
+def open_checked(ns: Found) -> Optional[Netns]:
+    """ns opened through its spec, or None if that no longer opens the
+    namespace scanned (gone, or its pid reused by a process elsewhere: a
+    walk of another table would count its sockets twice)."""
+    target = Netns(ns.spec)
+    try:
+        if os.fstat(target.open()).st_ino == ns.inode:
+            return target
+    except OSError as exc:
+        if exc.errno not in GONE:
+            target.close()
+            raise
+    target.close()
+    return None
+
+
+class Held:
+    """Namespace files kept open from one call to the next, for the passes
+    made from inside them: opening and checking each one again at every
+    call was a third of a pass over a small table.
+
+    An open file holds its namespace, and its inode cannot name another
+    namespace while held, so a namespace the next scan finds by the same
+    inode is the one held; one the scan no longer finds is closed then (as
+    an open per-namespace Counter is).  At most `limit` are held (each is a
+    file descriptor); others are opened for one call.
+    """
+
+    def __init__(self, limit: Optional[int] = None) -> None:
+        if limit is None:
+            import resource
+
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            limit = 4096 if soft == resource.RLIM_INFINITY else max(0, soft // 4)
+        self.limit = limit
+        self._held: Dict[int, Netns] = {}
+        self._once: List[Netns] = []
+
+    def keep(self, live: Iterable[int]) -> None:
+        """Close the held namespaces not in `live` (the last scan's)."""
+        live = set(live)
+        for inode in [i for i in self._held if i not in live]:
+            self._held.pop(inode).close()
+
+    def open(self, ns: Found) -> Optional[Netns]:
+        """ns, open and checked (None: gone); until end_call() if not held."""
+        target = self._held.get(ns.inode)
+        if target is None:
+            target = open_checked(ns)
+            if target is not None:
+                if len(self._held) < self.limit:
+                    self._held[ns.inode] = target
+                else:
+                    self._once.append(target)
+        return target
+
+    def end_call(self) -> None:
+        for target in self._once:
+            target.close()
+        self._once = []
+
+    def held(self) -> Set[int]:
+        return set(self._held)
+
+    def close(self) -> None:
+        self.keep(())
+        self.end_call()
+
+
 class Plan:
     """The passes that count every namespace of a scan once: `walks`, and
     for each the inodes it counts completely (`covers`, parallel to
     walks); `rest`: namespaces the walk cannot tell about (their table
     unknown), for the per-namespace path."""
 
-    def __init__(self) -> None:
+    def __init__(self, opener: Optional[Held] = None) -> None:
         self.walks: List[Walk] = []
         self.covers: List[Set[int]] = []
         self.rest: Dict[int, Found] = {}
-        self._opened: List[Netns] = []
+        # Without a caller's Held, the namespaces are opened for this plan.
+        self._opener = Held(limit=0) if opener is None else opener
 
     def add(self, walk: Walk, covers: Set[int]) -> None:
         self.walks.append(walk)
         self.covers.append(covers)
 
-    def inside(self, ns: Found) -> Netns:
-        """ns opened for a pass from inside it (closed with the plan)."""
-        target = Netns(ns.spec)
-        self._opened.append(target)
-        return target
+    def inside(self, tables: int, ns: Found, **kw: object) -> Walk:
+        """A pass from inside ns."""
+        from ._walk import Walk
+
+        target = self._opener.open(ns)
+        return Walk(target, tables, gone=target is None, **kw)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        for target in self._opened:
-            target.close()
+        self._opener.end_call()
 
 
 def plan_walks(namespaces: Dict[int, Found], tables: Dict[int, Optional[int]],
-               mine: int) -> Plan:
+               mine: int, opener: Optional[Held] = None) -> Plan:
     """Which tables to walk, from where, for `namespaces` (each with its
     tcp_ehash_entries in `tables`: negative when it shares the host's
-    ehash, else its own table's size, or the host's for init_net).
+    ehash, else its own table's size, or the host's for init_net); the
+    namespaces walked from inside are opened by `opener` (None: for this
+    plan only).
 
     Each distinct ehash exactly once and lhash2 once: every socket is then
     tallied exactly once, whatever namespace it belongs to.
     """
     from ._walk import EHASH, LHASH2, Walk
 
-    plan = Plan()
+    plan = Plan(opener)
     init = host_inode(namespaces)
     if init is not None and not (tables.get(init) or 0) > 0:
         init = None  # pid 1 moved to another namespace: no guess
@@ -129,11 +203,12 @@ def plan_walks(namespaces: Dict[int, Found], tables: Dict[int, Optional[int]],
         if host_users:
             # From inside one that uses it; init_net first, then by inode.
             source = init if init is not None else min(sharing)
-            plan.add(Walk(plan.inside(namespaces[source]), EHASH, where=f"host via {source}",
-                          inode=source), set(host_users))
+            plan.add(plan.inside(EHASH, namespaces[source], where=f"host via {source}"),
+                     set(host_users))
     for inode in sorted(own):
-        target = None if inode == mine else plan.inside(namespaces[inode])
-        plan.add(Walk(target, EHASH, only=inode, where=f"own {inode}", inode=inode), {inode})
+        where = f"own {inode}"
+        plan.add(Walk(None, EHASH, only=inode, where=where) if inode == mine else
+                 plan.inside(EHASH, namespaces[inode], only=inode, where=where), {inode})
     return plan
 
 
@@ -161,6 +236,7 @@ class AllNetnsCounter:
         # tcp_ehash_entries by (inode, spec): a table never changes.
         self._tables: Dict[Tuple[int, str], Optional[int]] = {}
         self._walker: Optional[WalkBackend] = None
+        self._held = Held()
         self._walked: Set[int] = set()
         # "auto" tries the walk once, unless FASTTCPSTAT_BACKEND leaves it out.
         self._try_walk = backend == "walk" or (backend == "auto" and _policy.auto_walk())
@@ -235,6 +311,7 @@ class AllNetnsCounter:
         """"auto" after the walk was refused or met an anomaly: the
         per-namespace path from now on, saying why."""
         self.fallback_reason = f"walk: {exc}"
+        self._held.close()
         if self._walker is not None:
             self._walker.close()
             self._walker = None
@@ -260,7 +337,8 @@ class AllNetnsCounter:
     def _count_walk(self, walker: WalkBackend, namespaces: Dict[int, Found],
                     query: CountQuery) -> Tuple[Dict[int, StateCounts], Dict[int, Found]]:
         """The walk's counts, and the namespaces left to count one by one."""
-        plan = plan_walks(namespaces, self._table_sizes(namespaces), own_inode())
+        self._held.keep(namespaces)
+        plan = plan_walks(namespaces, self._table_sizes(namespaces), own_inode(), self._held)
         try:
             tallies, passes = walker.count_tables(plan.walks, query)
         finally:
@@ -361,6 +439,7 @@ class AllNetnsCounter:
         Idempotent."""
         with self._lock:
             self._forget(set())
+            self._held.close()
             self._try_walk = False
             if self._walker is not None:
                 self._walker.close()

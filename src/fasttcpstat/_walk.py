@@ -8,7 +8,8 @@ thread inside the counted namespace, so a namespace with its own ehash
 table (net.ipv4.tcp_child_ehash_entries) has that table walked.
 WalkBackend.count_tables() makes the passes of counts_all_netns(): each
 distinct table once, every namespace in it tallied (_all_netns.py plans
-which tables those are).
+which tables those are), all in one call of WalkCounter.walk_passes(),
+which enters each namespace in turn.
 
 It must never show a wrong count silently: before the first count of a
 process it counts a private namespace holding known sockets with the walk
@@ -26,7 +27,7 @@ import os
 
 from . import _netlink
 from ._backend import Backend, Tally
-from ._netns import GONE, in_thread
+from ._netns import in_thread
 from ._states import _STATE_NUMBER, ALL_STATES_MASK, FAMILY_IPV4, FAMILY_IPV6, masked
 
 TYPE_CHECKING = False
@@ -132,51 +133,20 @@ LHASH2 = 2  # listeners: one table for the whole host (see _all_netns.py)
 
 class Walk:
     """One pass of a plan: `tables` (EHASH, LHASH2 or both) as seen from
-    inside `netns`, the namespace of inode `inode` (netns None: the calling
-    thread's namespace), tallying every namespace, or only inode `only` if
-    not 0."""
+    inside `netns` (an open Netns, checked to be the namespace planned;
+    None: the calling thread's namespace), tallying every namespace, or
+    only inode `only` if not 0.  `gone`: its namespace went away before
+    it could be opened; the pass is not made."""
 
-    __slots__ = ("netns", "inode", "tables", "only", "where")
+    __slots__ = ("netns", "tables", "only", "where", "gone")
 
     def __init__(self, netns: Optional[Netns], tables: int, only: int = 0,
-                 where: str = "here", inode: int = 0) -> None:
+                 where: str = "here", gone: bool = False) -> None:
         self.netns = netns
-        self.inode = inode
         self.tables = tables
         self.only = only
         self.where = where
-
-    def _gone(self) -> bool:
-        """Whether netns is no longer the namespace planned: gone, or its
-        pid reused by a process elsewhere (a walk of another table would
-        count its sockets twice).  Once open, the fd holds it."""
-        if self.netns is None:
-            return False
-        try:
-            return os.fstat(self.netns.open()).st_ino != self.inode
-        except OSError as exc:
-            if exc.errno not in GONE:
-                raise
-            return True
-
-    def run(self, program: WalkCounter, entered: bool = False
-            ) -> Tuple[Dict[int, Pair], Dict[str, object]]:
-        """Make the pass: from a thread of its own, or with `entered`, from
-        the calling thread moved into netns (a thread that ends afterwards)."""
-        def walk() -> Tuple[Dict[int, Pair], Dict[str, int]]:
-            return program.walk(only_inum=self.only, tables=self.tables)
-
-        if self._gone():
-            return {}, {"gone": 1, "tables": self.tables, "where": self.where}
-        if self.netns is None:
-            tallies, stats = walk()
-        elif entered:
-            self.netns.enter_here()
-            tallies, stats = walk()
-        else:
-            tallies, stats = self.netns.run_inside(walk)
-        _check_pass(stats)
-        return tallies, dict(stats, tables=self.tables, where=self.where)
+        self.gone = gone
 
     def __repr__(self) -> str:
         return f"Walk(tables={self.tables}, only={self.only}, where={self.where!r})"
@@ -396,39 +366,39 @@ class WalkBackend(Backend):
 
         Every socket lives in exactly one ehash table or in the one lhash2
         every table shares, so the sum is exact as long as `walks` covers
-        each distinct table once: that is the caller's plan.  A pass from
-        inside a namespace that is gone meanwhile is left out (its stats
-        say "gone"): the namespaces it would have counted are not in the
-        result unless another pass tallied them.
+        each distinct table once: that is the caller's plan.  A pass whose
+        namespace is gone is not made (its stats say "gone"): the
+        namespaces it would have counted are not in the result unless
+        another pass tallied them.
         """
         walks = list(walks)
+        made = [walk for walk in walks if not walk.gone]
+        jobs = [(-1 if walk.netns is None else walk.netns.fd, walk.tables, walk.only)
+                for walk in made]
         program, loaded = self._program_for(query)
-        sums: Dict[int, List[int]] = {}
-        passes: List[Dict[str, object]] = []
         try:
-            here = [i for i, walk in enumerate(walks) if walk.netns is None]
-            away = [i for i, walk in enumerate(walks) if walk.netns is not None]
-            made = {i: walks[i].run(program) for i in here}
-            if away:
-                # One thread enters each namespace in turn: a thread per
-                # pass cost ~0.2 ms each, most of a scrape of 100
-                # namespaces with tables of their own.
-                made.update(zip(away, in_thread(
-                    lambda: [walks[i].run(program, entered=True) for i in away],
-                    name="fasttcpstat-walk")))
-            for i in range(len(walks)):
-                tallies, stats = made[i]
-                passes.append(stats)
-                for inum, (v4, v6) in tallies.items():
-                    total = sums.setdefault(inum, [0] * (2 * len(v4)))
-                    for i, n in enumerate(v4 + v6):
-                        total[i] += n
+            if any(walk.netns is not None for walk in made):
+                # All passes in one C call, with no Python between them:
+                # it enters each namespace in turn (setns() per pass) and
+                # comes back; from a thread that ends after, whatever fails.
+                tallies, stats = in_thread(lambda: program.walk_passes(jobs),
+                                           name="fasttcpstat-walk")
+            else:
+                tallies, stats = program.walk_passes(jobs)
         finally:
             if loaded:
                 program.close()
-        half = _fasttcpstat.NSTATES
-        return ({inum: _shape(tuple(t[:half]), tuple(t[half:]), query)
-                 for inum, t in sums.items()}, passes)
+        made_stats = iter(stats)
+        passes: List[Dict[str, object]] = []
+        for walk in walks:
+            if walk.gone:
+                passes.append({"gone": 1, "tables": walk.tables, "where": walk.where})
+                continue
+            one = next(made_stats)
+            _check_pass(one)
+            passes.append(dict(one, tables=walk.tables, where=walk.where))
+        return ({inum: _shape(v4, v6, query) for inum, (v4, v6) in tallies.items()},
+                passes)
 
     def close(self) -> None:
         self._program.close()
