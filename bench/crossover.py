@@ -1,17 +1,26 @@
-"""Where bpf and netlink cross: CPU per count by population size.
+"""Where walk, bpf and netlink cross: CPU per count by population size.
 
 For each size, a population is built in its own namespace (bench's
 builder: its own established hash of about one bucket per socket, at
 least 1,024), and, in that namespace, one long-lived Counter per method
-counts repeatedly: bpf, netlink and auto (what "auto" chose is reported),
-plus the bare-C inet_diag_req_v2 pair (bench/c/bare_diag.c).  CPU is
+counts repeatedly: walk, bpf, netlink and auto (what "auto" chose is
+reported), plus the bare-C inet_diag_req_v2 pair (bench/c/bare_diag.c).
+"One-shot" rows open a Counter per count, as fasttcpstat.counts() does
+(the walk's BTF reading and self-check are paid once per process, before
+the batches; its program load is paid at every one-shot count).
+
+--shared N,...: a population of N sockets in the host's shared table,
+measured from inside it ("shared, N sockets") and from an empty namespace
+next to it that shares the table too ("shared, empty ns next to N"): both
+walk every socket of the host's table, the second counts none of them.  CPU is
 CLOCK_PROCESS_CPUTIME_ID (user + system) around a batch of counts,
 divided by the batch, median of the batches.  Rows "table N" are empty
 namespaces with an N-bucket table: the per-bucket cost alone, and the
 host-sized table (net.ipv4.tcp_ehash_entries of the initial namespace).
 
 Usage (root):  python bench/crossover.py [--sizes 0,100,1000,...]
-               [--tables 1024,262144,1048576] [--batches 7] [--out FILE.json]
+               [--tables 1024,262144,1048576] [--shared 10000,100000]
+               [--methods walk,bpf,netlink,auto] [--batches 7] [--out FILE.json]
 Writes a Markdown table to stdout (and the raw figures to --out).
 """
 from __future__ import annotations
@@ -31,10 +40,10 @@ sys.path.insert(0, BENCH_DIR)
 import fasttcpstat  # noqa: E402
 from fasttcpstat import _sizing  # noqa: E402
 
-from populations import build  # noqa: E402
+from populations import TIME_WAIT_MAX_SIZE, bench_spec, build  # noqa: E402
 from tests.population import Population, Spec  # noqa: E402
 
-METHODS = ("bpf", "netlink", "auto")
+METHODS = ("walk", "bpf", "netlink", "auto")
 
 
 def _batch_size(seconds_per_count: float) -> int:
@@ -73,16 +82,17 @@ def _bare_c(bare_diag: str, batches: int, seconds_per_count: float) -> float:
     return statistics.median(per)
 
 
-def _measure(batches: int, bare_diag: str) -> dict:
+def _measure(batches: int, bare_diag: str, methods: tuple = METHODS) -> dict:
     """Runs in the population's namespace."""
-    row = {"buckets": _sizing.table_size(), "sockstat_bound": _sizing.socket_bound(),
+    row = {"buckets": _sizing.table_size(), "sockstat": _sizing.sockstat(),
            "sockets": sum(fasttcpstat.counts(backend="netlink").values())}
-    counters = {method: fasttcpstat.Counter(method) for method in METHODS}
-    row["auto_chose"] = counters["auto"].backend
+    counters = {method: fasttcpstat.Counter(method) for method in methods}
+    if "auto" in counters:
+        row["auto_chose"] = counters["auto"].backend
     calls = {method: counter.counts for method, counter in counters.items()}
     # One-shot: a Counter per count, as fasttcpstat.counts() does.
     calls.update({f"oneshot_{method}": (lambda m=method: fasttcpstat.counts(backend=m))
-                  for method in METHODS})
+                  for method in methods})
     row.update(_cpu_per_count(calls, batches))
     for counter in counters.values():
         counter.close()
@@ -109,26 +119,31 @@ def _fmt_us(seconds: float) -> str:
 
 def _table(rows: list) -> str:
     lines = [
-        "| population | table buckets | sockets | bpf µs | netlink µs | auto µs (chose) "
-        "| auto / cheaper | bare-C v2 pair µs | bpf / v2 | netlink / v2 "
-        "| one-shot bpf µs | one-shot netlink µs | one-shot auto µs (chose) "
-        "| one-shot auto / cheaper |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| population | table buckets | sockets | walk µs | bpf µs | netlink µs "
+        "| auto µs (chose) | auto / cheapest | walk / bpf | bare-C v2 pair µs "
+        "| one-shot walk µs | one-shot bpf µs | one-shot netlink µs "
+        "| one-shot auto µs (chose) | one-shot auto / cheapest |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for row in rows:
-        cheaper = min(row["bpf"], row["netlink"])
-        cheaper1 = min(row["oneshot_bpf"], row["oneshot_netlink"])
+        cheapest = min(row[m] for m in ("walk", "bpf", "netlink") if m in row)
+        cheapest1 = min(row[f"oneshot_{m}"] for m in ("walk", "bpf", "netlink")
+                        if f"oneshot_{m}" in row)
         bare = row.get("bare_v2")
+
+        def us(key: str) -> str:
+            return _fmt_us(row[key]) if key in row else "-"
+
         cells = [
             row["label"], f"{row['buckets']:,}", f"{row['sockets']:,}",
-            _fmt_us(row["bpf"]), _fmt_us(row["netlink"]),
-            f"{_fmt_us(row['auto'])} ({row['auto_chose']})", f"{row['auto'] / cheaper:.2f}x",
+            us("walk"), us("bpf"), us("netlink"),
+            f"{_fmt_us(row['auto'])} ({row['auto_chose']})",
+            f"{row['auto'] / cheapest:.2f}x",
+            f"{row['walk'] / row['bpf']:.2f}x" if "walk" in row and "bpf" in row else "-",
             _fmt_us(bare) if bare else "-",
-            f"{row['bpf'] / bare:.2f}x" if bare else "-",
-            f"{row['netlink'] / bare:.2f}x" if bare else "-",
-            _fmt_us(row["oneshot_bpf"]), _fmt_us(row["oneshot_netlink"]),
+            us("oneshot_walk"), us("oneshot_bpf"), us("oneshot_netlink"),
             f"{_fmt_us(row['oneshot_auto'])} ({row['oneshot_auto_chose']})",
-            f"{row['oneshot_auto'] / cheaper1:.2f}x",
+            f"{row['oneshot_auto'] / cheapest1:.2f}x",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -139,13 +154,15 @@ def main() -> int:
     parser.add_argument("--sizes", default="0,100,1000,10000,100000,1000000")
     parser.add_argument("--tables", default="262144,1048576",
                         help="empty namespaces with these table sizes")
+    parser.add_argument("--shared", default="",
+                        help="populations of these sizes in the host's shared table")
     parser.add_argument("--batches", type=int, default=7)
     parser.add_argument("--out")
     parser.add_argument("--no-bare-c", action="store_true")
     args = parser.parse_args()
     import tempfile
 
-    tmp = tempfile.mkdtemp(prefix="issue11p-crossover-")
+    tmp = tempfile.mkdtemp(prefix="fasttcpstat-crossover-")
     bare_diag = "" if args.no_bare_c else _compile_bare_diag(tmp)
     rows = []
     host = _sizing.table_size()
@@ -167,6 +184,21 @@ def main() -> int:
         row["label"] = f"{size:,} sockets"
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
+    for size in [int(s) for s in args.shared.split(",") if s]:
+        # The host's table: the population's sockets are walked by every
+        # namespace that shares it, the empty one next door included.
+        big = Population(bench_spec(size, size <= TIME_WAIT_MAX_SIZE), settle_timeout=120.0,
+                         workers="auto", long_lived=True)
+        with big:
+            row = big.run(_measure, args.batches, bare_diag)
+            row["label"] = f"shared, {size:,} sockets"
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+            with Population(Spec()) as small:
+                row = small.run(_measure, args.batches, bare_diag)
+            row["label"] = f"shared, empty ns next to {size:,}"
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
     print(_table(rows))
     if args.out:
         with open(args.out, "w") as f:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from . import _netlink, _sizing
 from ._netns import Netns
-from ._policy import AUTO_BACKENDS, CLOSED, ENV_BACKEND, Policy, auto_order, open_backend
+from ._policy import (AUTO_BACKENDS, CLOSED, ENV_BACKEND, Policy, auto_order, open_backend,
+                      sized_order)
 from ._query import (
     MAX_BY_PORT,
     SIDES,
@@ -102,7 +103,7 @@ class Counter:
         self._cgroup_names: Optional[CgroupNames] = None
         self._netns = Netns(netns) if netns is not None else None
         try:
-            candidates, reason = self._candidates()
+            candidates, reason, switchable = self._candidates()
             target = self._netns
 
             def opener(name: str) -> Backend:
@@ -110,28 +111,29 @@ class Counter:
                 # (a cycle would keep every closed one for the collector).
                 return open_backend(name, target, request, path)
 
-            self._policy = Policy(opener, candidates, netns=target, reason=reason)
+            self._policy = Policy(opener, candidates, netns=target, reason=reason,
+                                  switchable=switchable,
+                                  home=_sizing._netns_inode() if switchable else 0)
         except BaseException:
             if self._netns is not None:
                 self._netns.close()
             raise
 
-    def _candidates(self) -> Tuple[List[str], Optional[str]]:
-        """The backends to try, in order, and why the first choices are
-        already out (or None)."""
+    def _candidates(self) -> Tuple[List[str], Optional[str], List[str]]:
+        """The backends to try, in order, why the first choices are
+        already out (or None), and those a long-lived "auto" Counter may
+        move between as its namespace's size changes."""
         if self._requested != "auto":
-            return [self._requested], None
+            return [self._requested], None, []
         order = auto_order()
         if _netlink.IMPORT_ERROR is not None and "procfs" in order:
             # A source install without a compiler: only /proc is left.
-            return ["procfs"], f"the C extension is not available ({_netlink.IMPORT_ERROR})"
-        if self._one_count and order == list(AUTO_BACKENDS) and (
-                self._breakdown
-                or (self._netns is None and _sizing.one_count_backend() == "netlink")):
-            # One count cannot pay back a BPF program load here (and a
-            # per-port breakdown is netlink's anyway).
-            order = ["netlink", "bpf", "procfs"]
-        return order, None
+            return ["procfs"], f"the C extension is not available ({_netlink.IMPORT_ERROR})", []
+        # The cheapest first for this namespace's size (_sizing.py): the
+        # walk on a big table, netlink where one count cannot pay back a
+        # program load; the rest of the order stays as the fallback.
+        order, switchable = sized_order(self._netns, self._one_count, self._breakdown)
+        return order, None, switchable
 
     @property
     def fallback_reason(self) -> Optional[str]:
@@ -145,7 +147,7 @@ class Counter:
 
     @property
     def backend(self) -> str:
-        """The backend in use: "bpf", "netlink", "procfs" or "pinned"."""
+        """The backend in use: "walk", "bpf", "netlink", "procfs" or "pinned"."""
         return self._policy.backend.name
 
     @property
