@@ -18,6 +18,12 @@ divided by the batch, median of the batches.  Rows "table N" are empty
 namespaces with an N-bucket table: the per-bucket cost alone, and the
 host-sized table (net.ipv4.tcp_ehash_entries of the initial namespace).
 
+--rss: instead of CPU, the peak RSS (VmHWM) of a fresh interpreter in
+the population's namespace that imports fasttcpstat and counts 20 times
+with a reused Counter("walk"), 5 times with counts(backend="walk"), and 5
+times every namespace with counts_all_netns(backend="walk"), each step's
+peak reported (the walk's memory must not grow with the table).
+
 Usage (root):  python bench/crossover.py [--sizes 0,100,1000,...]
                [--tables 1024,262144,1048576] [--shared 10000,100000]
                [--methods walk,bpf,netlink,auto] [--batches 7] [--out FILE.json]
@@ -105,6 +111,55 @@ def _measure(batches: int, bare_diag: str, methods: tuple = METHODS) -> dict:
     return row
 
 
+# The fresh interpreter of --rss: peak RSS after each step, in KiB.
+RSS_CHILD = r"""
+import json, sys
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+out = {"python": hwm()}
+import fasttcpstat
+out["import"] = hwm()
+with fasttcpstat.Counter("walk") as c:
+    assert c.backend == "walk"
+    for _ in range(20):
+        c.counts()
+out["counter_walk"] = hwm()
+for _ in range(5):
+    fasttcpstat.counts(backend="walk")
+out["counts_walk"] = hwm()
+for _ in range(5):
+    n = len(fasttcpstat.counts_all_netns(backend="walk"))
+out["all_netns_walk"] = hwm()
+out["namespaces"] = n
+print(json.dumps(out))
+"""
+
+
+def _rss() -> dict:
+    """Runs in the population's namespace."""
+    src = os.path.join(os.path.dirname(BENCH_DIR), "src")
+    out = subprocess.run([sys.executable, "-c", RSS_CHILD], check=True, capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=src)).stdout
+    row = json.loads(out)
+    row.update(buckets=_sizing.table_size(),
+               sockets=sum(fasttcpstat.counts(backend="netlink").values()))
+    return row
+
+
+def _rss_table(rows: list) -> str:
+    lines = ["| population | table buckets | sockets | python | + import fasttcpstat "
+             "| + Counter(\"walk\") x 20 | + counts(backend=\"walk\") x 5 "
+             "| + counts_all_netns(backend=\"walk\") x 5 (namespaces) |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for row in rows:
+        mib = [f"{row[k] / 1024:.1f}" for k in
+               ("python", "import", "counter_walk", "counts_walk", "all_netns_walk")]
+        lines.append(f"| {row['label']} | {row['buckets']:,} | {row['sockets']:,} | "
+                     + " | ".join(mib[:-1]) + f" | {mib[-1]} ({row['namespaces']}) |")
+    return "\n".join(lines)
+
+
 def _compile_bare_diag(tmp: str) -> str:
     out = os.path.join(tmp, "bare_diag")
     subprocess.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o", out,
@@ -149,6 +204,31 @@ def _table(rows: list) -> str:
     return "\n".join(lines)
 
 
+def _main_rss(args: argparse.Namespace) -> int:
+    rows = []
+    print(f"load {os.getloadavg()}", file=sys.stderr)
+    for size in [int(s) for s in args.sizes.split(",") if s]:
+        pop = Population(Spec(), ehash_entries=1024) if size == 0 else build(size)[0]
+        with pop:
+            row = pop.run(_rss)
+        row["label"] = f"{size:,} sockets, own table"
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
+    for size in [int(s) for s in args.shared.split(",") if s]:
+        big = Population(bench_spec(size, size <= TIME_WAIT_MAX_SIZE), settle_timeout=120.0,
+                         workers="auto", long_lived=True)
+        with big:
+            row = big.run(_rss)
+        row["label"] = f"{size:,} sockets, shared table"
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
+    print(_rss_table(rows))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"rows": rows}, f, indent=1)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="0,100,1000,10000,100000,1000000")
@@ -159,7 +239,11 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=7)
     parser.add_argument("--out")
     parser.add_argument("--no-bare-c", action="store_true")
+    parser.add_argument("--rss", action="store_true",
+                        help="peak RSS of a fresh process counting with the walk, not CPU")
     args = parser.parse_args()
+    if args.rss:
+        return _main_rss(args)
     import tempfile
 
     tmp = tempfile.mkdtemp(prefix="fasttcpstat-crossover-")
