@@ -21,7 +21,7 @@ import fasttcpstat
 from fasttcpstat import _sizing, _walk
 from fasttcpstat._counter import _OneBreakdown, _OneCount
 
-from .hardening import STABLE_SPEC
+from .hardening import STABLE_SPEC, walk_as_auto
 from .population import Population, Spec
 from .population_reference import ss_counts
 

@@ -13,8 +13,9 @@ the table, and pays more for a socket it counts than for one it skips.
 
 Measured with bench/crossover.py (bench/results/crossover.md: bpf against
 netlink; bench/results/crossover-walk.md: the walk against both), CPU per
-count on this kernel (6.18); the constants below are the lower ends of
-the measured ranges:
+count on this kernel (6.18); the constants (COSTS, SETUP_NS) are
+conservative values from the measured ranges (the walk is taken only
+where it clearly saves):
 
 - bpf against netlink: an empty bucket costs the BPF iterator ~2.5-3.2 ns
   and netlink's single walk ~4.3-4.9 ns; a socket costs bpf ~90-400 ns
@@ -22,17 +23,20 @@ the measured ranges:
   at every size.  Setting bpf up costs ~200 µs more than netlink (a
   program load per Counter), so a one-shot count (counts(),
   counts_by_port()) takes netlink unless the table is big or full enough.
-- the walk: ~100 ns per socket of the table, its own or not (the
-  iterator's lock, reference and program call per counted socket are
-  what it saves: 250-400 ns), but a fixed cost per count (its runs and the
-  listeners' table) that makes it ~1.5x bpf on a near-empty table.  It
-  wins from a few thousand sockets in the walked table, when they are the
-  namespace's own; a small namespace in a big shared table is cheaper
-  with bpf (the iterator skips a foreign socket in ~85 ns).
+- the walk (crossover-walk.md, own tables of about one bucket per
+  socket): ~30-110 ns per socket of its own against the iterator's
+  ~90-350 ns (no lock, reference or program call per socket), but
+  ~3.6 ns per empty bucket (bpf ~2.3) and a fixed ~80 µs per count (its
+  runs and the host's listener table).  Reused: 1.7x bpf on an empty
+  1,024-bucket table, 0.86x at 1k sockets, 0.26x at 10k, 0.32x at 100k,
+  0.33x at 1M; 1.4-1.6x on big empty tables.  In a table shared with a
+  busy host it pays ~135 ns per socket of other namespaces against bpf's
+  ~85 (a small namespace next to 2M sockets: walk 289 ms, bpf 176 ms).
 - the walk's set-up: BTF and the self-check (~6.5 ms CPU) once per
-  process (cached in _walk.py), then a program load (~1.8 ms) per Counter.
+  process (cached in _walk.py), then a program load (~1.7 ms) per Counter.
   A one-shot count pays the load every time, and the first one of a
-  process the rest too, so it takes the walk only on a big table.
+  process the rest too: counts() walks from ~20k sockets once the walk
+  is set up in the process, from ~110k in a fresh one.
 
 A long-lived Counter("auto") (an exporter) re-weighs at most every
 RECHECK_SECONDS from the counts it makes (Policy.count), and moves to the
