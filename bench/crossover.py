@@ -204,29 +204,48 @@ def _table(rows: list) -> str:
     return "\n".join(lines)
 
 
-def _main_rss(args: argparse.Namespace) -> int:
-    rows = []
-    print(f"load {os.getloadavg()}", file=sys.stderr)
-    for size in [int(s) for s in args.sizes.split(",") if s]:
-        pop = Population(Spec(), ehash_entries=1024) if size == 0 else build(size)[0]
-        with pop:
-            row = pop.run(_rss)
-        row["label"] = f"{size:,} sockets, own table"
-        rows.append(row)
-        print(json.dumps(row), file=sys.stderr)
-    for size in [int(s) for s in args.shared.split(",") if s]:
-        big = Population(bench_spec(size, size <= TIME_WAIT_MAX_SIZE), settle_timeout=120.0,
-                         workers="auto", long_lived=True)
-        with big:
-            row = big.run(_rss)
-        row["label"] = f"{size:,} sockets, shared table"
-        rows.append(row)
-        print(json.dumps(row), file=sys.stderr)
-    print(_rss_table(rows))
+def _own_table(size: int) -> Population:
+    """`size` sockets in a namespace with a table of its own."""
+    return Population(Spec(), ehash_entries=1024) if size == 0 else build(size)[0]
+
+
+def _shared_table(size: int) -> Population:
+    """`size` sockets in the host's table: every namespace that shares it
+    walks them, an empty one next door included."""
+    return Population(bench_spec(size, size <= TIME_WAIT_MAX_SIZE), settle_timeout=120.0,
+                      workers="auto", long_lived=True)
+
+
+def _add(rows: list, pop: Population, label: str, func, *args) -> None:
+    """Run func in pop's namespace; its row, labelled, joins rows."""
+    row = pop.run(func, *args)
+    row["label"] = label
+    rows.append(row)
+    print(json.dumps(row), file=sys.stderr)
+
+
+def _finish(args: argparse.Namespace, table: str, rows: list, **extra) -> int:
+    print(table)
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"rows": rows}, f, indent=1)
+            json.dump(dict(extra, rows=rows), f, indent=1)
     return 0
+
+
+def _sizes(text: str) -> list:
+    return [int(s) for s in text.split(",") if s]
+
+
+def _main_rss(args: argparse.Namespace) -> int:
+    rows: list = []
+    print(f"load {os.getloadavg()}", file=sys.stderr)
+    for size in _sizes(args.sizes):
+        with _own_table(size) as pop:
+            _add(rows, pop, f"{size:,} sockets, own table", _rss)
+    for size in _sizes(args.shared):
+        with _shared_table(size) as pop:
+            _add(rows, pop, f"{size:,} sockets, shared table", _rss)
+    return _finish(args, _rss_table(rows), rows)
 
 
 def main() -> int:
@@ -248,46 +267,22 @@ def main() -> int:
 
     tmp = tempfile.mkdtemp(prefix="fasttcpstat-crossover-")
     bare_diag = "" if args.no_bare_c else _compile_bare_diag(tmp)
-    rows = []
+    rows: list = []
     host = _sizing.table_size()
     print(f"host table: {host} buckets; load {os.getloadavg()}", file=sys.stderr)
-    for entries in [int(t) for t in args.tables.split(",") if t]:
-        pop = Population(Spec(), ehash_entries=entries)
-        with pop:
-            row = pop.run(_measure, args.batches, bare_diag)
-        row["label"] = f"empty, table {entries:,}"
-        rows.append(row)
-        print(json.dumps(row), file=sys.stderr)
-    for size in [int(s) for s in args.sizes.split(",") if s]:
-        if size == 0:
-            pop = Population(Spec(), ehash_entries=1024)
-        else:
-            pop, _ = build(size)
-        with pop:
-            row = pop.run(_measure, args.batches, bare_diag)
-        row["label"] = f"{size:,} sockets"
-        rows.append(row)
-        print(json.dumps(row), file=sys.stderr)
-    for size in [int(s) for s in args.shared.split(",") if s]:
-        # The host's table: the population's sockets are walked by every
-        # namespace that shares it, the empty one next door included.
-        big = Population(bench_spec(size, size <= TIME_WAIT_MAX_SIZE), settle_timeout=120.0,
-                         workers="auto", long_lived=True)
-        with big:
-            row = big.run(_measure, args.batches, bare_diag)
-            row["label"] = f"shared, {size:,} sockets"
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr)
+    measure = (_measure, args.batches, bare_diag)
+    for entries in _sizes(args.tables):
+        with Population(Spec(), ehash_entries=entries) as pop:
+            _add(rows, pop, f"empty, table {entries:,}", *measure)
+    for size in _sizes(args.sizes):
+        with _own_table(size) as pop:
+            _add(rows, pop, f"{size:,} sockets", *measure)
+    for size in _sizes(args.shared):
+        with _shared_table(size) as pop:
+            _add(rows, pop, f"shared, {size:,} sockets", *measure)
             with Population(Spec()) as small:
-                row = small.run(_measure, args.batches, bare_diag)
-            row["label"] = f"shared, empty ns next to {size:,}"
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr)
-    print(_table(rows))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"host_table": host, "rows": rows}, f, indent=1)
-    return 0
+                _add(rows, small, f"shared, empty ns next to {size:,}", *measure)
+    return _finish(args, _table(rows), rows, host_table=host)
 
 
 if __name__ == "__main__":

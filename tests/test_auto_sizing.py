@@ -21,7 +21,7 @@ import fasttcpstat
 from fasttcpstat import _sizing, _walk
 from fasttcpstat._counter import _OneBreakdown, _OneCount
 
-from .hardening import STABLE_SPEC, walk_as_auto
+from .hardening import STABLE_SPEC
 from .population import Population, Spec
 from .population_reference import ss_counts
 
@@ -226,3 +226,42 @@ def test_environment_keeps_the_walk_out(require_netns, require_walk):
         assert pop.run(run, "-walk") == ("bpf", ["bpf", "netlink"])
         assert pop.run(run, "bpf,netlink") == ("bpf", [])
         assert pop.run(run, "") == ("walk", ["walk", "bpf", "netlink"])
+
+
+# --- the fallback order behind a walk chosen by size ----------------------
+
+def _refusals() -> dict:
+    """Runs in a namespace where "auto" takes the walk: a walk refused at
+    its start (self-check) and one that meets an anomaly at a count both
+    leave bpf, with the reason, and exact counts."""
+    import errno
+
+    exact = ss_counts(exclude_unconn=True)
+    out = {}
+    _walk._layout_override[NET_INUM] = _walk.layout()[NET_INUM] + 8
+    with fasttcpstat.Counter() as counter:
+        out["at_open"] = (counter.backend, counter.fallback_reason, counter.counts() == exact)
+    _walk._layout_override.clear()
+
+    def anomaly(program):
+        raise OSError(errno.EIO, "walk: the pass met anomalies (giveups=1); its counts "
+                                 "may be wrong and are not shown")
+
+    with fasttcpstat.Counter() as counter:
+        first = counter.backend
+        _walk._walk_one = anomaly  # injected: this forked child only
+        counts = counter.counts()
+        out["at_count"] = (first, counter.backend, counter.fallback_reason, counts == exact)
+    return out
+
+
+def test_refused_walk_moves_on_to_bpf(require_netns, require_walk):
+    with Population(STABLE_SPEC, ehash_entries=1024) as pop:
+        got = pop.run(_refusals)
+    backend, reason, exact = got["at_open"]
+    assert (backend, exact) == ("bpf", True)
+    assert reason.startswith("walk: [Errno 5] walk self-check failed"), reason
+    first, backend, reason, exact = got["at_count"]
+    assert (first, backend, exact) == ("walk", "bpf", True)
+    assert reason == ("walk: [Errno 5] walk: the pass met anomalies (giveups=1); its "
+                      "counts may be wrong and are not shown")

@@ -125,8 +125,7 @@ class Counter:
         move between as its namespace's size changes."""
         if self._requested != "auto":
             return [self._requested], None, []
-        order = auto_order()
-        if _netlink.IMPORT_ERROR is not None and "procfs" in order:
+        if _netlink.IMPORT_ERROR is not None and "procfs" in auto_order():
             # A source install without a compiler: only /proc is left.
             return ["procfs"], f"the C extension is not available ({_netlink.IMPORT_ERROR})", []
         # The cheapest first for this namespace's size (_sizing.py): the

@@ -96,13 +96,14 @@ def sized_order(netns: Optional[Netns], one_count: bool, breakdown: bool
     (_sizing), then the rest of auto_order(); and the backends a reused
     Counter may move between as its namespace grows or shrinks (empty:
     it stays where it is)."""
-    order = auto_order()
-    chosen, _excluded = _env_order()
+    chosen, excluded = _env_order()  # read once: a one-shot count pays for this
+    order = chosen or [name for name in AUTO_BACKENDS if name not in excluded]
     if chosen or netns is not None:
         # A site's explicit order is kept as it is; another namespace's
         # sizes are not read from here.
         return order, []
-    names = [n for n in ("walk", "bpf", "netlink") if n in order or (n == "walk" and auto_walk())]
+    names = [n for n in ("walk", "bpf", "netlink") if n in order or
+             (n == "walk" and n not in excluded)]
     if breakdown:
         first = "netlink"  # per-port breakdowns are netlink's anyway
     elif one_count:
