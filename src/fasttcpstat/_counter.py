@@ -113,7 +113,7 @@ class Counter:
 
             self._policy = Policy(opener, candidates, netns=target, reason=reason,
                                   switchable=switchable,
-                                  home=_sizing._netns_inode() if switchable else 0)
+                                  home=_sizing.netns_inode() if switchable else 0)
         except BaseException:
             if self._netns is not None:
                 self._netns.close()

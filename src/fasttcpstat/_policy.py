@@ -186,7 +186,7 @@ class Policy:
                 return  # another thread re-weighed meanwhile
             self._recheck_at = now + _sizing.RECHECK_SECONDS
             try:
-                if _sizing._netns_inode() != self._home:
+                if _sizing.netns_inode() != self._home:
                     return  # counting from another namespace's thread
             except OSError:
                 return

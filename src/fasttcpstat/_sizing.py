@@ -119,13 +119,6 @@ def sockstat() -> Dict[str, int]:
     return found
 
 
-def socket_bound() -> int:
-    """At least the TCP sockets of the calling thread's namespace's hash:
-    every socket in use (any kind) plus TIME_WAIT."""
-    found = sockstat()
-    return found["used"] + found["tw"]
-
-
 def estimate_ns(name: str, buckets: int, own: int, foreign: int = 0,
                 one_shot: bool = False, walk_ready: bool = True) -> float:
     """The modelled CPU of one count with backend `name` (a key of COSTS)."""
@@ -155,14 +148,15 @@ def one_count_prefers_bpf(buckets: Optional[int], sockets: int) -> bool:
     return cheapest(("bpf", "netlink"), buckets, sockets, one_shot=True) == "bpf"
 
 
-def _netns_inode() -> int:
+def netns_inode() -> int:
+    """The calling thread's network namespace's inode."""
     return os.stat("/proc/thread-self/ns/net").st_ino
 
 
 def _sizes() -> Tuple[Optional[int], int, int]:
     """(buckets, own sockets, foreign sockets) of the calling thread's
     namespace's table; buckets None when unknown."""
-    ns = _netns_inode()
+    ns = netns_inode()
     with _lock:
         if ns not in _tables:
             if len(_tables) > 64:
@@ -180,6 +174,8 @@ def _sizes() -> Tuple[Optional[int], int, int]:
 
 
 def _init_netns_inode() -> int:
+    # PID 1's: the host's initial namespace, or in a container the
+    # container's (then taken as shared: an over-estimate that favours bpf).
     try:
         return os.stat("/proc/1/ns/net").st_ino
     except OSError:
