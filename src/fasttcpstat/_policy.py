@@ -102,17 +102,18 @@ def sized_order(netns: Optional[Netns], one_count: bool, breakdown: bool
         # A site's explicit order is kept as it is; another namespace's
         # sizes are not read from here.
         return order, []
-    names = [n for n in ("walk", "bpf", "netlink") if n in order or
-             (n == "walk" and n not in excluded)]
+    names: List[str] = [n for n in ("walk", "bpf", "netlink") if n in order or
+                        (n == "walk" and n not in excluded)]
     if breakdown:
         first = "netlink"  # per-port breakdowns are netlink's anyway
     elif one_count:
         first = _sizing.one_count_backend(names)
     else:
         first = _sizing.choose(names, one_shot=False)
+    switchable: List[str] = [] if one_count else names
     if first in ("", order[0]):
-        return order, ([] if one_count else names)
-    return [first] + [n for n in order if n != first], ([] if one_count else names)
+        return order, switchable
+    return [first] + [n for n in order if n != first], switchable
 
 
 def auto_walk() -> bool:
