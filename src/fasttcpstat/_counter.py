@@ -68,9 +68,12 @@ class Counter:
     """A reusable TCP state counter for polling loops.
 
     ``Counter(backend="auto")`` sets up the fastest backend that works here
-    once and reuses it: the BPF iterator (root, or CAP_BPF + CAP_PERFMON),
-    else a netlink sock_diag socket, else /proc/net/tcp{,6}; it says why
-    it did not get its first choice in :attr:`fallback_reason`.  The
+    once and reuses it: for the namespace's size (_sizing.py) the walk
+    (Linux >= 6.2, a table with enough sockets) or the BPF iterator (root,
+    or CAP_BPF + CAP_PERFMON), else a netlink sock_diag socket, else
+    /proc/net/tcp{,6}; it says why it did not get its first choice in
+    :attr:`fallback_reason`.  It re-weighs walk and bpf as the namespace
+    grows or shrinks (at most every 10 s).  The
     environment variable FASTTCPSTAT_BACKEND overrides the order "auto"
     tries (see :func:`auto_order`).  Use it as a context manager or call
     :meth:`close`.
@@ -315,11 +318,11 @@ def counts(
         dual-stack IPv6 sockets (v4-mapped) belong to "ipv6", as in
         /proc/net/tcp6.
     states: an iterable of state names (case-insensitive), or None.
-    backend: "auto" (bpf, else netlink, else /proc; see auto_order()),
-        "bpf", "netlink", "procfs", or "pinned" (with `path`).  For this
-        one count, "auto" takes netlink first where loading a BPF program
-        would cost more than its walk saves (a small, sparse table: see
-        _sizing.py); a reused Counter takes bpf, cheaper per count.
+    backend: "auto" (the cheapest here first, then bpf, netlink, /proc;
+        see auto_order()), "walk", "bpf", "netlink", "procfs", or "pinned"
+        (with `path`).  For this one count, "auto" weighs the set-up too
+        (_sizing.py): netlink on a small, sparse table, the walk on a big,
+        full one, else bpf.
     local_ports, remote_ports: count only sockets whose local (remote) port
         is one of these: a port, a (low, high) inclusive range, a range(),
         or a list of those.  Both given: both must hold.  Netlink applies
