@@ -265,3 +265,44 @@ def test_refused_walk_moves_on_to_bpf(require_netns, require_walk):
     assert (first, backend, exact) == ("walk", "bpf", True)
     assert reason == ("walk: [Errno 5] walk: the pass met anomalies (giveups=1); its "
                       "counts may be wrong and are not shown")
+
+
+# --- the command ------------------------------------------------------------
+
+def _command_backends() -> dict:
+    """Runs in the namespace: the backend the command counted with, for a
+    single sample and for samples at an interval, and what it printed."""
+    import contextlib
+    import io
+    import json
+
+    from fasttcpstat import _cli
+
+    seen = {}
+    opened = []
+    real = _cli.open_source
+
+    def spy(*args, **kwargs):
+        source = real(*args, **kwargs)
+        opened.append(source.backend)
+        return source
+
+    _cli.open_source = spy
+    for name, argv in (("single", []), ("interval", ["--interval", "0.01", "--count", "1"])):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            status = _cli.main(argv)
+        line = json.loads(out.getvalue().splitlines()[-1])
+        line.pop("time", None)
+        seen[name] = (status, opened.pop(), line == ss_counts(exclude_unconn=True))
+    return seen
+
+
+def test_command_weighs_a_single_sample_as_one_count(require_netns, require_bpf):
+    """`fasttcpstat` (one sample) pays its backend's set-up once, as
+    counts() does: netlink on this small table; with --interval it keeps
+    one Counter, which takes the walk here (~1,300 sockets of its own)."""
+    with Population(STABLE_SPEC, ehash_entries=1024) as pop:
+        got = pop.run(_command_backends)
+    assert got["single"] == (0, "netlink", True)
+    assert got["interval"] == (0, WALK_OR_BPF, True)
