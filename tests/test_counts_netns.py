@@ -209,3 +209,40 @@ def test_counter_counts_the_namespace_it_was_created_in(require_netns, small_pop
     fresh, kept = small_population.run(count)
     assert sum(fresh.values()) == 0
     assert kept == _total(small_population.expected)
+
+
+def _auto_every_way() -> dict:
+    """Runs inside the namespace: what Counter("auto") took, and its
+    counts against the walk, bpf and ss."""
+    with fasttcpstat.Counter() as counter:
+        got = {"backend": counter.backend, "reason": counter.fallback_reason,
+               None: counter.counts(), "ipv4": counter.counts(family="ipv4"),
+               "ipv6": counter.counts(family="ipv6")}
+    got["ss"] = ss_counts(exclude_unconn=True)
+    return got
+
+
+@pytest.mark.parametrize("table, large", [
+    (16384, True),   # LARGE_TOTAL sockets, about one bucket each: the walk
+    (1024, False),   # a handful of every scenario: bpf
+], ids=["walk-sized", "bpf-sized"])
+def test_auto_by_size_exact(request, require_netns, table, large):
+    """The path a root user gets by default: "auto" picks by the table's
+    size (_sizing), in namespaces with tables of their own so that the
+    host's other sockets do not enter the choice; exact either way."""
+    from .hardening import walk_as_auto
+    from .population import Population, Spec
+    from .population_spec import SMALL_SPEC
+
+    want = walk_as_auto(request) if large else "bpf"
+    request.getfixturevalue("require_bpf")
+    built = Spec.mixed(LARGE_TOTAL) if large else SMALL_SPEC
+    with Population(built, ehash_entries=table, workers="auto") as pop:
+        got = pop.run(_auto_every_way)
+        fresh = pop.is_fresh()
+    assert (got["backend"], got["reason"]) == (want, None)
+    assert got[None] == got["ss"]
+    if fresh:
+        assert got[None] == _total(pop.expected)
+        assert got["ipv4"] == pop.expected["ipv4"]
+        assert got["ipv6"] == pop.expected["ipv6"]

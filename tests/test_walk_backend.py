@@ -141,7 +141,8 @@ def test_environment_can_force_or_exclude_walk():
     assert _env_run("walk", code) == "walk"
     assert _env_run("walk,netlink", code) == "walk"
     assert _env_run("-walk", code) == "bpf"
-    assert _env_run("", code) == "bpf"  # auto never picks walk (yet)
+    # This namespace: few sockets in a big table, where _sizing prefers bpf.
+    assert _env_run("", code) == "bpf"
     assert fasttcpstat.auto_order() == ["bpf", "netlink", "procfs"]
     # A walk that fails its self-check: "auto" moves on and says why.
     broken = ("from fasttcpstat import _walk; "

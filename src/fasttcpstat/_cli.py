@@ -68,7 +68,9 @@ def _count(args: argparse.Namespace) -> int:
     query = Query(**options)  # every value checked before anything opens
     if args.serve is not None:
         return _modes.serve(args, options)
-    with open_source(query, **counter_options(args)) as counter:
+    # A single sample pays the backend's set-up once: "auto" weighs it.
+    single = not args.watch and args.interval is None
+    with open_source(query, one_count=single, **counter_options(args)) as counter:
         if args.watch:
             status = _modes.watch(counter, query, args)
         elif args.textfile is not None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from . import _netlink, _sizing
 from ._netns import Netns
-from ._policy import AUTO_BACKENDS, CLOSED, ENV_BACKEND, Policy, auto_order, open_backend
+from ._policy import (AUTO_BACKENDS, CLOSED, ENV_BACKEND, Policy, auto_order, open_backend,
+                      sized_order)
 from ._query import (
     MAX_BY_PORT,
     SIDES,
@@ -67,9 +68,12 @@ class Counter:
     """A reusable TCP state counter for polling loops.
 
     ``Counter(backend="auto")`` sets up the fastest backend that works here
-    once and reuses it: the BPF iterator (root, or CAP_BPF + CAP_PERFMON),
-    else a netlink sock_diag socket, else /proc/net/tcp{,6}; it says why
-    it did not get its first choice in :attr:`fallback_reason`.  The
+    once and reuses it: for the namespace's size (_sizing.py) the walk
+    (Linux >= 6.2, a table with enough sockets) or the BPF iterator (root,
+    or CAP_BPF + CAP_PERFMON), else a netlink sock_diag socket, else
+    /proc/net/tcp{,6}; it says why it did not get its first choice in
+    :attr:`fallback_reason`.  It re-weighs walk and bpf as the namespace
+    grows or shrinks (at most every 10 s).  The
     environment variable FASTTCPSTAT_BACKEND overrides the order "auto"
     tries (see :func:`auto_order`).  Use it as a context manager or call
     :meth:`close`.
@@ -102,7 +106,7 @@ class Counter:
         self._cgroup_names: Optional[CgroupNames] = None
         self._netns = Netns(netns) if netns is not None else None
         try:
-            candidates, reason = self._candidates()
+            candidates, reason, switchable = self._candidates()
             target = self._netns
 
             def opener(name: str) -> Backend:
@@ -110,28 +114,28 @@ class Counter:
                 # (a cycle would keep every closed one for the collector).
                 return open_backend(name, target, request, path)
 
-            self._policy = Policy(opener, candidates, netns=target, reason=reason)
+            self._policy = Policy(opener, candidates, netns=target, reason=reason,
+                                  switchable=switchable,
+                                  home=_sizing.netns_inode() if switchable else 0)
         except BaseException:
             if self._netns is not None:
                 self._netns.close()
             raise
 
-    def _candidates(self) -> Tuple[List[str], Optional[str]]:
-        """The backends to try, in order, and why the first choices are
-        already out (or None)."""
+    def _candidates(self) -> Tuple[List[str], Optional[str], List[str]]:
+        """The backends to try, in order, why the first choices are
+        already out (or None), and those a long-lived "auto" Counter may
+        move between as its namespace's size changes."""
         if self._requested != "auto":
-            return [self._requested], None
-        order = auto_order()
-        if _netlink.IMPORT_ERROR is not None and "procfs" in order:
+            return [self._requested], None, []
+        if _netlink.IMPORT_ERROR is not None and "procfs" in auto_order():
             # A source install without a compiler: only /proc is left.
-            return ["procfs"], f"the C extension is not available ({_netlink.IMPORT_ERROR})"
-        if self._one_count and order == list(AUTO_BACKENDS) and (
-                self._breakdown
-                or (self._netns is None and _sizing.one_count_backend() == "netlink")):
-            # One count cannot pay back a BPF program load here (and a
-            # per-port breakdown is netlink's anyway).
-            order = ["netlink", "bpf", "procfs"]
-        return order, None
+            return ["procfs"], f"the C extension is not available ({_netlink.IMPORT_ERROR})", []
+        # The cheapest first for this namespace's size (_sizing.py): the
+        # walk on a big table, netlink where one count cannot pay back a
+        # program load; the rest of the order stays as the fallback.
+        order, switchable = sized_order(self._netns, self._one_count, self._breakdown)
+        return order, None, switchable
 
     @property
     def fallback_reason(self) -> Optional[str]:
@@ -145,7 +149,7 @@ class Counter:
 
     @property
     def backend(self) -> str:
-        """The backend in use: "bpf", "netlink", "procfs" or "pinned"."""
+        """The backend in use: "walk", "bpf", "netlink", "procfs" or "pinned"."""
         return self._policy.backend.name
 
     @property
@@ -314,11 +318,11 @@ def counts(
         dual-stack IPv6 sockets (v4-mapped) belong to "ipv6", as in
         /proc/net/tcp6.
     states: an iterable of state names (case-insensitive), or None.
-    backend: "auto" (bpf, else netlink, else /proc; see auto_order()),
-        "bpf", "netlink", "procfs", or "pinned" (with `path`).  For this
-        one count, "auto" takes netlink first where loading a BPF program
-        would cost more than its walk saves (a small, sparse table: see
-        _sizing.py); a reused Counter takes bpf, cheaper per count.
+    backend: "auto" (the cheapest here first, then bpf, netlink, /proc;
+        see auto_order()), "walk", "bpf", "netlink", "procfs", or "pinned"
+        (with `path`).  For this one count, "auto" weighs the set-up too
+        (_sizing.py): netlink on a small, sparse table, the walk on a big,
+        full one, else bpf.
     local_ports, remote_ports: count only sockets whose local (remote) port
         is one of these: a port, a (low, high) inclusive range, a range(),
         or a list of those.  Both given: both must hold.  Netlink applies

@@ -104,7 +104,8 @@ def _add_counting_options(parser: argparse.ArgumentParser) -> None:
                       help="count another network namespace: /var/run/netns/NAME, "
                            "/proc/PID/ns/net or a pid")
     what.add_argument("--backend", choices=BACKENDS, default="auto",
-                      help="auto (default): bpf, else netlink, else /proc; or force one")
+                      help="auto (default): the cheapest for the namespace's size (walk, "
+                           "bpf, netlink), else the next; or force one")
     what.add_argument("--pinned", metavar="PATH",
                       help="count through an iterator pinned by `fasttcpstat pin` "
                            "(any user, own namespace; implies --backend pinned)")

@@ -12,13 +12,14 @@ from __future__ import annotations
 import _thread
 import errno
 import os
+import time
 
-from . import _netlink
+from . import _netlink, _sizing
 from ._backend import Lease
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, List, Optional, Set, Tuple
+    from typing import Callable, Collection, List, Optional, Set, Tuple
 
     from ._backend import Backend, Tally
     from ._netns import Netns
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
 
 ENV_BACKEND = "FASTTCPSTAT_BACKEND"
 AUTO_BACKENDS = ("bpf", "netlink", "procfs")
-# Named in FASTTCPSTAT_BACKEND, but not tried unless listed: "walk" is
-# explicit-only until it is proven where it wins.
+# Named in FASTTCPSTAT_BACKEND; "auto" puts it first only where _sizing
+# says it costs less (one namespace) or for counts_all_netns().
 OPT_IN_BACKENDS = ("walk",)
 CLOSED = "I/O operation on a closed Counter"
 
@@ -88,6 +89,33 @@ def auto_order() -> List[str]:
     return chosen or [name for name in AUTO_BACKENDS if name not in excluded]
 
 
+def sized_order(netns: Optional[Netns], one_count: bool, breakdown: bool
+                ) -> Tuple[List[str], List[str]]:
+    """The order "auto" tries for a Counter (one_count: counts() and
+    counts_by_port(); breakdown: the latter), first the cheapest here
+    (_sizing), then the rest of auto_order(); and the backends a reused
+    Counter may move between as its namespace grows or shrinks (empty:
+    it stays where it is)."""
+    chosen, excluded = _env_order()  # read once: a one-shot count pays for this
+    order = chosen or [name for name in AUTO_BACKENDS if name not in excluded]
+    if chosen or netns is not None:
+        # A site's explicit order is kept as it is; another namespace's
+        # sizes are not read from here.
+        return order, []
+    names: List[str] = [n for n in ("walk", "bpf", "netlink") if n in order or
+                        (n == "walk" and n not in excluded)]
+    if breakdown:
+        first = "netlink"  # per-port breakdowns are netlink's anyway
+    elif one_count:
+        first = _sizing.one_count_backend(names)
+    else:
+        first = _sizing.choose(names, one_shot=False)
+    switchable: List[str] = [] if one_count else names
+    if first in ("", order[0]):
+        return order, switchable
+    return [first] + [n for n in order if n != first], switchable
+
+
 def auto_walk() -> bool:
     """Whether "auto" of counts_all_netns() tries the walk first: unless
     FASTTCPSTAT_BACKEND leaves it out ("-walk") or lists backends without it."""
@@ -100,15 +128,25 @@ class Policy:
 
     opener(name) opens a backend by name.  candidates: the names to try in
     order (one name: no fallback).  reason: why earlier choices were
-    dropped before any was tried, or None.
+    dropped before any was tried, or None.  switchable: the candidates a
+    long-lived "auto" Counter may move between when its namespace's size
+    makes another cheaper (re-weighed at most every
+    _sizing.RECHECK_SECONDS, from a thread in the namespace of inode
+    `home`); empty: it stays on the backend it opened.
     """
 
     def __init__(self, opener: Callable[[str], Backend], candidates: List[str],
-                 netns: Optional[Netns] = None, reason: Optional[str] = None) -> None:
+                 netns: Optional[Netns] = None, reason: Optional[str] = None,
+                 switchable: Collection[str] = (), home: int = 0) -> None:
         self._opener = opener
         self._netns = netns
         self._lock = _thread.allocate_lock()
+        self._order = list(candidates)
         self._candidates = list(candidates)
+        self._refused: Set[str] = set()
+        self._switchable = list(switchable)
+        self._home = home
+        self._recheck_at = time.monotonic() + _sizing.RECHECK_SECONDS
         self._by_port: Optional[Lease[Backend]] = None
         self._closed = False
         #: Why the backend in use is not the first choice, or None.
@@ -126,6 +164,8 @@ class Policy:
     def count(self, query: CountQuery) -> Tally:
         """Count with the backend that suits `query`; move on to the next
         candidate when the kernel refuses the one in use."""
+        if self._switchable and time.monotonic() >= self._recheck_at:
+            self._reweigh()
         while True:
             lease = self._take(query)
             try:
@@ -136,6 +176,39 @@ class Policy:
             finally:
                 with self._lock:
                     lease.give_back()
+
+    def _reweigh(self) -> None:
+        """Move to a switchable backend that _sizing estimates clearly
+        cheaper here now (the table grew or shrank).  A refusal to open it
+        is noted like any other and never fails the count."""
+        with self._lock:
+            now = time.monotonic()
+            if self._closed or now < self._recheck_at:
+                return  # another thread re-weighed meanwhile
+            self._recheck_at = now + _sizing.RECHECK_SECONDS
+            try:
+                if _sizing.netns_inode() != self._home:
+                    return  # counting from another namespace's thread
+            except OSError:
+                return
+            current = self._main.resource.name
+            name = _sizing.better_backend(
+                current, [n for n in self._switchable if n not in self._refused])
+            if name is None:
+                return
+            try:
+                backend = self._opener(name)
+            except (OSError, ImportError) as exc:
+                if not self.refused(name, exc):
+                    raise
+                self._note(name, exc)
+                return
+            old = self._main
+            self._main = Lease(backend)
+            old.retire()  # closed by the last count that holds it
+            # Falling back from here goes through the rest, in "auto"'s order.
+            self._candidates = [n for n in self._order
+                                if n != name and n not in self._refused]
 
     def _take(self, query: CountQuery) -> Lease[Backend]:
         with self._lock:
@@ -223,6 +296,7 @@ class Policy:
         return not (self._netns is not None and self._netns.pid is None)
 
     def _note(self, name: str, exc: BaseException) -> None:
+        self._refused.add(name)
         reason = f"{name}: {exc}"
         self.fallback_reason = f"{self.fallback_reason}; {reason}" if self.fallback_reason else reason
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union
 
 from ._all_netns import AllNetnsCounter
-from ._counter import Counter, StateCounts
+from ._counter import Counter, StateCounts, _OneBreakdown, _OneCount
 from ._netns import NetnsSpec
 from ._netns_list import NetnsInfo
 from ._ports import PortSpec
@@ -136,14 +136,20 @@ def _check_per_owner(query: Query) -> None:
 
 
 def open_source(query: Query, backend: str = "auto", netns: NetnsSpec = None,
-                request: str = "auto", path: Optional[str] = None) -> Source:
+                request: str = "auto", path: Optional[str] = None,
+                one_count: bool = False) -> Source:
     """What take() counts with for `query`: one AllNetnsCounter for
-    all_netns, else a Counter.  The caller closes it."""
+    all_netns, else a Counter ("auto" weighs the set-up too for
+    `one_count`, a single sample).  The caller closes it."""
     if query.all_netns:
         if netns is not None or path is not None or request != "auto":
             raise ValueError("all_netns counts every namespace; netns, path and "
                              "request do not apply")
         return AllNetnsCounter(backend)
+    if one_count:
+        breakdown = query.by_port is not None or query.by_cgroup
+        kind = _OneBreakdown if breakdown else _OneCount
+        return kind(backend, netns=netns, request=request, path=path)
     return Counter(backend, netns=netns, request=request, path=path)
 
 
