@@ -2,10 +2,11 @@
  * Generating the walk program (see walk_prog.h for what it does).
  *
  * Two functions: the main program takes the RCU read lock, finds the
- * calling task's namespace's table, and calls bpf_loop() with the step
- * callback; the callback makes one step per call: start a bucket, count
- * one socket, or end a chain.  The cursor lives in the shared map value,
- * so a run can stop after any step and the next one resumes.
+ * calling task's namespace's table, and calls bpf_loop() with the
+ * callback; the callback takes up to STEPS_PER_CALL steps (an empty
+ * bucket, or one socket, with its bucket's start or its chain's end) in
+ * a loop of its own.  The cursor lives in the shared map value, so a run
+ * can stop after any step and the next one resumes.
  *
  * Pointers read through bpf_rdonly_cast() keep their BTF type, and the
  * verifier refuses arithmetic on them (testing a chain pointer's nulls
@@ -14,9 +15,11 @@
  * number is cast back to a typed pointer with bpf_rdonly_cast(), whose
  * loads the kernel guards (a faulting load reads 0).
  *
- * Callback registers: r6 the map value, r7 the socket (then its struct
- * net on a namespace-cache miss), r8 its state (at a bucket start: the
- * head's address), r9 its family's offset in a tally slot (0 or 128).
+ * Callback registers: r6 the map value, r7 the run's steps (then the
+ * socket, then its struct net on a namespace-cache miss), r8 its state,
+ * then its counter's offset in a tally slot (family * 128 + state * 8;
+ * at a bucket start: the head's address), r9 the steps this call may
+ * still take.
  */
 #include "walk_prog.h"
 
@@ -49,6 +52,7 @@ enum label {
     L_LOCAL_OK, L_REMOTE_OK, L_SKIP, L_ANY_NS,
     L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_LOGGED, L_NS_LOOKUP, L_COUNT,
     L_TOUCHED_8, L_TOUCHED_6, L_TOUCHED_4, L_TOUCHED_2, L_TOUCHED,
+    L_TOP, L_MID, L_CUT, L_FLUSH, L_FLUSHED,
     NLABELS
 };
 _Static_assert(NLABELS <= FTS_ASM_MAXLABELS, "too many labels");
@@ -64,7 +68,7 @@ size_t
 fts_walk_prog_len(const struct fts_walk_filter *filter)
 {
     size_t ranges = filter == NULL ? 0 : filter->nlocal + filter->nremote;
-    return 480 + 8 * FTS_WALK_PROBES + 2 * ranges;
+    return 520 + 8 * FTS_WALK_PROBES + 2 * ranges;
 }
 
 /* ctl.field += 1 */
@@ -129,15 +133,16 @@ main_program(struct fts_asm *a, const struct fts_walk_layout *l, int map_fd)
     fts_load(a, R1, R7, (int16_t)l->hi_lhash2_mask, 4);
     fts_store(a, R6, CTL(lhash2_mask), R1, 4);
 
-    /* bpf_loop(ctl.budget + ctl.slack, step, NULL, 0) */
+    /* bpf_loop(ctl.budget + ctl.slack, callback, NULL, 0): every call
+     * takes a step at least, or ends the run. */
     fts_load(a, R1, R6, CTL(budget), 8);
     fts_load(a, R2, R6, CTL(slack), 8);
     fts_alu_reg(a, FTS_OP_ADD, R1, R2);
+    fts_store(a, R6, CTL(limit), R1, 8);
     fts_ld_func(a, R2, L_CALLBACK);
     fts_mov_imm(a, R3, 0);
     fts_mov_imm(a, R4, 0);
     fts_call(a, HELPER_loop);
-    fts_store(a, R6, CTL(loops), R0, 8);
 
     fts_place(a, L_UNLOCK);
     fts_call(a, HELPER_ktime_get_ns);
@@ -211,13 +216,13 @@ touch_bucket(struct fts_asm *a, const struct fts_walk_layout *l, int ahead,
 }
 
 /* At an ehash bucket start, r1 the head's address (kept), r7 the
- * iteration's index. */
+ * step's index in the run. */
 static void
 touch_ahead(struct fts_asm *a, const struct fts_walk_layout *l)
 {
     fts_mov_reg(a, R8, R1);
     /* Only where chains are long: the previous bucket took index -
-     * chain_at iterations, its sockets + 1 (a new run's index is lower:
+     * chain_at steps, its sockets + 1 (a new run's index is lower:
      * a huge unsigned difference, which touches). */
     fts_mov_reg(a, R2, R7);
     fts_load(a, R3, R6, CTL(chain_at), 8);
@@ -259,8 +264,12 @@ apply_filter(struct fts_asm *a, const struct fts_walk_layout *l,
         return;
     }
     if (f->states != 0) {
+        /* r8 = family * 128 + state * 8 */
+        fts_mov_reg(a, R2, R8);
+        fts_alu_imm(a, FTS_OP_RSH, R2, 3);
+        fts_alu_imm(a, FTS_OP_AND, R2, FTS_NSTATES - 1);
         fts_mov_imm(a, R1, (int32_t)f->states);
-        fts_alu_reg(a, FTS_OP_RSH, R1, R8);
+        fts_alu_reg(a, FTS_OP_RSH, R1, R2);
         fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_STATES_OK);
         fts_jump(a, FTS_J_JA, 0, 0, 0, L_SKIP);
         fts_place(a, L_STATES_OK);
@@ -276,19 +285,22 @@ apply_filter(struct fts_asm *a, const struct fts_walk_layout *l,
     }
 }
 
-/* r9 = the family's offset in a slot, or jump to L_BAD_FAMILY.  A
- * v4-mapped socket is an AF_INET6 socket: IPv6, as netlink says. */
+/* r8 (the state) = the counter's offset in a slot's counts, family *
+ * 128 + state * 8, or jump to L_BAD_FAMILY.  A v4-mapped socket is an
+ * AF_INET6 socket: IPv6, as netlink says. */
 static void
 classify_family(struct fts_asm *a, const struct fts_walk_layout *l)
 {
     _Static_assert((AF_INET | 8) == AF_INET6 && AF_INET6 >> 3 == 1,
                    "the families differ in bit 3 only");
-    fts_load(a, R9, R7, (int16_t)l->skc_family, 2);
-    fts_mov_reg(a, R2, R9);
-    fts_alu_imm(a, FTS_OP_OR, R2, 8);
-    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, AF_INET6, L_BAD_FAMILY);
-    fts_alu_imm(a, FTS_OP_RSH, R9, 3);
-    fts_alu_imm(a, FTS_OP_MUL, R9, FAMILY_STRIDE);
+    fts_load(a, R2, R7, (int16_t)l->skc_family, 2);
+    fts_mov_reg(a, R3, R2);
+    fts_alu_imm(a, FTS_OP_OR, R3, 8);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R3, 0, AF_INET6, L_BAD_FAMILY);
+    fts_alu_imm(a, FTS_OP_RSH, R2, 3);
+    fts_alu_imm(a, FTS_OP_MUL, R2, FAMILY_STRIDE);
+    fts_alu_imm(a, FTS_OP_LSH, R8, 3);
+    fts_alu_reg(a, FTS_OP_ADD, R8, R2);
 }
 
 /* r3 = the byte offset of the tally slot for namespace r1 (open
@@ -326,15 +338,14 @@ find_slot(struct fts_asm *a, uint32_t nslots)
     fts_place(a, L_FOUND);
 }
 
-/* slot r3, family r9, state r8: add one, and log the counter's offset
- * so that a rescan of this bucket can take it back. */
+/* slot r3, counter r8: add one, and log the counter's offset so that a
+ * rescan of this bucket can take it back.  `counted` grows by the log's
+ * length when the bucket ends (flush()), not once per socket. */
 static void
 count(struct fts_asm *a, uint32_t nslots)
 {
     fts_alu_imm(a, FTS_OP_ADD, R3,
                 (int32_t)offsetof(struct fts_walk_slot, n));
-    fts_alu_reg(a, FTS_OP_ADD, R3, R9);
-    fts_alu_imm(a, FTS_OP_LSH, R8, 3);
     fts_alu_reg(a, FTS_OP_ADD, R3, R8);
     /* Always true; it shows the verifier the access is in bounds. */
     fts_jump(a, FTS_J_JGT | FTS_SRC_K, R3, 0,
@@ -354,8 +365,20 @@ count(struct fts_asm *a, uint32_t nslots)
     fts_alu_reg(a, FTS_OP_ADD, R4, R6);
     fts_store(a, R4, CTL(log), R3, 4);
     fts_place(a, L_LOGGED);
-    bump(a, CTL(counted));
-    fts_exit_imm(a, 0);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_NEXT);
+}
+
+/* ctl.counted += ctl.nlog: the increments of the bucket the run is in,
+ * or just ended, each counted once.  A bucket user space undoes (a
+ * rescan, a run cut mid-bucket) is flushed before it: its undo takes
+ * `counted` back by one for each increment it takes back. */
+static void
+flush(struct fts_asm *a)
+{
+    fts_load(a, R1, R6, CTL(nlog), 4);
+    fts_load(a, R2, R6, CTL(counted), 8);
+    fts_alu_reg(a, FTS_OP_ADD, R2, R1);
+    fts_store(a, R6, CTL(counted), R2, 8);
 }
 
 /* r1 holds a nulls marker: the chain ended.  Its value must name this
@@ -404,33 +427,48 @@ ns_lookup(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_COUNT);
 }
 
-/* ctl.field += 1, and end this iteration. */
+/* ctl.field += 1, and on to the next step. */
 static void
-tally_exit(struct fts_asm *a, int label, int16_t field)
+tally_next(struct fts_asm *a, int label, int16_t field)
 {
     fts_place(a, label);
     bump(a, field);
-    fts_exit_imm(a, 0);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_NEXT);
 }
 
-/* One iteration: a bucket's start (and its end, if empty), or one socket
- * (and the chain's end, if it is the last).  Checking the end in the same
- * iteration as the last socket makes a bucket atomic unless it has more
- * sockets than a run has iterations left. */
+/* Steps per bpf_loop iteration: each call's entry and return, and the
+ * cursor's reload, are shared by this many sockets or empty buckets.
+ * The verifier walks the loop this many times over. */
+#define STEPS_PER_CALL 8
+
+/* One bpf_loop iteration: up to STEPS_PER_CALL steps, each an empty
+ * bucket, or one socket (with its bucket's start if it is the first,
+ * with its chain's end if it is the last).  Checking the end in the same
+ * step as the last socket makes a bucket atomic unless it has more
+ * sockets than a run has steps left. */
 static void
 callback(struct fts_asm *a, const struct fts_walk_layout *l,
          const struct fts_walk_filter *filter, int map_fd, uint32_t nslots)
 {
     fts_place(a, L_CALLBACK);
-    fts_mov_reg(a, R7, R1);  /* the iteration's index */
     fts_ld_map(a, R6, FTS_BPF_PSEUDO_MAP_VALUE, map_fd, 0);
+    fts_mov_imm(a, R9, STEPS_PER_CALL);
+    fts_place(a, L_TOP);
+    fts_load(a, R7, R6, CTL(loops), 8);
     fts_load(a, R1, R6, CTL(node), 8);
-    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R1, 0, 0, L_STEP);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R1, 0, 0, L_MID);
 
-    /* At a bucket boundary past the budget: end the run here (bpf_loop
-     * was given ctl.slack more iterations to reach one). */
+    /* At a bucket boundary past the budget: end the run here (it may
+     * take ctl.slack more steps to reach one). */
     fts_load(a, R2, R6, CTL(budget), 8);
     fts_jump(a, FTS_J_JGE | FTS_SRC_X, R7, R2, 0, L_STOP);
+    fts_mov_reg(a, R2, R7);
+    fts_alu_imm(a, FTS_OP_ADD, R2, 1);
+    fts_store(a, R6, CTL(loops), R2, 8);
+    /* The bucket before is done: its increments join `counted`. */
+    fts_load(a, R2, R6, CTL(nlog), 4);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, 0, L_FLUSH);
+    fts_place(a, L_FLUSHED);
 
     /* Start a bucket: r1 = its head's address, then r1 = its first node. */
     fts_load(a, R2, R6, CTL(table), 4);
@@ -446,7 +484,7 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_place(a, L_TO_LHASH2);
     fts_store_imm(a, R6, CTL(table), FTS_WALK_TABLE_LHASH2, 4);
     fts_store_imm(a, R6, CTL(bucket), 0, 4);
-    fts_exit_imm(a, 0);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_NEXT);
     fts_place(a, L_LHASH2);
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, FTS_WALK_TABLE_LHASH2, L_STOP);
     bucket_head(a, CTL(lhash2_mask), CTL(lhash2), l->lhash2_size,
@@ -456,7 +494,6 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_load(a, R1, R0, (int16_t)l->head_first, 8);
     launder(a, R1);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_UNREADABLE);
-    fts_store_imm(a, R6, CTL(nlog), 0, 4);
     fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_EMPTY);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_STEP);
     fts_place(a, L_EMPTY);
@@ -464,15 +501,22 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_place(a, L_FINISHED);
     fts_store_imm(a, R6, CTL(table), FTS_WALK_TABLE_DONE, 4);
     fts_place(a, L_STOP);
+    flush(a);
+    fts_store_imm(a, R6, CTL(nlog), 0, 4);
     fts_exit_imm(a, 1);
 
-    /* A NULL head or link: no valid chain has one.  Stop the run; user
-     * space undoes the bucket and rescans it, then gives up on it. */
-    fts_place(a, L_UNREADABLE);
-    bump(a, CTL(unreadable));
-    fts_place(a, L_RESCAN);
-    fts_store_imm(a, R6, CTL(status), FTS_WALK_ST_RESCAN, 4);
-    fts_exit_imm(a, 1);
+    fts_place(a, L_FLUSH);
+    flush(a);
+    fts_store_imm(a, R6, CTL(nlog), 0, 4);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_FLUSHED);
+
+    /* Mid-bucket, r1 its next node: past budget + slack steps, stop
+     * (user space undoes the bucket and the next run walks it again). */
+    fts_place(a, L_MID);
+    fts_load(a, R2, R6, CTL(limit), 8);
+    fts_jump(a, FTS_J_JGE | FTS_SRC_X, R7, R2, 0, L_CUT);
+    fts_alu_imm(a, FTS_OP_ADD, R7, 1);
+    fts_store(a, R6, CTL(loops), R7, 8);
 
     /* One socket: r1 = its node. */
     fts_place(a, L_STEP);
@@ -508,12 +552,25 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     chain_end(a, L_LAST_LHASH2, L_SOCKET);
     ns_lookup(a, l, nslots);
 
-    tally_exit(a, L_SKIP, CTL(filtered));
-    tally_exit(a, L_BAD_STATE, CTL(bad_state));
-    tally_exit(a, L_BAD_FAMILY, CTL(bad_family));
-    tally_exit(a, L_BAD_NS, CTL(bad_ns));
-    tally_exit(a, L_FULL, CTL(full));
+    tally_next(a, L_SKIP, CTL(filtered));
+    tally_next(a, L_BAD_STATE, CTL(bad_state));
+    tally_next(a, L_BAD_FAMILY, CTL(bad_family));
+    tally_next(a, L_BAD_NS, CTL(bad_ns));
+    tally_next(a, L_FULL, CTL(full));
+
+    /* A NULL head or link: no valid chain has one.  Stop the run; user
+     * space undoes the bucket and rescans it, then gives up on it. */
+    fts_place(a, L_UNREADABLE);
+    bump(a, CTL(unreadable));
+    fts_place(a, L_RESCAN);
+    fts_store_imm(a, R6, CTL(status), FTS_WALK_ST_RESCAN, 4);
+    fts_place(a, L_CUT);
+    flush(a);
+    fts_exit_imm(a, 1);
+
     fts_place(a, L_NEXT);
+    fts_alu_imm(a, FTS_OP_SUB, R9, 1);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R9, 0, 0, L_TOP);
     fts_exit_imm(a, 0);
 }
 
