@@ -51,8 +51,8 @@ enum label {
     L_STATE_CHECK, L_STATE_OK, L_BAD_STATE, L_BAD_FAMILY, L_STATES_OK,
     L_LOCAL_OK, L_REMOTE_OK, L_SKIP, L_ANY_NS,
     L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_LOGGED, L_NS_LOOKUP, L_COUNT,
-    L_TOUCHED_8, L_TOUCHED_6, L_TOUCHED_4, L_TOUCHED_2, L_TOUCHED,
-    L_TOP, L_MID, L_CUT, L_FLUSH, L_FLUSHED,
+    L_LANE_NEW, L_LANE_AHEAD, L_LANE_MOVED, L_LANE_DONE, L_ACCOUNT,
+    L_TOP, L_MID, L_CUT, L_FLUSH,
     NLABELS
 };
 _Static_assert(NLABELS <= FTS_ASM_MAXLABELS, "too many labels");
@@ -106,6 +106,11 @@ main_program(struct fts_asm *a, const struct fts_walk_layout *l, int map_fd)
      * held, and a freed struct net's memory may become another's.  1
      * matches no pointer, not even a faulting load's 0. */
     fts_store_imm(a, R6, CTL(last_net), 1, 8);
+    /* So do the touch lanes (the same reason). */
+    for (int j = 0; j < FTS_WALK_LANES; j++) {
+        fts_store_imm(a, R6, (int16_t)(CTL(lanes) + 8 * j), 0, 8);
+    }
+    fts_store_imm(a, R6, CTL(ahead), 0, 4);
     fts_call_kfunc(a, l->kf_rcu_read_lock);
     fts_call(a, HELPER_ktime_get_ns);
     fts_store(a, R6, CTL(held_ns), R0, 8);
@@ -172,68 +177,75 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
     fts_alu_imm(a, FTS_OP_ADD, R1, head);
 }
 
-/* Touching ahead.  A socket's lines are read when its predecessor's link
+/* Touch lanes.  A socket's lines are read when its predecessor's link
  * arrives, so a chain costs one memory latency per socket, one after the
  * other.  Loads whose results nothing waits for let the CPU fetch other
- * chains meanwhile: at an ehash bucket start, the first socket of the
- * bucket 8 ahead, the first two of the one 6 ahead, and so on (each
- * level's earlier sockets are cached by then, so their links are at
- * hand).  Only after a chain of TOUCH_MIN_CHAIN sockets or more: in a
- * sparse table the touches cost more than they save.  A/B against the
- * walk before (no touching, no namespace cache), same session: 1M
- * sockets 0.62x CPU per pass, 100k 0.95x; touching always: 100k 1.24x
- * (bench/results/walk-issue13e-*.md).  A cursor running ahead one node
- * per step lost 10%. */
-#define TOUCH_MIN_CHAIN 2
-static const struct {
-    int ahead, depth, done;
-} TOUCH[] = {
-    {8, 1, L_TOUCHED_8}, {6, 2, L_TOUCHED_6}, {4, 3, L_TOUCHED_4},
-    {2, 4, L_TOUCHED_2},
-};
+ * chains meanwhile.  FTS_WALK_LANES cursors walk the ehash chains ahead
+ * of the count, each taking the next bucket not yet taken (at least
+ * LANE_LEAD past the count's) when its chain ends; every step moves one
+ * lane, in turn, one socket on and touches that socket's lines.  A lane
+ * comes back to its chain FTS_WALK_LANES steps later, when the line it
+ * touched has arrived: that many fetches are in flight while the count
+ * finds its sockets' lines cached.  The lanes only read: whatever they
+ * follow (a socket that moved, a freed one) changes no count.  They
+ * start empty each run (RCU is not held between runs). */
+#define LANE_LEAD 64
 
-/* Load the first `depth` sockets of the ehash bucket `ahead` past the
- * cursor (their link and state lines) and drop them; `done` is a label
- * free for this use.  Clobbers r0-r5. */
+/* One lane's move; clobbers r0-r5 and r8. */
 static void
-touch_bucket(struct fts_asm *a, const struct fts_walk_layout *l, int ahead,
-             int depth, int done)
+lane_step(struct fts_asm *a, const struct fts_walk_layout *l)
 {
-    bucket_head(a, CTL(ehash_mask), CTL(ehash), l->ehash_size,
-                l->ehash_head, done, ahead);
+    /* r8 = the map value + 8 * the lane's index (then lanes[] past it) */
+    fts_load(a, R2, R6, CTL(lane), 4);
+    fts_mov_reg(a, R3, R2);
+    fts_alu_imm(a, FTS_OP_ADD, R3, 1);
+    fts_store(a, R6, CTL(lane), R3, 4);
+    fts_alu_imm(a, FTS_OP_AND, R2, FTS_WALK_LANES - 1);
+    fts_alu_imm(a, FTS_OP_LSH, R2, 3);
+    fts_mov_reg(a, R8, R6);
+    fts_alu_reg(a, FTS_OP_ADD, R8, R2);
+    fts_load(a, R1, R8, CTL(lanes), 8);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_LANE_NEW);
+    fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LANE_NEW);
+    fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
+    cast(a, l, l->id_sock_common);
+    fts_load(a, R1, R0, (int16_t)l->skc_node_next, 8);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_LANE_MOVED);
+
+    /* Its chain ended: take bucket max(ahead, the count's + LANE_LEAD). */
+    fts_place(a, L_LANE_NEW);
+    fts_load(a, R2, R6, CTL(table), 4);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, FTS_WALK_TABLE_EHASH,
+             L_LANE_DONE);
+    fts_load(a, R3, R6, CTL(ahead), 4);
+    fts_load(a, R4, R6, CTL(bucket), 4);
+    fts_alu_imm(a, FTS_OP_ADD, R4, LANE_LEAD);
+    fts_jump(a, FTS_J_JGE | FTS_SRC_X, R3, R4, 0, L_LANE_AHEAD);
+    fts_mov_reg(a, R3, R4);
+    fts_place(a, L_LANE_AHEAD);
+    fts_load(a, R4, R6, CTL(ehash_mask), 4);
+    fts_jump(a, FTS_J_JGT | FTS_SRC_X, R3, R4, 0, L_LANE_DONE);
+    fts_mov_reg(a, R4, R3);
+    fts_alu_imm(a, FTS_OP_ADD, R4, 1);
+    fts_store(a, R6, CTL(ahead), R4, 4);
+    fts_alu_imm(a, FTS_OP_MUL, R3, l->ehash_size);
+    fts_load(a, R1, R6, CTL(ehash), 8);
+    fts_alu_reg(a, FTS_OP_ADD, R1, R3);
+    fts_alu_imm(a, FTS_OP_ADD, R1, l->ehash_head);
     cast(a, l, l->id_nulls_head);
     fts_load(a, R1, R0, (int16_t)l->head_first, 8);
-    for (int k = 0; k < depth; k++) {
-        launder(a, R1);
-        fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, done);
-        fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, done);
-        fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
-        cast(a, l, l->id_sock_common);
-        fts_load(a, R1, R0, (int16_t)l->skc_node_next, 8);
-        fts_load(a, R2, R0, (int16_t)l->skc_state, 1);
-    }
-    fts_place(a, done);
-}
 
-/* At an ehash bucket start, r1 the head's address (kept), r7 the
- * step's index in the run. */
-static void
-touch_ahead(struct fts_asm *a, const struct fts_walk_layout *l)
-{
-    fts_mov_reg(a, R8, R1);
-    /* Only where chains are long: the previous bucket took index -
-     * chain_at steps, its sockets + 1 (a new run's index is lower:
-     * a huge unsigned difference, which touches). */
-    fts_mov_reg(a, R2, R7);
-    fts_load(a, R3, R6, CTL(chain_at), 8);
-    fts_alu_reg(a, FTS_OP_SUB, R2, R3);
-    fts_store(a, R6, CTL(chain_at), R7, 8);
-    fts_jump(a, FTS_J_JLT | FTS_SRC_K, R2, 0, TOUCH_MIN_CHAIN + 1, L_TOUCHED);
-    for (size_t i = 0; i < sizeof(TOUCH) / sizeof(TOUCH[0]); i++) {
-        touch_bucket(a, l, TOUCH[i].ahead, TOUCH[i].depth, TOUCH[i].done);
-    }
-    fts_place(a, L_TOUCHED);
-    fts_mov_reg(a, R1, R8);
+    /* r1: the lane's next node (or its chain's end): keep, and touch. */
+    fts_place(a, L_LANE_MOVED);
+    fts_store(a, R8, CTL(lanes), R1, 8);
+    fts_load(a, R1, R8, CTL(lanes), 8);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_LANE_DONE);
+    fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LANE_DONE);
+    fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
+    cast(a, l, l->id_sock_common);
+    fts_load(a, R1, R0, (int16_t)l->skc_node_next, 8);
+    fts_load(a, R2, R0, (int16_t)l->skc_state, 1);
+    fts_place(a, L_LANE_DONE);
 }
 
 /* r8 = the state as netlink reports it, or jump to L_BAD_STATE. */
@@ -462,20 +474,29 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
      * take ctl.slack more steps to reach one). */
     fts_load(a, R2, R6, CTL(budget), 8);
     fts_jump(a, FTS_J_JGE | FTS_SRC_X, R7, R2, 0, L_STOP);
-    fts_mov_reg(a, R2, R7);
-    fts_alu_imm(a, FTS_OP_ADD, R2, 1);
-    fts_store(a, R6, CTL(loops), R2, 8);
     /* The bucket before is done: its increments join `counted`. */
     fts_load(a, R2, R6, CTL(nlog), 4);
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, 0, L_FLUSH);
-    fts_place(a, L_FLUSHED);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_ACCOUNT);
+
+    /* Mid-bucket: past budget + slack steps, stop (user space undoes the
+     * bucket and the next run walks it again). */
+    fts_place(a, L_MID);
+    fts_load(a, R2, R6, CTL(limit), 8);
+    fts_jump(a, FTS_J_JGE | FTS_SRC_X, R7, R2, 0, L_CUT);
+
+    fts_place(a, L_ACCOUNT);
+    fts_alu_imm(a, FTS_OP_ADD, R7, 1);
+    fts_store(a, R6, CTL(loops), R7, 8);
+    lane_step(a, l);
+    fts_load(a, R1, R6, CTL(node), 8);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R1, 0, 0, L_STEP);
 
     /* Start a bucket: r1 = its head's address, then r1 = its first node. */
     fts_load(a, R2, R6, CTL(table), 4);
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, FTS_WALK_TABLE_EHASH, L_LHASH2);
     bucket_head(a, CTL(ehash_mask), CTL(ehash), l->ehash_size,
                 l->ehash_head, L_EHASH_DONE, 0);
-    touch_ahead(a, l);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_HEAD);
     fts_place(a, L_EHASH_DONE);
     fts_load(a, R1, R6, CTL(tables), 8);
@@ -508,15 +529,7 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_place(a, L_FLUSH);
     flush(a);
     fts_store_imm(a, R6, CTL(nlog), 0, 4);
-    fts_jump(a, FTS_J_JA, 0, 0, 0, L_FLUSHED);
-
-    /* Mid-bucket, r1 its next node: past budget + slack steps, stop
-     * (user space undoes the bucket and the next run walks it again). */
-    fts_place(a, L_MID);
-    fts_load(a, R2, R6, CTL(limit), 8);
-    fts_jump(a, FTS_J_JGE | FTS_SRC_X, R7, R2, 0, L_CUT);
-    fts_alu_imm(a, FTS_OP_ADD, R7, 1);
-    fts_store(a, R6, CTL(loops), R7, 8);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_ACCOUNT);
 
     /* One socket: r1 = its node. */
     fts_place(a, L_STEP);

@@ -75,6 +75,9 @@ struct fts_walk_layout {
  * bucket and the next run walks it again).  The default slack: */
 #define FTS_WALK_SLACK 1024
 
+/* Chains the program reads ahead of the count, in turn (a power of 2). */
+#define FTS_WALK_LANES 16
+
 /* Which tables a pass walks.  A namespace with its own table
  * (net.ipv4.tcp_child_ehash_entries) has its own ehash but shares the
  * host's lhash2 (inet_pernet_hashinfo_alloc() copies the pointer): every
@@ -102,7 +105,6 @@ struct fts_walk_ctl {
     uint64_t scratch;      /* turns a typed pointer into a number */
     uint64_t last_net;     /* cache: the last socket's struct net, and */
     uint64_t last_slot;    /* its slot's byte offset (0: filtered out) */
-    uint64_t chain_at;     /* the step the last bucket started at */
     uint64_t hashinfo;     /* out: the table walked (its identity) */
     uint64_t ehash;        /* bucket arrays, as numbers */
     uint64_t lhash2;
@@ -117,6 +119,9 @@ struct fts_walk_ctl {
                             * (added to `counted` when it ends, or when
                             * the run stops in it) */
     uint32_t status;       /* out: FTS_WALK_ST_* */
+    uint32_t lane;         /* touch lanes (walk_prog.c): the next to move */
+    uint32_t ahead;        /* the next ehash bucket a lane takes */
+    uint64_t lanes[FTS_WALK_LANES];  /* their next nodes (0: none) */
     /* Counters over a pass (user space zeroes them). */
     uint64_t counted;
     uint64_t filtered;     /* left out by the state, port or ns filter */
