@@ -181,14 +181,18 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
  * arrives, so a chain costs one memory latency per socket, one after the
  * other.  Loads whose results nothing waits for let the CPU fetch other
  * chains meanwhile.  FTS_WALK_LANES cursors walk the ehash chains ahead
- * of the count, each taking the next bucket not yet taken (at least
- * LANE_LEAD past the count's) when its chain ends; every step moves one
- * lane, in turn, one socket on and touches that socket's lines.  A lane
- * comes back to its chain FTS_WALK_LANES steps later, when the line it
- * touched has arrived: that many fetches are in flight while the count
- * finds its sockets' lines cached.  The lanes only read: whatever they
- * follow (a socket that moved, a freed one) changes no count.  They
- * start empty each run (RCU is not held between runs). */
+ * of the count: when its chain ends a lane takes the next non-empty
+ * bucket not yet taken, LANE_LEAD to LANE_LEAD + LANE_SPAN past the
+ * count's (nearer, the line would not have arrived; farther, it would
+ * be gone again).  Each step past a chain's first socket moves one lane,
+ * in turn, one socket on and touches that socket's lines; the lane comes
+ * back FTS_WALK_LANES moves later, when the line has arrived.  The lanes
+ * only read, under the same RCU section as the count: whatever they
+ * follow (a socket that moved) changes no count.  They start empty each
+ * run (RCU is not held between runs).  A/B against the walk at main
+ * (bench/results/walk-issue13f-*.md): 2.0M sockets in the host's table
+ * 0.71x CPU per pass, 100k in an own 262,144-bucket table 0.96x; lead 2
+ * instead of 64: 1.2x slower at 2M; moving on every step: 100k 1.09x. */
 #define LANE_LEAD 64
 #define LANE_TRIES 4
 #define LANE_SPAN 192
