@@ -88,6 +88,17 @@ launder(struct fts_asm *a, int reg)
     fts_load(a, reg, R6, CTL(scratch), 8);
 }
 
+/* r1 = the link at r0 + off, as a number; jump to `if_null` if it is
+ * NULL, to `if_nulls` if it is a nulls marker (a chain's end). */
+static void
+load_link(struct fts_asm *a, int16_t off, int if_null, int if_nulls)
+{
+    fts_load(a, R1, R0, off, 8);
+    launder(a, R1);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, if_null);
+    fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, if_nulls);
+}
+
 /* r0 = bpf_rdonly_cast(r1, type) */
 static void
 cast(struct fts_asm *a, const struct fts_walk_layout *l, uint32_t type)
@@ -218,10 +229,7 @@ lane_step(struct fts_asm *a, const struct fts_walk_layout *l)
     fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LANE_NEW);
     fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
     cast(a, l, l->id_sock_common);
-    fts_load(a, R1, R0, (int16_t)l->skc_node_next, 8);
-    launder(a, R1);
-    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_LANE_NEW);
-    fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LANE_NEW);
+    load_link(a, (int16_t)l->skc_node_next, L_LANE_NEW, L_LANE_NEW);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_LANE_MOVED);
 
     /* Its chain ended: take bucket max(ahead, the count's + LANE_LEAD). */
@@ -545,10 +553,7 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
                 l->lhash2_head, L_FINISHED, 0);
     fts_place(a, L_HEAD);
     cast(a, l, l->id_nulls_head);
-    fts_load(a, R1, R0, (int16_t)l->head_first, 8);
-    launder(a, R1);
-    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_UNREADABLE);
-    fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_EMPTY);
+    load_link(a, (int16_t)l->head_first, L_UNREADABLE, L_EMPTY);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_STEP);
     fts_place(a, L_EMPTY);
     chain_end(a, L_EMPTY_LHASH2, L_NEXT);
