@@ -201,9 +201,10 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
  * only read, under the same RCU section as the count: whatever they
  * follow (a socket that moved) changes no count.  They start empty each
  * run (RCU is not held between runs).  A/B against the walk at main,
- * same session: 2.0M sockets in the host's table 0.71x CPU per pass
- * (bench/results/walk-issue13f-1m-10.md: 0.72x), 100k in a table of
- * their own (262,144 buckets) 0.96x-1.01x; lead 2 instead of 64: 1.2x
+ * same session: 2.0M sockets in the host's table (7.7 a chain) 0.71x
+ * CPU per pass (bench/results/walk-issue13f-1m-10.md: 0.72x), 1.0M
+ * (3.8 a chain) 0.93x-0.95x, 100k in a table of their own (262,144
+ * buckets) 0.96x-1.01x, in the host's 0.86x; lead 2 instead of 64: 1.2x
  * slower at 2M; moving on every step: 100k 1.09x.  Where the lines are
  * cached, or their translation is what costs, the lanes cannot help:
  * 100k sockets cost ~80 ns each to walk with or without them. */
