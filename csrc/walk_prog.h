@@ -10,9 +10,9 @@
  *
  * The program and user space share one mmapped array-map value: a control
  * block (struct fts_walk_ctl) and a tally table (struct fts_walk_slot[]).
- * Each run makes bpf_loop iterations (one per socket or empty bucket)
- * until the first bucket boundary after ctl.budget of them, or at most
- * budget + ctl.slack; user space resumes it.  A chain that ends in another
+ * Each run takes steps (one per socket or empty bucket, several in one
+ * bpf_loop iteration) until the first bucket boundary after ctl.budget
+ * of them, or at most budget + ctl.slack; user space resumes it.  A chain that ends in another
  * bucket's nulls value (a socket moved while we read) stops the run with
  * FTS_WALK_ST_RESCAN; user space undoes the bucket's increments (ctl.log)
  * and the next run walks it again.
@@ -70,10 +70,13 @@ struct fts_walk_layout {
 /* Undo-log room per bucket: a longer chain cannot be rescanned. */
 #define FTS_WALK_LOG 1024
 
-/* A run stops at the first bucket boundary after ctl.budget iterations;
+/* A run stops at the first bucket boundary after ctl.budget steps;
  * past budget + ctl.slack it stops mid-bucket (user space then undoes the
  * bucket and the next run walks it again).  The default slack: */
 #define FTS_WALK_SLACK 1024
+
+/* Chains the program reads ahead of the count, in turn (a power of 2). */
+#define FTS_WALK_LANES 16
 
 /* Which tables a pass walks.  A namespace with its own table
  * (net.ipv4.tcp_child_ehash_entries) has its own ehash but shares the
@@ -102,18 +105,23 @@ struct fts_walk_ctl {
     uint64_t scratch;      /* turns a typed pointer into a number */
     uint64_t last_net;     /* cache: the last socket's struct net, and */
     uint64_t last_slot;    /* its slot's byte offset (0: filtered out) */
-    uint64_t chain_at;     /* the iteration the last bucket started at */
     uint64_t hashinfo;     /* out: the table walked (its identity) */
     uint64_t ehash;        /* bucket arrays, as numbers */
     uint64_t lhash2;
-    uint64_t loops;        /* out: iterations of the last run */
+    uint64_t loops;        /* out: steps of the last run */
+    uint64_t limit;        /* the run's most steps: budget + slack */
     uint64_t held_ns;      /* out: the last run's RCU read-side section */
     uint32_t ehash_mask;
     uint32_t lhash2_mask;
     uint32_t table;        /* cursor: FTS_WALK_TABLE_* */
     uint32_t bucket;       /* cursor */
-    uint32_t nlog;         /* cursor: increments logged for this bucket */
+    uint32_t nlog;         /* cursor: increments logged for this bucket
+                            * (added to `counted` when it ends, or when
+                            * the run stops in it) */
     uint32_t status;       /* out: FTS_WALK_ST_* */
+    uint32_t lane;         /* touch lanes (walk_prog.c): the next to move */
+    uint32_t ahead;        /* the next ehash bucket a lane takes */
+    uint64_t lanes[FTS_WALK_LANES];  /* their next nodes (0: none) */
     /* Counters over a pass (user space zeroes them). */
     uint64_t counted;
     uint64_t filtered;     /* left out by the state, port or ns filter */

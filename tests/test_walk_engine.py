@@ -98,6 +98,11 @@ def run_walk(exe: str, *args: str) -> "tuple[dict, dict]":
     return lines[1], {int(inum): by_family(v) for inum, v in lines[1].get("ns", {}).items()}
 
 
+def tallied(stats: dict) -> int:
+    """Every increment in the pass's tally slots."""
+    return sum(sum(slot[f]) for slot in stats.get("ns", {}).values() for f in FAMILIES)
+
+
 def by_family(slot: dict) -> dict:
     return {f: {s: slot[f][i + 1] for i, s in enumerate(STATES)} for f in FAMILIES}
 
@@ -248,6 +253,9 @@ def test_budget_and_resumption_keep_counts_exact(walk_count, populations, budget
     stats, counts = run_walk(walk_count, "--budget", str(budget), "--slack", str(slack))
     fresh(populations)
     assert stats["stats"]["anomalies"] == 0, stats
+    # `counted` grows by a bucket's increments when it ends (or when a run
+    # stops in it, before user space takes them back): never one twice.
+    assert stats["stats"]["counted"] == tallied(stats), stats["stats"]
     for pop in populations:
         assert counts[inum(pop)] == pop.expected
     if budget == 1:
@@ -286,11 +294,12 @@ def test_long_chain_resumed_or_given_up_never_silently_wrong(walk_count, require
                        [["--budget", str(b), "--slack", "0"] for b in range(40, 80)])
         for stats, listen in fits:
             assert stats["anomalies"] == 0 and listen == 40, stats
+            assert stats["counted"] == 40, stats  # the undone increments taken back
         assert sum(stats["undone"] for stats, _ in fits) > 0
         [(stats, listen)] = pop.run(_reuseport_listeners_then_walks, walk_count, 40,
                                     [["--budget", "1", "--slack", "8"]])
         assert stats["giveups"] >= 1 and stats["anomalies"] >= 1
-        assert listen == 0  # the bucket's increments taken back
+        assert listen == 0 and stats["counted"] == 0  # the bucket's increments taken back
 
 
 def _walk_here(exe: str, *args: str):
