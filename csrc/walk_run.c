@@ -13,7 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 
 #include "bpf_abi.h"
 #include "bpf_sys.h"
@@ -456,6 +455,32 @@ fts_walker_pass(struct fts_walker *w, unsigned tables, uint32_t budget,
                        interrupt_arg, err);
 }
 
+/* The inode of the namespace file `fd`, from its /proc link
+ * ("net:[4026531840]"), not fstat(): glibc >= 2.33 exports fstat as a new
+ * symbol (GLIBC_2.33), which would make the wheel manylinux_2_34. */
+static int
+namespace_inode(int fd, unsigned long long *inum)
+{
+    char path[64], link[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, link, sizeof(link) - 1);
+    if (n < 0) {
+        return -1;
+    }
+    link[n] = '\0';
+    if (strncmp(link, "net:[", 5) != 0) {
+        errno = EINVAL;     /* not a network namespace */
+        return -1;
+    }
+    char *end;
+    *inum = strtoull(link + 5, &end, 10);
+    if (end == link + 5 || strcmp(end, "]") != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    return 0;
+}
+
 /* Enter the namespace of `fd` (-1: `home`) unless there already.  A pass
  * that tallies one namespace (`only_inum`) must be made from inside that
  * one: from another, it would find none of its sockets and say 0. */
@@ -464,11 +489,11 @@ enter(int fd, uint32_t only_inum, int home, int *at, struct fts_error *err)
 {
     int target = fd >= 0 ? fd : home;
     if (fd >= 0 && only_inum != 0) {
-        struct stat st;
-        if (fstat(fd, &st) < 0) {
-            return fts_fail(err, errno, "fstat() of a namespace to walk");
+        unsigned long long inum;
+        if (namespace_inode(fd, &inum) < 0) {
+            return fts_fail(err, errno, "readlink() of a namespace to walk");
         }
-        if (st.st_ino != only_inum) {
+        if (inum != only_inum) {
             return fts_fail(err, EINVAL, "a pass that tallies one namespace "
                                          "must be made from inside it");
         }
