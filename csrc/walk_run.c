@@ -455,27 +455,28 @@ fts_walker_pass(struct fts_walker *w, unsigned tables, uint32_t budget,
                        interrupt_arg, err);
 }
 
-/* The inode of the namespace file `fd`, from its /proc link
- * ("net:[4026531840]"), not fstat(): glibc >= 2.33 exports fstat as a new
- * symbol (GLIBC_2.33), which would make the wheel manylinux_2_34. */
+/* The inode of the calling thread's network namespace, from its /proc
+ * link ("net:[4026531840]").  Not fstat(): glibc >= 2.33 exports fstat as
+ * a new symbol (GLIBC_2.33), which would make the wheel manylinux_2_34;
+ * and not the link of the file entered: one opened through a bind mount
+ * (/run/netns/NAME) reads as that path. */
 static int
-namespace_inode(int fd, unsigned long long *inum)
+current_namespace(unsigned long long *inum)
 {
-    char path[64], link[64];
-    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-    ssize_t n = readlink(path, link, sizeof(link) - 1);
+    char link[64];
+    ssize_t n = readlink("/proc/thread-self/ns/net", link, sizeof(link) - 1);
     if (n < 0) {
         return -1;
     }
     link[n] = '\0';
     if (strncmp(link, "net:[", 5) != 0) {
-        errno = EINVAL;     /* not a network namespace */
+        errno = EPROTO;
         return -1;
     }
     char *end;
     *inum = strtoull(link + 5, &end, 10);
     if (end == link + 5 || strcmp(end, "]") != 0) {
-        errno = EINVAL;
+        errno = EPROTO;
         return -1;
     }
     return 0;
@@ -488,26 +489,27 @@ static int
 enter(int fd, uint32_t only_inum, int home, int *at, struct fts_error *err)
 {
     int target = fd >= 0 ? fd : home;
+    if (target != *at) {
+        if (setns(target, CLONE_NEWNET) < 0) {
+            return fts_fail(err, errno,
+                            fd >= 0 ? "setns() into a namespace to walk "
+                                      "its table"
+                                    : "setns() back into the walking "
+                                      "thread's namespace");
+        }
+        *at = target;
+    }
     if (fd >= 0 && only_inum != 0) {
         unsigned long long inum;
-        if (namespace_inode(fd, &inum) < 0) {
-            return fts_fail(err, errno, "readlink() of a namespace to walk");
+        if (current_namespace(&inum) < 0) {
+            return fts_fail(err, errno, "readlink(/proc/thread-self/ns/net)"
+                                        " after entering a namespace to walk");
         }
         if (inum != only_inum) {
             return fts_fail(err, EINVAL, "a pass that tallies one namespace "
                                          "must be made from inside it");
         }
     }
-    if (target == *at) {
-        return 0;
-    }
-    if (setns(target, CLONE_NEWNET) < 0) {
-        return fts_fail(err, errno, fd >= 0 ? "setns() into a namespace to "
-                                              "walk its table"
-                                            : "setns() back into the "
-                                              "walking thread's namespace");
-    }
-    *at = target;
     return 0;
 }
 
