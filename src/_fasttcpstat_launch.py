@@ -9,10 +9,20 @@ a traceback; this module imports nothing at its top to add no more.)
 """
 
 
+def interrupted(error: BaseException) -> bool:
+    """Whether `error` is a Ctrl-C: a KeyboardInterrupt, or the RuntimeError
+    that Python < 3.12 raises in its place when it interrupts a class
+    body's __set_name__ calls (a dataclass field being set up at import)."""
+    return isinstance(error, KeyboardInterrupt) or (
+        isinstance(error, RuntimeError) and isinstance(error.__cause__, KeyboardInterrupt))
+
+
 def main() -> int:
     try:
         from fasttcpstat._cli import main as run
 
         return run()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RuntimeError) as error:
+        if not interrupted(error):
+            raise
         return 130  # 128 + SIGINT: the shell's status for Ctrl-C

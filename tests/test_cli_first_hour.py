@@ -446,6 +446,8 @@ import sys
 class Interrupt:
     def find_spec(self, name, path=None, target=None):
         if name == "fasttcpstat._netlink":
+            if WRAPPED:  # as Python < 3.12 reports it from a dataclass field's __set_name__
+                raise RuntimeError("Error calling __set_name__") from KeyboardInterrupt()
             raise KeyboardInterrupt
 sys.meta_path.insert(0, Interrupt())
 sys.argv[0] = ARGV0
@@ -453,12 +455,15 @@ import fasttcpstat
 """
 
 
+@pytest.mark.parametrize("wrapped", [False, True], ids=["interrupt", "wrapped-interrupt"])
 @pytest.mark.parametrize("argv0, status, traceback", [
     ("-m", 130, False),        # as while runpy locates fasttcpstat.__main__
     ("app.py", -signal.SIGINT, True),  # a program's import: the interrupt is its own
 ])
-def test_ctrl_c_while_the_package_imports(argv0, status, traceback):
-    code = _INTERRUPTED_IMPORT.replace("ARGV0", repr(argv0))
+def test_ctrl_c_while_the_package_imports(argv0, status, traceback, wrapped):
+    if wrapped and argv0 != "-m":
+        status = 1  # a program's own RuntimeError, with its traceback
+    code = _INTERRUPTED_IMPORT.replace("ARGV0", repr(argv0)).replace("WRAPPED", repr(wrapped))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == status, done
@@ -475,3 +480,34 @@ def test_help_shows_the_pin_command():
     assert "fasttcpstat pin [PATH]" in out
     code, out, err = cli("pin", "--help")
     assert code == 0 and "usage: fasttcpstat pin" in out and "/sys/fs/bpf" in out
+
+
+_INTERRUPTED_LAUNCH = """
+import sys
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == "fasttcpstat._netlink":
+            if WRAPPED:
+                raise RuntimeError("Error calling __set_name__") from KeyboardInterrupt()
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, Interrupt())
+import _fasttcpstat_launch
+sys.exit(_fasttcpstat_launch.main())
+"""
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_ctrl_c_while_the_console_script_imports(wrapped):
+    """Python < 3.12 turns an interrupt during a dataclass field's
+    __set_name__ into a RuntimeError caused by it (seen in the wheel check
+    on 3.11): the console script ends with 130 and no traceback either way;
+    another RuntimeError is not taken for a Ctrl-C."""
+    code = _INTERRUPTED_LAUNCH.replace("WRAPPED", repr(wrapped))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stderr) == (130, ""), done
+    other = code.replace("from KeyboardInterrupt()", "from ValueError()")
+    done = subprocess.run([sys.executable, "-c", other], capture_output=True, text=True,
+                          timeout=60)
+    if wrapped:
+        assert done.returncode == 1 and "RuntimeError" in done.stderr, done

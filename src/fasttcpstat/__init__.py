@@ -24,16 +24,20 @@ try:
     from ._states import FAMILIES, STATES
     from ._summary import summary
     from ._version import __version__
-except KeyboardInterrupt:
+except (KeyboardInterrupt, RuntimeError) as error:
     # `python -m fasttcpstat` imports this package before its __main__ can
     # catch a Ctrl-C (runpy sets sys.argv[0] to "-m" until it has found
     # __main__): end as the command does, with status 130 and no
     # traceback.  Imported by a program, the interrupt is the program's.
     # (No `from __future__ import` above: it would load a module before
     # this try.)
+    # (A RuntimeError only where Python < 3.12 stands it for the interrupt,
+    # as _fasttcpstat_launch.interrupted says; that module is not imported
+    # here: outside the package, mypy would not check it from a wheel.)
     import sys
 
-    if getattr(sys, "argv", [])[:1] == ["-m"]:
+    if (isinstance(error, KeyboardInterrupt) or isinstance(error.__cause__, KeyboardInterrupt)) \
+            and getattr(sys, "argv", [])[:1] == ["-m"]:
         raise SystemExit(130) from None  # 128 + SIGINT, as _fasttcpstat_launch
     raise
 

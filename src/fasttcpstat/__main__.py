@@ -12,6 +12,10 @@ if __name__ == "__main__":
         from ._cli import main
 
         status = main()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RuntimeError) as error:
+        # A RuntimeError caused by the interrupt: as _fasttcpstat_launch.interrupted.
+        if not isinstance(error, KeyboardInterrupt) \
+                and not isinstance(error.__cause__, KeyboardInterrupt):
+            raise
         status = 130  # 128 + SIGINT: the shell's status for Ctrl-C
     raise SystemExit(status)
