@@ -605,6 +605,78 @@ def test_fork_while_another_thread_counts(stable, backend):
     assert out["statuses"] == [0] * 20, out  # -14: SIGALRM, a deadlock
 
 
+def _fork_while_a_thread_holds_every_lock(backend: "str | None") -> dict:
+    """Deterministic form of the test above: another thread holds every
+    lock of the package (as a count, a program load or a backend switch
+    would, for an instant) when the process forks.  The child must count
+    with the same Counter, with a port filter and one-shot, without
+    waiting for a thread it does not have."""
+    import gc
+
+    from fasttcpstat._forklock import ForkSafeLock
+
+    counter = _counter(backend)
+    ports = range(1, 65536)
+    expected = counter.counts()
+    expected_filtered = counter.counts(local_ports=ports)
+    locks = [o for o in gc.get_objects() if isinstance(o, ForkSafeLock)]
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        for lock in locks:
+            lock.__enter__()
+        held.set()
+        release.wait()
+        for lock in locks:
+            lock.__exit__(None, None, None)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(10)  # a deadlock ends here, as a failure
+            ok = (counter.counts() == expected
+                  and counter.counts(local_ports=ports) == expected_filtered
+                  and fasttcpstat.counts() == expected)
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        thread.join()
+    # The parent's locks were not disturbed by the child's renewals.
+    after = counter.counts()
+    counter.close()
+    return {"locks": len(locks), "status": _exit_code(status), "parent": after == expected}
+
+
+@pytest.mark.parametrize("backend", FORK_BACKENDS, ids=lambda b: b or "default")
+def test_fork_while_another_thread_holds_every_lock(stable, backend):
+    out = stable.run(_fork_while_a_thread_holds_every_lock, backend)
+    assert out["locks"] >= 1, out  # the counter's policy lock at least
+    assert out["status"] == 0, out  # -14: SIGALRM, a deadlock
+    assert out["parent"], out
+
+
+def test_the_package_makes_no_lock_a_fork_would_copy_held():
+    """Every lock in the package is a ForkSafeLock (the C types have their
+    own, csrc/bind_core.c): a plain one slipping in would bring back the
+    child's deadlock the tests above catch only by timing."""
+    import re
+
+    package = os.path.dirname(fasttcpstat.__file__)
+    plain = re.compile(r"allocate_lock\(|threading\.R?Lock\(|threading\.Condition\(|"
+                       r"threading\.Semaphore\(|\bR?Lock\(\)")
+    found = []
+    for name in sorted(os.listdir(package)):
+        if name.endswith(".py") and name != "_forklock.py":
+            with open(os.path.join(package, name)) as f:
+                found += [f"{name}:{n}: {line.strip()}" for n, line in enumerate(f, 1)
+                          if plain.search(line)]
+    assert not found, found
+
+
 SUBINTERPRETER_CODE = r"""
 import json, os
 import fasttcpstat

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from . import _policy
 from ._counter import BACKENDS, Counter
+from ._forklock import ForkSafeLock
 from ._netns import GONE, Netns
 from ._netns_list import (Found, NetnsInfo, describe, ehash_entries, host_inode, list_netns, own_inode,
                           scan)
@@ -244,7 +244,7 @@ class AllNetnsCounter:
         self.hidden: Optional[str] = None
         self.fallback_reason: Optional[str] = None
         self.walk_passes: List[Dict[str, object]] = []
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     def counts(
         self,

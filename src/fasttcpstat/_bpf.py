@@ -13,13 +13,13 @@ back (backend="pinned").
 """
 from __future__ import annotations
 
-import _thread
 import errno
 import os
 import stat
 
 from . import _netlink
 from ._backend import Backend, Lease, Tally
+from ._forklock import ForkSafeLock
 from ._states import ALL_STATES_MASK, FAMILY_IPV4, FAMILY_IPV6, STATES, masked
 
 TYPE_CHECKING = False
@@ -45,7 +45,7 @@ except ImportError:  # no C extension: _netlink.IMPORT_ERROR says why
 MAX_PROGRAMS = 8
 _UNFILTERED: ProgramKey = ((), (), 0)
 
-_layout_lock = _thread.allocate_lock()
+_layout_lock = ForkSafeLock()
 _layout: Optional[Tuple[int, ...]] = None
 # The socket -> owner cgroup id offsets, or why the kernel has none.
 _cgroup_layout: Optional[Union[Tuple[int, ...], OSError]] = None
@@ -127,7 +127,7 @@ class BpfBackend(Backend):
         _netlink.import_threading()
         self._netns = netns
         self._emit_shift = emit_shift or _fasttcpstat.BPF_EMIT_SHIFT
-        self._lock = _thread.allocate_lock()
+        self._lock = ForkSafeLock()
         # Least recently used first; a program is closed only when no
         # count holds it (Lease), whichever thread evicts it.
         self._programs: Dict[ProgramKey, Lease[BpfCounter]] = {}

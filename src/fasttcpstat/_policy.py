@@ -9,13 +9,13 @@ together, and never close a backend under another thread's count.
 """
 from __future__ import annotations
 
-import _thread
 import errno
 import os
 import time
 
 from . import _netlink, _sizing
 from ._backend import Lease
+from ._forklock import ForkSafeLock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ class Policy:
                  switchable: Collection[str] = (), home: int = 0) -> None:
         self._opener = opener
         self._netns = netns
-        self._lock = _thread.allocate_lock()
+        self._lock = ForkSafeLock()
         self._order = list(candidates)
         self._candidates = list(candidates)
         self._refused: Set[str] = set()

@@ -56,6 +56,8 @@ import os
 import sys
 import time
 
+from ._forklock import ForkSafeLock
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Dict, Iterable, Optional, Tuple
@@ -79,7 +81,7 @@ VERDICT_SECONDS = 1.0
 RECHECK_SECONDS = 10.0
 SWITCH_RATIO = 0.7
 
-_lock = _thread.allocate_lock()
+_lock = ForkSafeLock()
 _tables: Dict[int, Optional[int]] = {}   # netns inode -> buckets (negative: shared)
 _verdicts: Dict[Tuple[int, int], Tuple[float, str]] = {}  # (pid, thread) -> (until, name)
 

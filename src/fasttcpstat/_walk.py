@@ -21,12 +21,12 @@ first (_all_netns.py).
 """
 from __future__ import annotations
 
-import _thread
 import errno
 import os
 
 from . import _netlink
 from ._backend import Backend, Tally
+from ._forklock import ForkSafeLock
 from ._netns import in_thread
 from ._states import _STATE_NUMBER, ALL_STATES_MASK, FAMILY_IPV4, FAMILY_IPV6, masked
 
@@ -55,7 +55,7 @@ MIN_KERNEL = (6, 2)  # bpf_rcu_read_lock and BPF_PROG_TYPE_SYSCALL's kfuncs
 # program with a wrong offset and see the self-check refuse it.
 _layout_override: Dict[int, int] = {}
 
-_lock = _thread.allocate_lock()
+_lock = ForkSafeLock()
 _layout: Optional[Tuple[int, ...]] = None
 # layout -> None (passed) or the refusal, so a process checks each once.
 _checked: Dict[Tuple[int, ...], Optional[OSError]] = {}
