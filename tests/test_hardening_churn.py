@@ -37,6 +37,8 @@ churn socket: S_f - 3(C+W) <= count <= S_f + 3(C+W).
 from __future__ import annotations
 
 import mmap
+import os
+import signal
 import struct
 import subprocess
 import time
@@ -203,3 +205,48 @@ def test_counts_under_churn(population, churn_binary, tmp_path):
     print(f"\n{len(out['records'])} counts under {out['rate']:.0f} connections/s; "
           f"at most {most} connections churned during one count; largest total "
           f"deviation from the stable population: {deviation}")
+
+
+def _kill_generator_early(binary: str, stats_path: str) -> dict:
+    """Runs in the namespace: start the churn for its longest run, kill
+    the generator alone, and see whether its workers went with it."""
+    with open(stats_path, "wb") as f:
+        f.write(bytes(8 * (WORKERS + 1)))
+    generator = subprocess.Popen([binary, str(WORKERS), "600", stats_path, str(CHURN_PORT)])
+    with open(stats_path, "r+b") as f:
+        shared = mmap.mmap(f.fileno(), 8 * (WORKERS + 1))
+        deadline = time.monotonic() + 10
+        while struct.unpack_from("Q", shared, 0)[0] < WORKERS:
+            assert time.monotonic() < deadline, "the churn generator did not start"
+            time.sleep(0.01)
+        shared.close()
+    with open(f"/proc/{generator.pid}/task/{generator.pid}/children") as f:
+        workers = [int(pid) for pid in f.read().split()]
+    generator.kill()
+    generator.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")
+                 and _state(pid) != "Z"]
+    for pid in alive:  # a failure must not leave the load behind
+        os.kill(pid, signal.SIGKILL)
+    return {"workers": len(workers), "alive": alive}
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_killing_the_generator_stops_the_churn(population, churn_binary, tmp_path):
+    """Tests kill the generator when their counts are done: orphaned
+    workers would load the machine for the rest of their 600 s and slow
+    every test after them (they once made CI's later steps time out)."""
+    out = population.run(_kill_generator_early, str(churn_binary), str(tmp_path / "stats"))
+    assert out["workers"] == WORKERS, out
+    assert out["alive"] == [], out

@@ -17,7 +17,8 @@
  * STATS_FILE (created by the caller, at least 8 * (WORKERS + 1) bytes) is
  * shared memory: word 0 is set to WORKERS once every listener is up; word
  * 1 + i counts the connections worker i has completed (opened and closed).
- * Only loopback addresses are used.
+ * Only loopback addresses are used.  The workers die with the process that
+ * forked them, however it ends (a test kills it when its counts are done).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -158,12 +160,21 @@ main(int argc, char **argv)
     }
     close(fd);
     double deadline = now() + seconds;
+    pid_t parent = getpid();
     for (int i = 0; i < workers; i++) {
         pid_t pid = fork();
         if (pid < 0) {
             die("fork");
         }
         if (pid == 0) {
+            /* Killing the parent alone must stop the churn: orphans went
+             * on loading the machine for the rest of SECONDS. */
+            if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) {
+                die("prctl");
+            }
+            if (getppid() != parent) {
+                _exit(0);  /* the parent died before prctl() */
+            }
             worker(i, deadline, stats, first_port);
             _exit(0);
         }
