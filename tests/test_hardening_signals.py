@@ -587,7 +587,7 @@ def _fork_while_a_thread_counts(backend: "str | None", forks: int) -> dict:
             time.sleep(random.uniform(0, 0.005))
             pid = os.fork()
             if pid == 0:
-                signal.alarm(10)  # a deadlock ends here, as a failure
+                signal.alarm(30)  # a deadlock ends here (a count takes ms even under load)
                 ok = counter.counts() == expected
                 os._exit(0 if ok else 3)
             _, status = os.waitpid(pid, 0)
@@ -636,7 +636,7 @@ def _fork_while_a_thread_holds_every_lock(backend: "str | None") -> dict:
     try:
         pid = os.fork()
         if pid == 0:
-            signal.alarm(10)  # a deadlock ends here, as a failure
+            signal.alarm(30)  # a deadlock ends here (a count takes ms even under load)
             ok = (counter.counts() == expected
                   and counter.counts(local_ports=ports) == expected_filtered
                   and fasttcpstat.counts() == expected)
