@@ -37,7 +37,7 @@ struct fts_walker {
  * non-zero means the tallies may be wrong: do not show them. */
 struct fts_walk_stats {
     uint64_t runs;
-    uint64_t loops;           /* bpf_loop iterations, all runs */
+    uint64_t loops;           /* walk steps (a socket or a bucket), all runs */
     uint64_t sockets;         /* sockets classified (counted or not) */
     uint64_t counted;
     uint64_t filtered;
