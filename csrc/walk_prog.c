@@ -52,7 +52,7 @@ enum label {
     L_LOCAL_OK, L_REMOTE_OK, L_SKIP, L_ANY_NS,
     L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_LOGGED, L_NS_LOOKUP, L_COUNT,
     L_LANE_NEW, L_LANE_AHEAD, L_LANE_MOVED, L_LANE_DONE, L_ACCOUNT,
-    L_TOP, L_MID, L_CUT, L_FLUSH,
+    L_TOP, L_MID, L_CUT, L_FLUSH, L_LANES,
     NLABELS
 };
 _Static_assert(NLABELS <= FTS_ASM_MAXLABELS, "too many labels");
@@ -195,7 +195,7 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
  * of the count: when its chain ends a lane takes the next non-empty
  * bucket not yet taken, LANE_LEAD to LANE_LEAD + LANE_SPAN past the
  * count's (nearer, the line would not have arrived; farther, it would
- * be gone again).  Each step past a chain's first socket moves one lane,
+ * be gone again).  Each socket's step moves one lane,
  * in turn, one socket on and touches that socket's lines; the lane comes
  * back FTS_WALK_LANES moves later, when the line has arrived.  The lanes
  * only read, under the same RCU section as the count: whatever they
@@ -205,7 +205,11 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
  * CPU per pass (bench/results/walk-issue13f-1m-10.md: 0.72x), 1.0M
  * (3.8 a chain) 0.93x-0.95x, 100k in a table of their own (262,144
  * buckets) 0.96x-1.01x, in the host's 0.86x; lead 2 instead of 64: 1.2x
- * slower at 2M; moving on every step: 100k 1.09x.  Where the lines are
+ * slower at 2M; moving on every step: 100k 1.09x.  Moving on every
+ * socket's step (a chain's first too, not on empty buckets; the lanes
+ * then keep up with the count) instead of from a chain's second socket:
+ * 1M + 10 in the host's table 0.855x (alternating, 16 passes each).
+ * Where the lines are
  * cached, or their translation is what costs, the lanes cannot help:
  * 100k sockets cost ~80 ns each to walk with or without them. */
 #define LANE_LEAD 64
@@ -523,9 +527,7 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_jump(a, FTS_J_JGE | FTS_SRC_X, R7, R2, 0, L_CUT);
     fts_alu_imm(a, FTS_OP_ADD, R7, 1);
     fts_store(a, R6, CTL(loops), R7, 8);
-    /* The lanes move on a chain's second socket and on: where chains
-     * are short the touches cost more than they save (100k sockets in
-     * 262,144 buckets: 1.09x when every socket moved one). */
+    fts_place(a, L_LANES);
     lane_step(a, l);
     fts_load(a, R1, R6, CTL(node), 8);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_STEP);
@@ -555,7 +557,8 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_place(a, L_HEAD);
     cast(a, l, l->id_nulls_head);
     load_link(a, (int16_t)l->head_first, L_UNREADABLE, L_EMPTY);
-    fts_jump(a, FTS_J_JA, 0, 0, 0, L_STEP);
+    fts_store(a, R6, CTL(node), R1, 8);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_LANES);
     fts_place(a, L_EMPTY);
     chain_end(a, L_EMPTY_LHASH2, L_NEXT);
     fts_place(a, L_FINISHED);
