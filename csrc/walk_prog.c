@@ -232,9 +232,6 @@ lane_step(struct fts_asm *a, const struct fts_walk_layout *l)
     fts_load(a, R1, R8, CTL(lanes), 8);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_LANE_NEW);
     fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LANE_NEW);
-    fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
-    cast(a, l, l->id_sock_common);
-    load_link(a, (int16_t)l->skc_node_next, L_LANE_NEW, L_LANE_NEW);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_LANE_MOVED);
 
     /* Its chain ended: take bucket max(ahead, the count's + LANE_LEAD). */
@@ -270,21 +267,24 @@ lane_step(struct fts_asm *a, const struct fts_walk_layout *l)
         fts_load(a, R1, R0, (int16_t)l->head_first, 8);
         if (t + 1 < LANE_TRIES) {
             launder(a, R1);
+            fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_LANE_DONE);
             fts_mov_reg(a, R2, R1);
             fts_alu_imm(a, FTS_OP_AND, R2, 1);
             fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R2, 0, 0, L_LANE_MOVED);
         }
     }
 
-    /* r1: the lane's next node (or its chain's end): keep, and touch. */
-    fts_place(a, L_LANE_MOVED);
+    /* The last try's link, unchecked: the lane's next move checks it. */
     fts_store(a, R8, CTL(lanes), R1, 8);
-    fts_load(a, R1, R8, CTL(lanes), 8);
-    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_LANE_DONE);
-    fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LANE_DONE);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_LANE_DONE);
+
+    /* r1: a node.  Touch its socket's lines; its link (the load that
+     * touches the node's line) is where the lane moves next. */
+    fts_place(a, L_LANE_MOVED);
     fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
     cast(a, l, l->id_sock_common);
     fts_load(a, R1, R0, (int16_t)l->skc_node_next, 8);
+    fts_store(a, R8, CTL(lanes), R1, 8);
     fts_load(a, R2, R0, (int16_t)l->skc_state, 1);
     fts_place(a, L_LANE_DONE);
 }
