@@ -216,19 +216,16 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
 #define LANE_TRIES 4
 #define LANE_SPAN 192
 
-/* One lane's move; clobbers r0-r5 and r8. */
+/* One lane's move (r7: the run's steps); clobbers r0-r5 and r8. */
 static void
 lane_step(struct fts_asm *a, const struct fts_walk_layout *l)
 {
-    /* r8 = the map value + 8 * the lane's index (then lanes[] past it) */
-    fts_load(a, R2, R6, CTL(lane), 4);
-    fts_mov_reg(a, R3, R2);
-    fts_alu_imm(a, FTS_OP_ADD, R3, 1);
-    fts_store(a, R6, CTL(lane), R3, 4);
-    fts_alu_imm(a, FTS_OP_AND, R2, FTS_WALK_LANES - 1);
-    fts_alu_imm(a, FTS_OP_LSH, R2, 3);
-    fts_mov_reg(a, R8, R6);
-    fts_alu_reg(a, FTS_OP_ADD, R8, R2);
+    /* r8 = the map value + 8 * the lane's index (then lanes[] past it):
+     * the run's step count (r7) takes them in turn. */
+    fts_mov_reg(a, R8, R7);
+    fts_alu_imm(a, FTS_OP_AND, R8, FTS_WALK_LANES - 1);
+    fts_alu_imm(a, FTS_OP_LSH, R8, 3);
+    fts_alu_reg(a, FTS_OP_ADD, R8, R6);
     fts_load(a, R1, R8, CTL(lanes), 8);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_LANE_NEW);
     fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LANE_NEW);
@@ -418,7 +415,6 @@ count(struct fts_asm *a, uint32_t nslots)
     fts_alu_reg(a, FTS_OP_ADD, R4, R6);
     fts_store(a, R4, CTL(log), R3, 4);
     fts_place(a, L_LOGGED);
-    fts_jump(a, FTS_J_JA, 0, 0, 0, L_NEXT);
 }
 
 /* ctl.counted += ctl.nlog: the increments of the bucket the run is in,
@@ -600,6 +596,10 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R3, 0, 0, L_SKIP);
     fts_place(a, L_COUNT);
     count(a, nslots);
+    fts_place(a, L_NEXT);
+    fts_alu_imm(a, FTS_OP_SUB, R9, 1);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R9, 0, 0, L_TOP);
+    fts_exit_imm(a, 0);
 
     /* Out of the common path: the chain's end, then a namespace not in
      * the cache. */
@@ -622,11 +622,6 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_place(a, L_CUT);
     flush(a);
     fts_exit_imm(a, 1);
-
-    fts_place(a, L_NEXT);
-    fts_alu_imm(a, FTS_OP_SUB, R9, 1);
-    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R9, 0, 0, L_TOP);
-    fts_exit_imm(a, 0);
 }
 
 size_t
