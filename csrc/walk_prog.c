@@ -16,13 +16,15 @@
  * loads the kernel guards (a faulting load reads 0).
  *
  * Callback registers: r6 the map value, r7 the run's steps (stored at
- * the callback's exits), r8 the socket's state, then its counter's
- * offset in a tally slot (family * 128 + state * 8), r9 the steps this
- * call may still take, r0 (SK) the socket from its cast to its count
- * (no call comes between but the timewait cast, which keeps it).  The
- * CPU keeps few loads in flight, and the walk waits on memory: a load,
- * even of a cached line, costs as much as a dozen register operations
- * (1M sockets: 4 more loads per socket 1.14x, 16 more ALU 1.04x).
+ * the callback's exits), r8 a lane's slot during its move, then the
+ * socket's state, then its counter's offset in a tally slot (family *
+ * 128 + state * 8), r9 the steps this call may still take, r0 (SK) the
+ * socket from its cast to its count (no call comes between but the
+ * timewait cast, which keeps it).  The walk waits on memory, and loads
+ * cost more than register operations there: 1M sockets, 4 more loads of
+ * cached lines per socket 1.14x, 16 more ALU instructions 1.04x (but
+ * keeping the cursor in a register, so that no load reads back a value
+ * just stored, gained nothing).
  */
 #include "walk_prog.h"
 
@@ -201,23 +203,22 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
  * of the count: when its chain ends a lane takes the next non-empty
  * bucket not yet taken, LANE_LEAD to LANE_LEAD + LANE_SPAN past the
  * count's (nearer, the line would not have arrived; farther, it would
- * be gone again).  Each socket's step moves one lane,
- * in turn, one socket on and touches that socket's lines; the lane comes
- * back FTS_WALK_LANES moves later, when the line has arrived.  The lanes
- * only read, under the same RCU section as the count: whatever they
- * follow (a socket that moved) changes no count.  They start empty each
- * run (RCU is not held between runs).  A/B against the walk at main,
- * same session: 2.0M sockets in the host's table (7.7 a chain) 0.71x
- * CPU per pass (bench/results/walk-issue13f-1m-10.md: 0.72x), 1.0M
- * (3.8 a chain) 0.93x-0.95x, 100k in a table of their own (262,144
- * buckets) 0.96x-1.01x, in the host's 0.86x; lead 2 instead of 64: 1.2x
- * slower at 2M; moving on every step: 100k 1.09x.  Moving on every
- * socket's step (a chain's first too, not on empty buckets; the lanes
- * then keep up with the count) instead of from a chain's second socket:
- * 1M + 10 in the host's table 0.855x (alternating, 16 passes each).
- * Where the lines are
- * cached, or their translation is what costs, the lanes cannot help:
- * 100k sockets cost ~80 ns each to walk with or without them. */
+ * be gone again).  Each socket's step (not an empty bucket's) moves one
+ * lane, in turn, one socket on and touches that socket's lines; the lane
+ * comes back FTS_WALK_LANES moves later, when the lines have arrived.
+ * The lanes only read, under the same RCU section as the count: whatever
+ * they follow (a socket that moved) changes no count.  They start empty
+ * each run (RCU is not held between runs).
+ * Measured (CPU per pass, same-binary alternations): lanes moving from a
+ * chain's second socket on, against none: 2.0M sockets in the host's
+ * table (7.7 a chain) 0.71x, 1.0M (3.8 a chain) 0.93x-0.95x, 100k in a
+ * table of their own (262,144 buckets) 0.96x-1.01x, in the host's 0.86x;
+ * lead 2 instead of 64: 1.2x slower at 2M; moving on empty buckets' steps
+ * too: 100k 1.09x.  Moving on a chain's first socket too (the lanes then
+ * keep up with the count): 1M + 10 0.855x; with them all, no lanes at
+ * all is 1.9x.  At 1M neither 8 or 32 lanes, lead 32 or 128, nor two
+ * moves per step helped (0.99x-1.07x): more lines in flight do not make
+ * the walk faster. */
 #define LANE_LEAD 64
 #define LANE_TRIES 4
 #define LANE_SPAN 192
@@ -345,7 +346,9 @@ apply_filter(struct fts_asm *a, const struct fts_walk_layout *l,
 
 /* r8 (the state) = the counter's offset in a slot's counts, family *
  * 128 + state * 8, or jump to L_BAD_FAMILY.  A v4-mapped socket is an
- * AF_INET6 socket: IPv6, as netlink says. */
+ * AF_INET6 socket: IPv6, as netlink says.  (skc_family and skc_state are
+ * neighbours, but one load of both is refused: "access beyond the end of
+ * member skc_family".) */
 static void
 classify_family(struct fts_asm *a, const struct fts_walk_layout *l)
 {
