@@ -203,9 +203,10 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
  * of the count: when its chain ends a lane takes the next non-empty
  * bucket not yet taken, LANE_LEAD to LANE_LEAD + LANE_SPAN past the
  * count's (nearer, the line would not have arrived; farther, it would
- * be gone again).  Each socket's step (not an empty bucket's) moves one
- * lane, in turn, one socket on and touches that socket's lines; the lane
- * comes back FTS_WALK_LANES moves later, when the lines have arrived.
+ * be gone again).  Each socket's step (not an empty bucket's, nor a
+ * chain's first after an empty bucket) moves one lane, in turn, one
+ * socket on and touches that socket's lines; the lane comes back
+ * FTS_WALK_LANES moves later, when the lines have arrived.
  * The lanes only read, under the same RCU section as the count: whatever
  * they follow (a socket that moved) changes no count.  They start empty
  * each run (RCU is not held between runs).
@@ -215,10 +216,13 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
  * table of their own (262,144 buckets) 0.96x-1.01x, in the host's 0.86x;
  * lead 2 instead of 64: 1.2x slower at 2M; moving on empty buckets' steps
  * too: 100k 1.09x.  Moving on a chain's first socket too (the lanes then
- * keep up with the count): 1M + 10 0.855x; with them all, no lanes at
- * all is 1.9x.  At 1M neither 8 or 32 lanes, lead 32 or 128, nor two
- * moves per step helped (0.99x-1.07x): more lines in flight do not make
- * the walk faster. */
+ * keep up with the count): 1M + 10 0.855x, but 100k 1.056x (chains are
+ * short there: most sockets are a chain's first, and the lanes' refills
+ * cost more than they save); not after an empty bucket (1M: 2% of
+ * buckets, 100k: 68%): 1M 0.99x of that, 100k 0.96x.  With them all,
+ * no lanes at all is 1.9x.  At 1M neither 8 or 32 lanes, lead 32 or 128,
+ * nor two moves per step helped (0.99x-1.07x): more lines in flight do
+ * not make the walk faster. */
 #define LANE_LEAD 64
 #define LANE_TRIES 4
 #define LANE_SPAN 192
@@ -522,9 +526,11 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
      * take ctl.slack more steps to reach one). */
     fts_load(a, R2, R6, CTL(budget), 8);
     fts_jump(a, FTS_J_JGE | FTS_SRC_X, R7, R2, 0, L_STOP);
-    /* The bucket before is done: its increments join `counted`. */
-    fts_load(a, R2, R6, CTL(nlog), 4);
-    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, 0, L_FLUSH);
+    /* The bucket before is done: its increments join `counted`.  r8:
+     * whether it had any, which tells the chain's first socket below
+     * whether to move a lane (see the touch lanes). */
+    fts_load(a, R8, R6, CTL(nlog), 4);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, 0, L_FLUSH);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_ACCOUNT);
 
     /* Mid-bucket: past budget + slack steps, stop (user space undoes the
@@ -563,7 +569,8 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     cast(a, l, l->id_nulls_head);
     load_link(a, (int16_t)l->head_first, L_UNREADABLE, L_EMPTY);
     fts_store(a, R6, CTL(node), R1, 8);
-    fts_jump(a, FTS_J_JA, 0, 0, 0, L_LANES);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, 0, L_LANES);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_STEP);
     fts_place(a, L_EMPTY);
     chain_end(a, L_EMPTY_LHASH2, L_NEXT);
     fts_place(a, L_FINISHED);
