@@ -15,11 +15,16 @@
  * number is cast back to a typed pointer with bpf_rdonly_cast(), whose
  * loads the kernel guards (a faulting load reads 0).
  *
- * Callback registers: r6 the map value, r7 the run's steps (then the
- * socket, then its struct net on a namespace-cache miss), r8 its state,
- * then its counter's offset in a tally slot (family * 128 + state * 8;
- * at a bucket start: the head's address), r9 the steps this call may
- * still take.
+ * Callback registers: r6 the map value, r7 the run's steps (stored at
+ * the callback's exits), r8 a lane's slot during its move, then the
+ * socket's state, then its counter's offset in a tally slot (family *
+ * 128 + state * 8), r9 the steps this call may still take, r0 (SK) the
+ * socket from its cast to its count (no call comes between but the
+ * timewait cast, which keeps it).  The walk waits on memory, and loads
+ * cost more than register operations there: 1M sockets, 4 more loads of
+ * cached lines per socket 1.14x, 16 more ALU instructions 1.04x (but
+ * keeping the cursor in a register, so that no load reads back a value
+ * just stored, gained nothing).
  */
 #include "walk_prog.h"
 
@@ -32,6 +37,9 @@
 #define HELPER_ktime_get_ns 5
 #define HELPER_get_current_task_btf 158
 #define HELPER_loop 181
+
+/* The socket a step counts (see the register list above). */
+#define SK R0
 
 #define CTL(field) ((int16_t)offsetof(struct fts_walk_ctl, field))
 #define SLOTS_AT ((int32_t)sizeof(struct fts_walk_ctl))
@@ -52,7 +60,7 @@ enum label {
     L_LOCAL_OK, L_REMOTE_OK, L_SKIP, L_ANY_NS,
     L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_LOGGED, L_NS_LOOKUP, L_COUNT,
     L_LANE_NEW, L_LANE_AHEAD, L_LANE_MOVED, L_LANE_DONE, L_ACCOUNT,
-    L_TOP, L_MID, L_CUT, L_FLUSH,
+    L_TOP, L_MID, L_CUT, L_FLUSH, L_LANES,
     NLABELS
 };
 _Static_assert(NLABELS <= FTS_ASM_MAXLABELS, "too many labels");
@@ -195,42 +203,43 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
  * of the count: when its chain ends a lane takes the next non-empty
  * bucket not yet taken, LANE_LEAD to LANE_LEAD + LANE_SPAN past the
  * count's (nearer, the line would not have arrived; farther, it would
- * be gone again).  Each step past a chain's first socket moves one lane,
- * in turn, one socket on and touches that socket's lines; the lane comes
- * back FTS_WALK_LANES moves later, when the line has arrived.  The lanes
- * only read, under the same RCU section as the count: whatever they
- * follow (a socket that moved) changes no count.  They start empty each
- * run (RCU is not held between runs).  A/B against the walk at main,
- * same session: 2.0M sockets in the host's table (7.7 a chain) 0.71x
- * CPU per pass (bench/results/walk-issue13f-1m-10.md: 0.72x), 1.0M
- * (3.8 a chain) 0.93x-0.95x, 100k in a table of their own (262,144
- * buckets) 0.96x-1.01x, in the host's 0.86x; lead 2 instead of 64: 1.2x
- * slower at 2M; moving on every step: 100k 1.09x.  Where the lines are
- * cached, or their translation is what costs, the lanes cannot help:
- * 100k sockets cost ~80 ns each to walk with or without them. */
+ * be gone again).  Each socket's step (not an empty bucket's, nor a
+ * chain's first after an empty bucket) moves one lane, in turn, one
+ * socket on and touches that socket's lines; the lane comes back
+ * FTS_WALK_LANES moves later, when the lines have arrived.
+ * The lanes only read, under the same RCU section as the count: whatever
+ * they follow (a socket that moved) changes no count.  They start empty
+ * each run (RCU is not held between runs).
+ * Measured (CPU per pass, same-binary alternations): lanes moving from a
+ * chain's second socket on, against none: 2.0M sockets in the host's
+ * table (7.7 a chain) 0.71x, 1.0M (3.8 a chain) 0.93x-0.95x, 100k in a
+ * table of their own (262,144 buckets) 0.96x-1.01x, in the host's 0.86x;
+ * lead 2 instead of 64: 1.2x slower at 2M; moving on empty buckets' steps
+ * too: 100k 1.09x.  Moving on a chain's first socket too (the lanes then
+ * keep up with the count): 1M + 10 0.855x, but 100k 1.056x (chains are
+ * short there: most sockets are a chain's first, and the lanes' refills
+ * cost more than they save); not after an empty bucket (1M: 2% of
+ * buckets, 100k: 68%): 1M 0.99x of that, 100k 0.96x.  With them all,
+ * no lanes at all is 1.9x.  At 1M neither 8 or 32 lanes, lead 32 or 128,
+ * nor two moves per step helped (0.99x-1.07x): more lines in flight do
+ * not make the walk faster. */
 #define LANE_LEAD 64
 #define LANE_TRIES 4
 #define LANE_SPAN 192
 
-/* One lane's move; clobbers r0-r5 and r8. */
+/* One lane's move (r7: the run's steps); clobbers r0-r5 and r8. */
 static void
 lane_step(struct fts_asm *a, const struct fts_walk_layout *l)
 {
-    /* r8 = the map value + 8 * the lane's index (then lanes[] past it) */
-    fts_load(a, R2, R6, CTL(lane), 4);
-    fts_mov_reg(a, R3, R2);
-    fts_alu_imm(a, FTS_OP_ADD, R3, 1);
-    fts_store(a, R6, CTL(lane), R3, 4);
-    fts_alu_imm(a, FTS_OP_AND, R2, FTS_WALK_LANES - 1);
-    fts_alu_imm(a, FTS_OP_LSH, R2, 3);
-    fts_mov_reg(a, R8, R6);
-    fts_alu_reg(a, FTS_OP_ADD, R8, R2);
+    /* r8 = the map value + 8 * the lane's index (then lanes[] past it):
+     * the run's step count (r7) takes them in turn. */
+    fts_mov_reg(a, R8, R7);
+    fts_alu_imm(a, FTS_OP_AND, R8, FTS_WALK_LANES - 1);
+    fts_alu_imm(a, FTS_OP_LSH, R8, 3);
+    fts_alu_reg(a, FTS_OP_ADD, R8, R6);
     fts_load(a, R1, R8, CTL(lanes), 8);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_LANE_NEW);
     fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LANE_NEW);
-    fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
-    cast(a, l, l->id_sock_common);
-    load_link(a, (int16_t)l->skc_node_next, L_LANE_NEW, L_LANE_NEW);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_LANE_MOVED);
 
     /* Its chain ended: take bucket max(ahead, the count's + LANE_LEAD). */
@@ -266,21 +275,24 @@ lane_step(struct fts_asm *a, const struct fts_walk_layout *l)
         fts_load(a, R1, R0, (int16_t)l->head_first, 8);
         if (t + 1 < LANE_TRIES) {
             launder(a, R1);
+            fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_LANE_DONE);
             fts_mov_reg(a, R2, R1);
             fts_alu_imm(a, FTS_OP_AND, R2, 1);
             fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R2, 0, 0, L_LANE_MOVED);
         }
     }
 
-    /* r1: the lane's next node (or its chain's end): keep, and touch. */
-    fts_place(a, L_LANE_MOVED);
+    /* The last try's link, unchecked: the lane's next move checks it. */
     fts_store(a, R8, CTL(lanes), R1, 8);
-    fts_load(a, R1, R8, CTL(lanes), 8);
-    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_LANE_DONE);
-    fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LANE_DONE);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_LANE_DONE);
+
+    /* r1: a node.  Touch its socket's lines; its link (the load that
+     * touches the node's line) is where the lane moves next. */
+    fts_place(a, L_LANE_MOVED);
     fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
     cast(a, l, l->id_sock_common);
     fts_load(a, R1, R0, (int16_t)l->skc_node_next, 8);
+    fts_store(a, R8, CTL(lanes), R1, 8);
     fts_load(a, R2, R0, (int16_t)l->skc_state, 1);
     fts_place(a, L_LANE_DONE);
 }
@@ -289,15 +301,17 @@ lane_step(struct fts_asm *a, const struct fts_walk_layout *l)
 static void
 classify_state(struct fts_asm *a, const struct fts_walk_layout *l)
 {
-    fts_load(a, R8, R7, (int16_t)l->skc_state, 1);
+    fts_load(a, R8, SK, (int16_t)l->skc_state, 1);
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, TCP_NEW_SYN_RECV, L_NOT_REQ);
     fts_mov_imm(a, R8, TCP_SYN_RECV);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_STATE_OK);
     fts_place(a, L_NOT_REQ);
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, TCP_TIME_WAIT, L_STATE_CHECK);
-    fts_mov_reg(a, R1, R7);
+    /* SK becomes the socket as an inet_timewait_sock, whose sock_common
+     * comes first: the loads after read the same fields. */
+    fts_mov_reg(a, R1, SK);
     cast(a, l, l->id_tw_sock);
-    fts_load(a, R8, R0, (int16_t)l->tw_substate, 1);
+    fts_load(a, R8, SK, (int16_t)l->tw_substate, 1);
     fts_place(a, L_STATE_CHECK);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R8, 0, 0, L_BAD_STATE);
     fts_jump(a, FTS_J_JGT | FTS_SRC_K, R8, 0, TCP_CLOSING, L_BAD_STATE);
@@ -324,11 +338,11 @@ apply_filter(struct fts_asm *a, const struct fts_walk_layout *l,
         fts_place(a, L_STATES_OK);
     }
     if (f->nlocal > 0) {
-        fts_load(a, R1, R7, (int16_t)l->skc_num, 2);  /* host order */
+        fts_load(a, R1, SK, (int16_t)l->skc_num, 2);  /* host order */
         fts_port_group(a, R1, f->local, f->nlocal, L_LOCAL_OK, L_SKIP);
     }
     if (f->nremote > 0) {
-        fts_load(a, R1, R7, (int16_t)l->skc_dport, 2);  /* network order */
+        fts_load(a, R1, SK, (int16_t)l->skc_dport, 2);  /* network order */
         fts_emit(a, FTS_ALU | FTS_OP_END | FTS_TO_BE, R1, 0, 0, 16);
         fts_port_group(a, R1, f->remote, f->nremote, L_REMOTE_OK, L_SKIP);
     }
@@ -336,13 +350,15 @@ apply_filter(struct fts_asm *a, const struct fts_walk_layout *l,
 
 /* r8 (the state) = the counter's offset in a slot's counts, family *
  * 128 + state * 8, or jump to L_BAD_FAMILY.  A v4-mapped socket is an
- * AF_INET6 socket: IPv6, as netlink says. */
+ * AF_INET6 socket: IPv6, as netlink says.  (skc_family and skc_state are
+ * neighbours, but one load of both is refused: "access beyond the end of
+ * member skc_family".) */
 static void
 classify_family(struct fts_asm *a, const struct fts_walk_layout *l)
 {
     _Static_assert((AF_INET | 8) == AF_INET6 && AF_INET6 >> 3 == 1,
                    "the families differ in bit 3 only");
-    fts_load(a, R2, R7, (int16_t)l->skc_family, 2);
+    fts_load(a, R2, SK, (int16_t)l->skc_family, 2);
     fts_mov_reg(a, R3, R2);
     fts_alu_imm(a, FTS_OP_OR, R3, 8);
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R3, 0, AF_INET6, L_BAD_FAMILY);
@@ -414,7 +430,6 @@ count(struct fts_asm *a, uint32_t nslots)
     fts_alu_reg(a, FTS_OP_ADD, R4, R6);
     fts_store(a, R4, CTL(log), R3, 4);
     fts_place(a, L_LOGGED);
-    fts_jump(a, FTS_J_JA, 0, 0, 0, L_NEXT);
 }
 
 /* ctl.counted += ctl.nlog: the increments of the bucket the run is in,
@@ -460,18 +475,18 @@ ns_lookup(struct fts_asm *a, const struct fts_walk_layout *l,
           uint32_t nslots)
 {
     fts_place(a, L_NS_LOOKUP);
-    fts_mov_reg(a, R7, R1);
+    fts_mov_reg(a, R0, R1);
     fts_load(a, R1, R1, (int16_t)l->net_inum, 4);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_BAD_NS);
     fts_load(a, R2, R6, CTL(only_inum), 8);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R2, 0, 0, L_ANY_NS);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_X, R1, R2, 0, L_ANY_NS);
-    fts_store(a, R6, CTL(last_net), R7, 8);
+    fts_store(a, R6, CTL(last_net), R0, 8);
     fts_store_imm(a, R6, CTL(last_slot), 0, 8);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_SKIP);
     fts_place(a, L_ANY_NS);
     find_slot(a, nslots);
-    fts_store(a, R6, CTL(last_net), R7, 8);
+    fts_store(a, R6, CTL(last_net), R0, 8);
     fts_store(a, R6, CTL(last_slot), R3, 8);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_COUNT);
 }
@@ -502,8 +517,8 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_place(a, L_CALLBACK);
     fts_ld_map(a, R6, FTS_BPF_PSEUDO_MAP_VALUE, map_fd, 0);
     fts_mov_imm(a, R9, STEPS_PER_CALL);
-    fts_place(a, L_TOP);
     fts_load(a, R7, R6, CTL(loops), 8);
+    fts_place(a, L_TOP);
     fts_load(a, R1, R6, CTL(node), 8);
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R1, 0, 0, L_MID);
 
@@ -511,9 +526,11 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
      * take ctl.slack more steps to reach one). */
     fts_load(a, R2, R6, CTL(budget), 8);
     fts_jump(a, FTS_J_JGE | FTS_SRC_X, R7, R2, 0, L_STOP);
-    /* The bucket before is done: its increments join `counted`. */
-    fts_load(a, R2, R6, CTL(nlog), 4);
-    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, 0, L_FLUSH);
+    /* The bucket before is done: its increments join `counted`.  r8:
+     * whether it had any, which tells the chain's first socket below
+     * whether to move a lane (see the touch lanes). */
+    fts_load(a, R8, R6, CTL(nlog), 4);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, 0, L_FLUSH);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_ACCOUNT);
 
     /* Mid-bucket: past budget + slack steps, stop (user space undoes the
@@ -522,17 +539,13 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_load(a, R2, R6, CTL(limit), 8);
     fts_jump(a, FTS_J_JGE | FTS_SRC_X, R7, R2, 0, L_CUT);
     fts_alu_imm(a, FTS_OP_ADD, R7, 1);
-    fts_store(a, R6, CTL(loops), R7, 8);
-    /* The lanes move on a chain's second socket and on: where chains
-     * are short the touches cost more than they save (100k sockets in
-     * 262,144 buckets: 1.09x when every socket moved one). */
+    fts_place(a, L_LANES);
     lane_step(a, l);
     fts_load(a, R1, R6, CTL(node), 8);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_STEP);
 
     fts_place(a, L_ACCOUNT);
     fts_alu_imm(a, FTS_OP_ADD, R7, 1);
-    fts_store(a, R6, CTL(loops), R7, 8);
 
     /* Start a bucket: r1 = its head's address, then r1 = its first node. */
     fts_load(a, R2, R6, CTL(table), 4);
@@ -555,12 +568,15 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_place(a, L_HEAD);
     cast(a, l, l->id_nulls_head);
     load_link(a, (int16_t)l->head_first, L_UNREADABLE, L_EMPTY);
+    fts_store(a, R6, CTL(node), R1, 8);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, 0, L_LANES);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_STEP);
     fts_place(a, L_EMPTY);
     chain_end(a, L_EMPTY_LHASH2, L_NEXT);
     fts_place(a, L_FINISHED);
     fts_store_imm(a, R6, CTL(table), FTS_WALK_TABLE_DONE, 4);
     fts_place(a, L_STOP);
+    fts_store(a, R6, CTL(loops), R7, 8);
     flush(a);
     fts_store_imm(a, R6, CTL(nlog), 0, 4);
     fts_exit_imm(a, 1);
@@ -574,10 +590,9 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_place(a, L_STEP);
     fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
     cast(a, l, l->id_sock_common);
-    fts_mov_reg(a, R7, R0);
     /* The link is the next cursor; stored there, it reads back as a
      * number (a nulls marker or a NULL link leave the cursor anyway). */
-    fts_load(a, R1, R7, (int16_t)l->skc_node_next, 8);
+    fts_load(a, R1, SK, (int16_t)l->skc_node_next, 8);
     fts_store(a, R6, CTL(node), R1, 8);
     fts_load(a, R1, R6, CTL(node), 8);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_UNREADABLE);
@@ -590,13 +605,18 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
 
     /* r1 = the socket's struct net.  Chains hold mostly one namespace:
      * its slot (or 0, left out by --only) is cached for the next socket. */
-    fts_load(a, R1, R7, (int16_t)l->skc_net, 8);
+    fts_load(a, R1, SK, (int16_t)l->skc_net, 8);
     fts_load(a, R2, R6, CTL(last_net), 8);
     fts_jump(a, FTS_J_JNE | FTS_SRC_X, R1, R2, 0, L_NS_LOOKUP);
     fts_load(a, R3, R6, CTL(last_slot), 8);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R3, 0, 0, L_SKIP);
     fts_place(a, L_COUNT);
     count(a, nslots);
+    fts_place(a, L_NEXT);
+    fts_alu_imm(a, FTS_OP_SUB, R9, 1);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R9, 0, 0, L_TOP);
+    fts_store(a, R6, CTL(loops), R7, 8);
+    fts_exit_imm(a, 0);
 
     /* Out of the common path: the chain's end, then a namespace not in
      * the cache. */
@@ -617,13 +637,9 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_place(a, L_RESCAN);
     fts_store_imm(a, R6, CTL(status), FTS_WALK_ST_RESCAN, 4);
     fts_place(a, L_CUT);
+    fts_store(a, R6, CTL(loops), R7, 8);
     flush(a);
     fts_exit_imm(a, 1);
-
-    fts_place(a, L_NEXT);
-    fts_alu_imm(a, FTS_OP_SUB, R9, 1);
-    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R9, 0, 0, L_TOP);
-    fts_exit_imm(a, 0);
 }
 
 size_t

@@ -119,8 +119,9 @@ struct fts_walk_ctl {
                             * (added to `counted` when it ends, or when
                             * the run stops in it) */
     uint32_t status;       /* out: FTS_WALK_ST_* */
-    uint32_t lane;         /* touch lanes (walk_prog.c): the next to move */
-    uint32_t ahead;        /* the next ehash bucket a lane takes */
+    uint32_t ahead;        /* touch lanes (walk_prog.c): the next ehash
+                            * bucket one takes */
+    uint32_t pad;
     uint64_t lanes[FTS_WALK_LANES];  /* their next nodes (0: none) */
     /* Counters over a pass (user space zeroes them). */
     uint64_t counted;
