@@ -128,7 +128,8 @@ fts_bpf_open(struct fts_bpf_counter *c, const struct fts_btf_layout *layout,
     fts_bpf_init(c);
     c->owner = getpid();
     if (emit_shift == 0 || emit_shift > 20) {
-        return fts_fail(err, EINVAL, "emit interval must be 2^1..2^20 sockets");
+        return fts_fail(err, EINVAL,
+                        "emit interval must be 2^1..2^20 sockets");
     }
     if (cgroup != NULL
         && (max_cgroups == 0 || max_cgroups > FTS_MAX_BY_CGROUP)) {

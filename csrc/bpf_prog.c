@@ -133,7 +133,8 @@ classify(struct fts_asm *a, const struct fts_btf_layout *l,
     fts_jump(a, FTS_JMP | FTS_J_JEQ | FTS_SRC_K, R0, 0, 0, L_EXIT);
     load(a, R9, R0, l->tw_substate);
     fts_place(a, L_STATE_DONE);
-    fts_jump(a, FTS_JMP | FTS_J_JGT | FTS_SRC_K, R9, 0, FTS_NSTATES - 1, L_EXIT);
+    fts_jump(a, FTS_JMP | FTS_J_JGT | FTS_SRC_K, R9, 0, FTS_NSTATES - 1,
+             L_EXIT);
 }
 
 #define KIND_INT 1

@@ -126,7 +126,8 @@ walk_records(struct btf *b, uint32_t *offsets, uint32_t *count,
     uint32_t n = 0;
     while (pos < b->types_len) {
         if (b->types_len - pos < TYPE_SIZE) {
-            return fts_fail(err, EINVAL, "malformed BTF: truncated type record");
+            return fts_fail(err, EINVAL,
+                            "malformed BTF: truncated type record");
         }
         struct btf_type t;
         decode(b->types + pos, &t);

@@ -39,7 +39,11 @@
 #define FTS_FAMILY_IPV6 2u
 #define FTS_FAMILY_BOTH (FTS_FAMILY_IPV4 | FTS_FAMILY_IPV6)
 
-enum fts_family_index { FTS_IDX_IPV4 = 0, FTS_IDX_IPV6 = 1, FTS_NFAMILIES = 2 };
+enum fts_family_index {
+    FTS_IDX_IPV4 = 0,
+    FTS_IDX_IPV6 = 1,
+    FTS_NFAMILIES = 2
+};
 
 /* Which request the dump is made of. */
 enum fts_request_form {
@@ -105,7 +109,8 @@ fts_fail(struct fts_error *err, int code, const char *what)
     return -1;
 }
 
-/* Return values of fts_walk(), as in libmnl: error < 0, stop = 0, go on > 0. */
+/* Return values of fts_walk(), as in libmnl: error < 0, stop = 0,
+ * go on > 0. */
 #define FTS_WALK_ERROR (-1)
 #define FTS_WALK_DONE 0
 #define FTS_WALK_MORE 1

@@ -108,7 +108,8 @@ on_error_message(const unsigned char *payload, size_t paylen,
         return fts_fail(err, EPROTO,
                     "malformed netlink reply: NLMSG_ERROR code out of range");
     }
-    return fts_fail(err, code < 0 ? -code : code, "kernel refused the request");
+    return fts_fail(err, code < 0 ? -code : code,
+                    "kernel refused the request");
 }
 
 /* NLMSG_DONE may carry the dump's final error code (an int). */

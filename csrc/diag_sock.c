@@ -50,7 +50,8 @@ fts_conn_open(struct fts_conn *conn, struct fts_error *err)
     }
     if (addrlen != sizeof(addr) || addr.nl_family != AF_NETLINK) {
         close(fd);
-        return fts_fail(err, EPROTO, "getsockname() returned a foreign address");
+        return fts_fail(err, EPROTO,
+                        "getsockname() returned a foreign address");
     }
     conn->fd = fd;
     conn->portid = addr.nl_pid;
@@ -165,7 +166,8 @@ receive_chunk(struct fts_conn *conn, void *buf, size_t bufsize,
 
 static int
 dump_one(struct fts_conn *conn, enum fts_request_form form, int family,
-         uint32_t states, const struct fts_filter *filter, void *buf, size_t bufsize, struct fts_tally *tally,
+         uint32_t states, const struct fts_filter *filter, void *buf,
+         size_t bufsize, struct fts_tally *tally,
          fts_interrupt_fn on_interrupt, void *interrupt_arg,
          struct fts_error *err)
 {

@@ -12,10 +12,10 @@
  * block (struct fts_walk_ctl) and a tally table (struct fts_walk_slot[]).
  * Each run takes steps (one per socket or empty bucket, several in one
  * bpf_loop iteration) until the first bucket boundary after ctl.budget
- * of them, or at most budget + ctl.slack; user space resumes it.  A chain that ends in another
- * bucket's nulls value (a socket moved while we read) stops the run with
- * FTS_WALK_ST_RESCAN; user space undoes the bucket's increments (ctl.log)
- * and the next run walks it again.
+ * of them, or at most budget + ctl.slack; user space resumes it.  A chain
+ * that ends in another bucket's nulls value (a socket moved while we read)
+ * stops the run with FTS_WALK_ST_RESCAN; user space undoes the bucket's
+ * increments (ctl.log) and the next run walks it again.
  */
 #ifndef FASTTCPSTAT_WALK_PROG_H
 #define FASTTCPSTAT_WALK_PROG_H

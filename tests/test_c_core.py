@@ -163,3 +163,14 @@ def test_a_closed_counter_refuses_everything_and_holds_nothing(make, request):
             os._exit(code if _fds() == before else 4)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_c_sources_keep_pep7_line_length():
+    """PEP 7: lines of at most 79 characters, no tabs, no trailing spaces
+    (lines over it had crept into seven files)."""
+    problems = []
+    for path in sorted((ROOT / "csrc").glob("*.[ch]")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if len(line) > 79 or "\t" in line or line != line.rstrip():
+                problems.append(f"{path.name}:{number}: {line!r}")
+    assert not problems, problems
