@@ -95,52 +95,60 @@ def _methods():
     }, (netlink, v2, procfs)
 
 
+def start_churn(binary: str, stats_path: str, seconds: float, preexec_fn=None):
+    """Start tests/c/churn.c (in the caller's namespace, or where preexec_fn
+    moves it) and wait until it churns; (process, completed()): the
+    connections its workers have completed so far."""
+    with open(stats_path, "wb") as f:
+        f.write(bytes(8 * (WORKERS + 1)))
+    generator = subprocess.Popen(
+        [str(binary), str(WORKERS), str(seconds), stats_path, str(CHURN_PORT)],
+        preexec_fn=preexec_fn)
+    with open(stats_path, "r+b") as f:
+        shared = mmap.mmap(f.fileno(), 8 * (WORKERS + 1))
+
+    def completed() -> int:
+        return sum(struct.unpack_from(f"{WORKERS}Q", shared, 8))
+
+    deadline = time.monotonic() + 10
+    while struct.unpack_from("Q", shared, 0)[0] < WORKERS or completed() < 1000:
+        assert time.monotonic() < deadline, "the churn generator did not start"
+        assert generator.poll() is None, "the churn generator died"
+        time.sleep(0.01)
+    return generator, completed
+
+
 def _count_under_churn(binary: str, stats_path: str, duration: float) -> dict:
     """Runs in the namespace."""
     methods, counters = _methods()
     # Before the churn: the filtered count's stable value, by two backends.
     filtered_before = methods["netlink-filtered"]()
     assert filtered_before == fasttcpstat.counts(backend="procfs", local_ports=STABLE_PORTS)
-    with open(stats_path, "wb") as f:
-        f.write(bytes(8 * (WORKERS + 1)))
-    generator = subprocess.Popen([binary, str(WORKERS), str(duration + 5), stats_path,
-                                  str(CHURN_PORT)])
+    generator, completed = start_churn(binary, stats_path, duration + 5)
     records = []
     errors = []
-    with open(stats_path, "r+b") as f:
-        shared = mmap.mmap(f.fileno(), 8 * (WORKERS + 1))
-
-        def completed() -> int:
-            return sum(struct.unpack_from(f"{WORKERS}Q", shared, 8))
-
-        deadline = time.monotonic() + 10
-        while struct.unpack_from("Q", shared, 0)[0] < WORKERS or completed() < 1000:
-            assert time.monotonic() < deadline, "the churn generator did not start"
-            assert generator.poll() is None, "the churn generator died"
-            time.sleep(0.01)
-        names = list(methods)
-        start_count, start = completed(), time.monotonic()
-        churning_until = start
-        i = 0
-        # At least DURATION, and at least MIN_ROUNDS of every method however
-        # long a count takes on a loaded machine (seconds under load 35).
-        while time.monotonic() - start < duration or i < MIN_ROUNDS * len(names):
-            if generator.poll() is None:
-                churning_until = time.monotonic()
-            name = names[i % len(names)]
-            i += 1
-            before = completed()
-            try:
-                result = methods[name]()
-            except Exception as exc:  # noqa: BLE001 - reported by the test
-                errors.append((name, repr(exc)))
-                continue
-            records.append((name, completed() - before, result))
-            time.sleep(PAUSE)  # leave the generator some CPU on small machines
-        churned = completed() - start_count
-        # Counts after the generator's end (a slow machine) ran without churn.
-        elapsed = max(churning_until - start, 1e-3)
-        shared.close()
+    names = list(methods)
+    start_count, start = completed(), time.monotonic()
+    churning_until = start
+    i = 0
+    # At least DURATION, and at least MIN_ROUNDS of every method however
+    # long a count takes on a loaded machine (seconds under load 35).
+    while time.monotonic() - start < duration or i < MIN_ROUNDS * len(names):
+        if generator.poll() is None:
+            churning_until = time.monotonic()
+        name = names[i % len(names)]
+        i += 1
+        before = completed()
+        try:
+            result = methods[name]()
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            errors.append((name, repr(exc)))
+            continue
+        records.append((name, completed() - before, result))
+        time.sleep(PAUSE)  # leave the generator some CPU on small machines
+    churned = completed() - start_count
+    # Counts after the generator's end (a slow machine) ran without churn.
+    elapsed = max(churning_until - start, 1e-3)
     generator.wait(timeout=60)
     for counter in counters:
         counter.close()
@@ -210,16 +218,7 @@ def test_counts_under_churn(population, churn_binary, tmp_path):
 def _kill_generator_early(binary: str, stats_path: str) -> dict:
     """Runs in the namespace: start the churn for its longest run, kill
     the generator alone, and see whether its workers went with it."""
-    with open(stats_path, "wb") as f:
-        f.write(bytes(8 * (WORKERS + 1)))
-    generator = subprocess.Popen([binary, str(WORKERS), "600", stats_path, str(CHURN_PORT)])
-    with open(stats_path, "r+b") as f:
-        shared = mmap.mmap(f.fileno(), 8 * (WORKERS + 1))
-        deadline = time.monotonic() + 10
-        while struct.unpack_from("Q", shared, 0)[0] < WORKERS:
-            assert time.monotonic() < deadline, "the churn generator did not start"
-            time.sleep(0.01)
-        shared.close()
+    generator, _ = start_churn(binary, stats_path, 600)
     with open(f"/proc/{generator.pid}/task/{generator.pid}/children") as f:
         workers = [int(pid) for pid in f.read().split()]
     generator.kill()

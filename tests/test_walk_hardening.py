@@ -23,10 +23,7 @@ CI's stress step at the full ones (1M sockets, 15 s of churn).
 from __future__ import annotations
 
 import errno
-import mmap
 import os
-import struct
-import subprocess
 import time
 
 import pytest
@@ -138,24 +135,8 @@ def quiet_and_noisy(require_netns, require_walk):
 
 def _start_churn(binary, pop: Population, stats_path: str, seconds: float):
     """tests/c/churn.c inside `pop`'s namespace; (process, completed())."""
-    with open(stats_path, "wb") as f:
-        f.write(bytes(8 * (churn.WORKERS + 1)))
     ns = pop.ns_path
-    generator = subprocess.Popen(
-        [str(binary), str(churn.WORKERS), str(seconds), stats_path, str(churn.CHURN_PORT)],
-        preexec_fn=lambda: _setns_net(ns))
-    with open(stats_path, "r+b") as f:
-        shared = mmap.mmap(f.fileno(), 8 * (churn.WORKERS + 1))
-
-    def completed() -> int:
-        return sum(struct.unpack_from(f"{churn.WORKERS}Q", shared, 8))
-
-    deadline = time.monotonic() + 10
-    while struct.unpack_from("Q", shared, 0)[0] < churn.WORKERS or completed() < 1000:
-        assert time.monotonic() < deadline, "the churn generator did not start"
-        assert generator.poll() is None, "the churn generator died"
-        time.sleep(0.01)
-    return generator, completed
+    return churn.start_churn(binary, stats_path, seconds, preexec_fn=lambda: _setns_net(ns))
 
 
 def _counts_for(seconds: float) -> list:
