@@ -52,11 +52,6 @@ class ForkSafeLock:
     def __exit__(self, *exc_info: Any) -> None:
         self._lock.release()
 
-    def locked(self) -> bool:
-        if self._generation != _generation:
-            self._renew()
-        return self._lock.locked()
-
     def _renew(self) -> None:
         # Under _renewal, so that two threads of the child that see the
         # old generation at once end up sharing one new lock.
