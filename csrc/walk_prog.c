@@ -115,6 +115,20 @@ cast(struct fts_asm *a, const struct fts_walk_layout *l, uint32_t type)
     fts_call_kfunc(a, l->kf_rdonly_cast);
 }
 
+/* r0 = the socket at r1, for reading */
+static void
+cast_sock(struct fts_asm *a, const struct fts_walk_layout *l)
+{
+    cast(a, l, l->raw_reads ? 0 : l->id_sock_common);
+}
+
+/* Raw reads take skc_family and skc_state (its neighbour) in one load. */
+static int
+one_load(const struct fts_walk_layout *l)
+{
+    return l->raw_reads && l->skc_state == l->skc_family + 2;
+}
+
 static void
 main_program(struct fts_asm *a, const struct fts_walk_layout *l, int map_fd)
 {
@@ -290,18 +304,28 @@ lane_step(struct fts_asm *a, const struct fts_walk_layout *l)
      * touches the node's line) is where the lane moves next. */
     fts_place(a, L_LANE_MOVED);
     fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
-    cast(a, l, l->id_sock_common);
+    cast_sock(a, l);
     fts_load(a, R1, R0, (int16_t)l->skc_node_next, 8);
     fts_store(a, R8, CTL(lanes), R1, 8);
     fts_load(a, R2, R0, (int16_t)l->skc_state, 1);
     fts_place(a, L_LANE_DONE);
 }
 
-/* r8 = the state as netlink reports it, or jump to L_BAD_STATE. */
+/* r8 = the state as netlink reports it, or jump to L_BAD_STATE.  With
+ * one_load(), r2 holds skc_family's 32 bits, skc_state the third byte
+ * (and keeps them: no call comes between). */
 static void
 classify_state(struct fts_asm *a, const struct fts_walk_layout *l)
 {
-    fts_load(a, R8, SK, (int16_t)l->skc_state, 1);
+    if (one_load(l)) {
+        fts_load(a, R2, SK, (int16_t)l->skc_family, 4);
+        fts_mov_reg(a, R8, R2);
+        fts_alu_imm(a, FTS_OP_RSH, R8, 16);
+        fts_alu_imm(a, FTS_OP_AND, R8, 0xff);
+    }
+    else {
+        fts_load(a, R8, SK, (int16_t)l->skc_state, 1);
+    }
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, TCP_NEW_SYN_RECV, L_NOT_REQ);
     fts_mov_imm(a, R8, TCP_SYN_RECV);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_STATE_OK);
@@ -309,8 +333,10 @@ classify_state(struct fts_asm *a, const struct fts_walk_layout *l)
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, TCP_TIME_WAIT, L_STATE_CHECK);
     /* SK becomes the socket as an inet_timewait_sock, whose sock_common
      * comes first: the loads after read the same fields. */
-    fts_mov_reg(a, R1, SK);
-    cast(a, l, l->id_tw_sock);
+    if (!l->raw_reads) {
+        fts_mov_reg(a, R1, SK);
+        cast(a, l, l->id_tw_sock);
+    }
     fts_load(a, R8, SK, (int16_t)l->tw_substate, 1);
     fts_place(a, L_STATE_CHECK);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R8, 0, 0, L_BAD_STATE);
@@ -358,7 +384,12 @@ classify_family(struct fts_asm *a, const struct fts_walk_layout *l)
 {
     _Static_assert((AF_INET | 8) == AF_INET6 && AF_INET6 >> 3 == 1,
                    "the families differ in bit 3 only");
-    fts_load(a, R2, SK, (int16_t)l->skc_family, 2);
+    if (one_load(l)) {
+        fts_alu_imm(a, FTS_OP_AND, R2, 0xffff);
+    }
+    else {
+        fts_load(a, R2, SK, (int16_t)l->skc_family, 2);
+    }
     fts_mov_reg(a, R3, R2);
     fts_alu_imm(a, FTS_OP_OR, R3, 8);
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R3, 0, AF_INET6, L_BAD_FAMILY);
@@ -475,8 +506,17 @@ ns_lookup(struct fts_asm *a, const struct fts_walk_layout *l,
           uint32_t nslots)
 {
     fts_place(a, L_NS_LOOKUP);
-    fts_mov_reg(a, R0, R1);
-    fts_load(a, R1, R1, (int16_t)l->net_inum, 4);
+    if (l->raw_reads) {
+        /* r1 is a number: read through a cast, keep it in r0. */
+        fts_store(a, R6, CTL(scratch), R1, 8);
+        cast(a, l, 0);
+        fts_load(a, R1, R0, (int16_t)l->net_inum, 4);
+        fts_load(a, R0, R6, CTL(scratch), 8);
+    }
+    else {
+        fts_mov_reg(a, R0, R1);
+        fts_load(a, R1, R1, (int16_t)l->net_inum, 4);
+    }
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_BAD_NS);
     fts_load(a, R2, R6, CTL(only_inum), 8);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R2, 0, 0, L_ANY_NS);
@@ -589,12 +629,15 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     /* One socket: r1 = its node. */
     fts_place(a, L_STEP);
     fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
-    cast(a, l, l->id_sock_common);
+    cast_sock(a, l);
     /* The link is the next cursor; stored there, it reads back as a
-     * number (a nulls marker or a NULL link leave the cursor anyway). */
+     * number (a nulls marker or a NULL link leave the cursor anyway).
+     * A raw read gives a number already. */
     fts_load(a, R1, SK, (int16_t)l->skc_node_next, 8);
     fts_store(a, R6, CTL(node), R1, 8);
-    fts_load(a, R1, R6, CTL(node), 8);
+    if (!l->raw_reads) {
+        fts_load(a, R1, R6, CTL(node), 8);
+    }
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_UNREADABLE);
     fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LAST);
 

@@ -61,6 +61,11 @@ struct fts_walk_layout {
     uint16_t skc_num;
     uint16_t skc_dport;
     uint16_t tw_substate;
+    /* Not from BTF: 1 if the kernel's bpf_rdonly_cast() takes type 0 and
+     * gives raw read-only memory (the 2025 series; 6.18 does, 6.12 does
+     * not).  Its loads need no BTF member (skc_family and skc_state read
+     * at once) and read links as numbers.  The caller tries 1, then 0. */
+    uint16_t raw_reads;
 };
 
 /* lhash2 bucket i ends with nulls value i + 2^29 (LISTENING_NULLS_BASE,

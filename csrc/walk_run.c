@@ -242,25 +242,39 @@ fts_walker_open(struct fts_walker *w, const struct fts_walk_layout *l,
         fts_walker_close(w);
         return fts_fail(err, ENOMEM, "generating the walk program");
     }
-    uint32_t callback_at = 0, func_info[4];
-    size_t n = fts_walk_prog(insns, cap, l, filter, w->map_fd, nslots,
-                             &callback_at);
+    /* Raw reads where the kernel has them (fewer instructions a socket),
+     * else typed ones: the same walk. */
+    struct fts_walk_layout lay = *l;
     int btf_fd = -1, rc = -1;
-    if (n == 0) {
-        fts_fail(err, EINVAL, "generating the walk program");
-        goto done;
-    }
-    w->insns = (uint32_t)n;
-    btf_fd = load_btf(callback_at, func_info, err);
-    if (btf_fd < 0) {
-        goto done;
-    }
-    if (load_prog(w, insns, n, btf_fd, func_info, log, logsize,
-                  verified) < 0) {
-        fts_fail(err, errno, "bpf(BPF_PROG_LOAD) of the walk program "
-                             "(needs CAP_BPF + CAP_PERFMON, or "
-                             "CAP_SYS_ADMIN; Linux >= 6.2)");
-        goto done;
+    for (int raw = 1; raw >= 0; raw--) {
+        lay.raw_reads = (uint16_t)raw;
+        uint32_t callback_at = 0, func_info[4];
+        size_t n = fts_walk_prog(insns, cap, &lay, filter, w->map_fd, nslots,
+                                 &callback_at);
+        if (n == 0) {
+            fts_fail(err, EINVAL, "generating the walk program");
+            goto done;
+        }
+        w->insns = (uint32_t)n;
+        w->raw_reads = raw;
+        btf_fd = load_btf(callback_at, func_info, err);
+        if (btf_fd < 0) {
+            goto done;
+        }
+        int loaded = load_prog(w, insns, n, btf_fd, func_info,
+                               raw ? NULL : log, raw ? 0 : logsize,
+                               verified);
+        close(btf_fd);  /* the program holds its own reference */
+        btf_fd = -1;
+        if (loaded == 0) {
+            break;
+        }
+        if (!raw) {
+            fts_fail(err, errno, "bpf(BPF_PROG_LOAD) of the walk program "
+                                 "(needs CAP_BPF + CAP_PERFMON, or "
+                                 "CAP_SYS_ADMIN; Linux >= 6.2)");
+            goto done;
+        }
     }
     rc = 0;
 done:

@@ -30,6 +30,7 @@ struct fts_walker {
     struct fts_walk_ctl *ctl;        /* the mmapped map value */
     struct fts_walk_slot *slots;     /* after it */
     uint32_t insns;                  /* program length, instructions */
+    int raw_reads;                   /* the program reads raw memory */
     uint32_t slack;                  /* FTS_WALK_SLACK; tests lower it */
 };
 

@@ -154,10 +154,11 @@ check_program(const struct fts_bpf_insn *p, size_t n, uint32_t callback_at,
 }
 
 static void
-test_generator(void)
+test_generator(int raw_reads)
 {
     struct fts_walk_layout l;
     fake_layout(&l);
+    l.raw_reads = (uint16_t)raw_reads;
     size_t cap = fts_walk_prog_len(NULL);
     struct fts_bpf_insn *p = calloc(cap, sizeof(*p));
     uint32_t cb = 0;
@@ -267,7 +268,8 @@ int
 main(void)
 {
     test_queries();
-    test_generator();
+    test_generator(0);
+    test_generator(1);  /* raw reads: no typed casts of sockets */
     test_prog_btf();
     test_kernel_layout();
     return report();

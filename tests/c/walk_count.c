@@ -196,8 +196,9 @@ main(int argc, char **argv)
         w.slack = (uint32_t)slack;
     }
     printf("{\"load\": {\"insns\": %u, \"verified_insns\": %u, "
-           "\"btf_ms\": %.3f, \"load_ms\": %.3f, \"cpu_ms\": %.3f}}\n",
-           w.insns, verified, t_btf - t0, wall_ms() - t_btf, cpu_ms() - c0);
+           "\"raw_reads\": %d, \"btf_ms\": %.3f, \"load_ms\": %.3f, "
+           "\"cpu_ms\": %.3f}}\n", w.insns, verified, w.raw_reads,
+           t_btf - t0, wall_ms() - t_btf, cpu_ms() - c0);
     int rc = 0;
     for (int p = 0; p < passes; p++) {
         struct fts_walk_stats st;
