@@ -60,7 +60,7 @@ enum label {
     L_LOCAL_OK, L_REMOTE_OK, L_SKIP, L_ANY_NS,
     L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_LOGGED, L_NS_LOOKUP, L_COUNT,
     L_LANE_NEW, L_LANE_AHEAD, L_LANE_MOVED, L_LANE_DONE, L_ACCOUNT,
-    L_TOP, L_MID, L_CUT, L_FLUSH, L_LANES,
+    L_TOP, L_MID, L_CUT, L_FLUSH, L_LANES, L_LIMIT,
     NLABELS
 };
 _Static_assert(NLABELS <= FTS_ASM_MAXLABELS, "too many labels");
@@ -558,6 +558,11 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_ld_map(a, R6, FTS_BPF_PSEUDO_MAP_VALUE, map_fd, 0);
     fts_mov_imm(a, R9, STEPS_PER_CALL);
     fts_load(a, R7, R6, CTL(loops), 8);
+    /* Past budget + slack steps, stop (mid-bucket: user space undoes the
+     * bucket and the next run walks it again).  Checked once a call, so
+     * a run takes at most STEPS_PER_CALL - 1 steps more. */
+    fts_load(a, R2, R6, CTL(limit), 8);
+    fts_jump(a, FTS_J_JGE | FTS_SRC_X, R7, R2, 0, L_LIMIT);
     fts_place(a, L_TOP);
     fts_load(a, R1, R6, CTL(node), 8);
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R1, 0, 0, L_MID);
@@ -573,11 +578,7 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, 0, L_FLUSH);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_ACCOUNT);
 
-    /* Mid-bucket: past budget + slack steps, stop (user space undoes the
-     * bucket and the next run walks it again). */
     fts_place(a, L_MID);
-    fts_load(a, R2, R6, CTL(limit), 8);
-    fts_jump(a, FTS_J_JGE | FTS_SRC_X, R7, R2, 0, L_CUT);
     fts_alu_imm(a, FTS_OP_ADD, R7, 1);
     fts_place(a, L_LANES);
     lane_step(a, l);
@@ -665,6 +666,10 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
      * the cache. */
     fts_place(a, L_LAST);
     chain_end(a, L_LAST_LHASH2, L_SOCKET);
+    fts_place(a, L_LIMIT);
+    fts_load(a, R1, R6, CTL(node), 8);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_STOP);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_CUT);
     ns_lookup(a, l, nslots);
 
     tally_next(a, L_SKIP, CTL(filtered));
