@@ -58,7 +58,7 @@ enum label {
     L_LAST, L_LAST_LHASH2, L_SOCKET, L_NEXT, L_RESCAN, L_NOT_REQ,
     L_STATE_CHECK, L_STATE_OK, L_BAD_STATE, L_BAD_FAMILY, L_STATES_OK,
     L_LOCAL_OK, L_REMOTE_OK, L_SKIP, L_ANY_NS,
-    L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_LOGGED, L_NS_LOOKUP, L_COUNT,
+    L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_NS_LOOKUP, L_COUNT,
     L_LANE_NEW, L_LANE_AHEAD, L_LANE_MOVED, L_LANE_DONE, L_ACCOUNT,
     L_TOP, L_MID, L_CUT, L_FLUSH, L_LANES, L_LIMIT,
     NLABELS
@@ -241,7 +241,22 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
 #define LANE_TRIES 4
 #define LANE_SPAN 192
 
-/* One lane's move (r7: the run's steps); clobbers r0-r5 and r8. */
+/* r1: a node.  Touch its socket's lines; its link (the load that
+ * touches the node's line) is where the lane moves next. */
+static void
+lane_move(struct fts_asm *a, const struct fts_walk_layout *l)
+{
+    fts_place(a, L_LANE_MOVED);
+    fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
+    cast_sock(a, l);
+    fts_load(a, R1, R0, (int16_t)l->skc_node_next, 8);
+    fts_store(a, R8, CTL(lanes), R1, 8);
+    fts_load(a, R2, R0, (int16_t)l->skc_state, 1);
+    fts_place(a, L_LANE_DONE);
+}
+
+/* One lane's move (r7: the run's steps); clobbers r0-r5 and r8.  A lane
+ * whose chain ended is refilled out of the common path (lane_refill()). */
 static void
 lane_step(struct fts_asm *a, const struct fts_walk_layout *l)
 {
@@ -254,9 +269,15 @@ lane_step(struct fts_asm *a, const struct fts_walk_layout *l)
     fts_load(a, R1, R8, CTL(lanes), 8);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_LANE_NEW);
     fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LANE_NEW);
-    fts_jump(a, FTS_J_JA, 0, 0, 0, L_LANE_MOVED);
+    lane_move(a, l);
+}
 
-    /* Its chain ended: take bucket max(ahead, the count's + LANE_LEAD). */
+/* Out of the common path: the lane's chain ended.  Take bucket
+ * max(ahead, the count's + LANE_LEAD), then on at L_LANE_MOVED with its
+ * first node, or at L_LANE_DONE. */
+static void
+lane_refill(struct fts_asm *a, const struct fts_walk_layout *l)
+{
     fts_place(a, L_LANE_NEW);
     fts_load(a, R2, R6, CTL(table), 4);
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, FTS_WALK_TABLE_EHASH,
@@ -299,16 +320,6 @@ lane_step(struct fts_asm *a, const struct fts_walk_layout *l)
     /* The last try's link, unchecked: the lane's next move checks it. */
     fts_store(a, R8, CTL(lanes), R1, 8);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_LANE_DONE);
-
-    /* r1: a node.  Touch its socket's lines; its link (the load that
-     * touches the node's line) is where the lane moves next. */
-    fts_place(a, L_LANE_MOVED);
-    fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
-    cast_sock(a, l);
-    fts_load(a, R1, R0, (int16_t)l->skc_node_next, 8);
-    fts_store(a, R8, CTL(lanes), R1, 8);
-    fts_load(a, R2, R0, (int16_t)l->skc_state, 1);
-    fts_place(a, L_LANE_DONE);
 }
 
 /* r8 = the state as netlink reports it, or jump to L_BAD_STATE.  With
@@ -440,8 +451,6 @@ find_slot(struct fts_asm *a, uint32_t nslots)
 static void
 count(struct fts_asm *a, uint32_t nslots)
 {
-    fts_alu_imm(a, FTS_OP_ADD, R3,
-                (int32_t)offsetof(struct fts_walk_slot, n));
     fts_alu_reg(a, FTS_OP_ADD, R3, R8);
     /* Always true; it shows the verifier the access is in bounds. */
     fts_jump(a, FTS_J_JGT | FTS_SRC_K, R3, 0,
@@ -456,11 +465,14 @@ count(struct fts_asm *a, uint32_t nslots)
     fts_mov_reg(a, R5, R4);
     fts_alu_imm(a, FTS_OP_ADD, R5, 1);
     fts_store(a, R6, CTL(nlog), R5, 4);
-    fts_jump(a, FTS_J_JGE | FTS_SRC_K, R4, 0, FTS_WALK_LOG, L_LOGGED);
+    _Static_assert((FTS_WALK_LOG & (FTS_WALK_LOG - 1)) == 0,
+                   "the log's index is masked");
+    /* Past FTS_WALK_LOG the log wraps: user space sees nlog > FTS_WALK_LOG
+     * and cannot take the bucket back (an anomaly, if it must). */
+    fts_alu_imm(a, FTS_OP_AND, R4, FTS_WALK_LOG - 1);
     fts_alu_imm(a, FTS_OP_LSH, R4, 2);
     fts_alu_reg(a, FTS_OP_ADD, R4, R6);
     fts_store(a, R4, CTL(log), R3, 4);
-    fts_place(a, L_LOGGED);
 }
 
 /* ctl.counted += ctl.nlog: the increments of the bucket the run is in,
@@ -526,6 +538,8 @@ ns_lookup(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_SKIP);
     fts_place(a, L_ANY_NS);
     find_slot(a, nslots);
+    fts_alu_imm(a, FTS_OP_ADD, R3,
+                (int32_t)offsetof(struct fts_walk_slot, n));
     fts_store(a, R6, CTL(last_net), R0, 8);
     fts_store(a, R6, CTL(last_slot), R3, 8);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_COUNT);
@@ -666,6 +680,7 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
      * the cache. */
     fts_place(a, L_LAST);
     chain_end(a, L_LAST_LHASH2, L_SOCKET);
+    lane_refill(a, l);
     fts_place(a, L_LIMIT);
     fts_load(a, R1, R6, CTL(node), 8);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_STOP);
