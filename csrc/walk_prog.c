@@ -60,7 +60,7 @@ enum label {
     L_LOCAL_OK, L_REMOTE_OK, L_SKIP, L_ANY_NS,
     L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_NS_LOOKUP, L_COUNT,
     L_LANE_NEW, L_LANE_AHEAD, L_LANE_MOVED, L_LANE_DONE, L_ACCOUNT,
-    L_TOP, L_MID, L_CUT, L_FLUSH, L_LANES, L_LIMIT,
+    L_TOP, L_MID, L_CUT, L_FLUSH, L_LANES, L_LIMIT, L_BOUNDARY,
     NLABELS
 };
 _Static_assert(NLABELS <= FTS_ASM_MAXLABELS, "too many labels");
@@ -120,6 +120,24 @@ static void
 cast_sock(struct fts_asm *a, const struct fts_walk_layout *l)
 {
     cast(a, l, l->raw_reads ? 0 : l->id_sock_common);
+}
+
+/* A field of the socket whose node is at r1 (raw reads: read from the
+ * node itself, at a negative offset: no subtraction a socket). */
+static int16_t
+sk_field(const struct fts_walk_layout *l, uint16_t off)
+{
+    return (int16_t)(l->raw_reads ? (int)off - (int)l->skc_node : (int)off);
+}
+
+/* r0 = the socket whose node is r1, for reading with sk_field() */
+static void
+cast_node(struct fts_asm *a, const struct fts_walk_layout *l)
+{
+    if (!l->raw_reads) {
+        fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
+    }
+    cast_sock(a, l);
 }
 
 /* Raw reads take skc_family and skc_state (its neighbour) in one load. */
@@ -247,11 +265,10 @@ static void
 lane_move(struct fts_asm *a, const struct fts_walk_layout *l)
 {
     fts_place(a, L_LANE_MOVED);
-    fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
-    cast_sock(a, l);
-    fts_load(a, R1, R0, (int16_t)l->skc_node_next, 8);
+    cast_node(a, l);
+    fts_load(a, R1, R0, sk_field(l, l->skc_node_next), 8);
     fts_store(a, R8, CTL(lanes), R1, 8);
-    fts_load(a, R2, R0, (int16_t)l->skc_state, 1);
+    fts_load(a, R2, R0, sk_field(l, l->skc_state), 1);
     fts_place(a, L_LANE_DONE);
 }
 
@@ -329,13 +346,13 @@ static void
 classify_state(struct fts_asm *a, const struct fts_walk_layout *l)
 {
     if (one_load(l)) {
-        fts_load(a, R2, SK, (int16_t)l->skc_family, 4);
+        fts_load(a, R2, SK, sk_field(l, l->skc_family), 4);
         fts_mov_reg(a, R8, R2);
         fts_alu_imm(a, FTS_OP_RSH, R8, 16);
         fts_alu_imm(a, FTS_OP_AND, R8, 0xff);
     }
     else {
-        fts_load(a, R8, SK, (int16_t)l->skc_state, 1);
+        fts_load(a, R8, SK, sk_field(l, l->skc_state), 1);
     }
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, TCP_NEW_SYN_RECV, L_NOT_REQ);
     fts_mov_imm(a, R8, TCP_SYN_RECV);
@@ -348,7 +365,7 @@ classify_state(struct fts_asm *a, const struct fts_walk_layout *l)
         fts_mov_reg(a, R1, SK);
         cast(a, l, l->id_tw_sock);
     }
-    fts_load(a, R8, SK, (int16_t)l->tw_substate, 1);
+    fts_load(a, R8, SK, sk_field(l, l->tw_substate), 1);
     fts_place(a, L_STATE_CHECK);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R8, 0, 0, L_BAD_STATE);
     fts_jump(a, FTS_J_JGT | FTS_SRC_K, R8, 0, TCP_CLOSING, L_BAD_STATE);
@@ -375,11 +392,11 @@ apply_filter(struct fts_asm *a, const struct fts_walk_layout *l,
         fts_place(a, L_STATES_OK);
     }
     if (f->nlocal > 0) {
-        fts_load(a, R1, SK, (int16_t)l->skc_num, 2);  /* host order */
+        fts_load(a, R1, SK, sk_field(l, l->skc_num), 2);  /* host order */
         fts_port_group(a, R1, f->local, f->nlocal, L_LOCAL_OK, L_SKIP);
     }
     if (f->nremote > 0) {
-        fts_load(a, R1, SK, (int16_t)l->skc_dport, 2);  /* network order */
+        fts_load(a, R1, SK, sk_field(l, l->skc_dport), 2);  /* network order */
         fts_emit(a, FTS_ALU | FTS_OP_END | FTS_TO_BE, R1, 0, 0, 16);
         fts_port_group(a, R1, f->remote, f->nremote, L_REMOTE_OK, L_SKIP);
     }
@@ -399,7 +416,7 @@ classify_family(struct fts_asm *a, const struct fts_walk_layout *l)
         fts_alu_imm(a, FTS_OP_AND, R2, 0xffff);
     }
     else {
-        fts_load(a, R2, SK, (int16_t)l->skc_family, 2);
+        fts_load(a, R2, SK, sk_field(l, l->skc_family), 2);
     }
     fts_mov_reg(a, R3, R2);
     fts_alu_imm(a, FTS_OP_OR, R3, 8);
@@ -579,8 +596,51 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_jump(a, FTS_J_JGE | FTS_SRC_X, R7, R2, 0, L_LIMIT);
     fts_place(a, L_TOP);
     fts_load(a, R1, R6, CTL(node), 8);
-    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R1, 0, 0, L_MID);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_BOUNDARY);
 
+    fts_place(a, L_MID);
+    fts_alu_imm(a, FTS_OP_ADD, R7, 1);
+    fts_place(a, L_LANES);
+    lane_step(a, l);
+    fts_load(a, R1, R6, CTL(node), 8);
+
+    /* One socket: r1 = its node. */
+    fts_place(a, L_STEP);
+    cast_node(a, l);
+    /* The link is the next cursor; stored there, it reads back as a
+     * number (a nulls marker or a NULL link leave the cursor anyway).
+     * A raw read gives a number already. */
+    fts_load(a, R1, SK, sk_field(l, l->skc_node_next), 8);
+    fts_store(a, R6, CTL(node), R1, 8);
+    if (!l->raw_reads) {
+        fts_load(a, R1, R6, CTL(node), 8);
+    }
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_UNREADABLE);
+    fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LAST);
+
+    fts_place(a, L_SOCKET);
+    classify_state(a, l);
+    classify_family(a, l);
+    apply_filter(a, l, filter);
+
+    /* r1 = the socket's struct net.  Chains hold mostly one namespace:
+     * its slot (or 0, left out by --only) is cached for the next socket. */
+    fts_load(a, R1, SK, sk_field(l, l->skc_net), 8);
+    fts_load(a, R2, R6, CTL(last_net), 8);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_X, R1, R2, 0, L_NS_LOOKUP);
+    fts_load(a, R3, R6, CTL(last_slot), 8);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R3, 0, 0, L_SKIP);
+    fts_place(a, L_COUNT);
+    count(a, nslots);
+    fts_place(a, L_NEXT);
+    fts_alu_imm(a, FTS_OP_SUB, R9, 1);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R9, 0, 0, L_TOP);
+    fts_store(a, R6, CTL(loops), R7, 8);
+    fts_exit_imm(a, 0);
+
+    /* Out of the common path: a bucket's start, the chain's end, then a
+     * namespace not in the cache. */
+    fts_place(a, L_BOUNDARY);
     /* At a bucket boundary past the budget: end the run here (it may
      * take ctl.slack more steps to reach one). */
     fts_load(a, R2, R6, CTL(budget), 8);
@@ -591,13 +651,6 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_load(a, R8, R6, CTL(nlog), 4);
     fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, 0, L_FLUSH);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_ACCOUNT);
-
-    fts_place(a, L_MID);
-    fts_alu_imm(a, FTS_OP_ADD, R7, 1);
-    fts_place(a, L_LANES);
-    lane_step(a, l);
-    fts_load(a, R1, R6, CTL(node), 8);
-    fts_jump(a, FTS_J_JA, 0, 0, 0, L_STEP);
 
     fts_place(a, L_ACCOUNT);
     fts_alu_imm(a, FTS_OP_ADD, R7, 1);
@@ -641,43 +694,7 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     fts_store_imm(a, R6, CTL(nlog), 0, 4);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_ACCOUNT);
 
-    /* One socket: r1 = its node. */
-    fts_place(a, L_STEP);
-    fts_alu_imm(a, FTS_OP_SUB, R1, l->skc_node);
-    cast_sock(a, l);
-    /* The link is the next cursor; stored there, it reads back as a
-     * number (a nulls marker or a NULL link leave the cursor anyway).
-     * A raw read gives a number already. */
-    fts_load(a, R1, SK, (int16_t)l->skc_node_next, 8);
-    fts_store(a, R6, CTL(node), R1, 8);
-    if (!l->raw_reads) {
-        fts_load(a, R1, R6, CTL(node), 8);
-    }
-    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_UNREADABLE);
-    fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LAST);
 
-    fts_place(a, L_SOCKET);
-    classify_state(a, l);
-    classify_family(a, l);
-    apply_filter(a, l, filter);
-
-    /* r1 = the socket's struct net.  Chains hold mostly one namespace:
-     * its slot (or 0, left out by --only) is cached for the next socket. */
-    fts_load(a, R1, SK, (int16_t)l->skc_net, 8);
-    fts_load(a, R2, R6, CTL(last_net), 8);
-    fts_jump(a, FTS_J_JNE | FTS_SRC_X, R1, R2, 0, L_NS_LOOKUP);
-    fts_load(a, R3, R6, CTL(last_slot), 8);
-    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R3, 0, 0, L_SKIP);
-    fts_place(a, L_COUNT);
-    count(a, nslots);
-    fts_place(a, L_NEXT);
-    fts_alu_imm(a, FTS_OP_SUB, R9, 1);
-    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R9, 0, 0, L_TOP);
-    fts_store(a, R6, CTL(loops), R7, 8);
-    fts_exit_imm(a, 0);
-
-    /* Out of the common path: the chain's end, then a namespace not in
-     * the cache. */
     fts_place(a, L_LAST);
     chain_end(a, L_LAST_LHASH2, L_SOCKET);
     lane_refill(a, l);
