@@ -52,6 +52,13 @@
 #define TCP_CLOSING 11
 #define TCP_NEW_SYN_RECV 12
 
+/* Steps per bpf_loop iteration: each call's entry and return, and the
+ * cursor's reload, are shared by this many sockets or empty buckets.
+ * The verifier walks the loop this many times over. */
+#define STEPS_PER_CALL 8
+_Static_assert(STEPS_PER_CALL == FTS_WALK_LANES,
+               "a call's steps take the lanes in turn (lane_step())");
+
 enum label {
     L_UNLOCK, L_CALLBACK, L_STEP, L_EHASH_DONE, L_TO_LHASH2, L_LHASH2,
     L_HEAD, L_FINISHED, L_STOP, L_UNREADABLE, L_EMPTY, L_EMPTY_LHASH2,
@@ -255,6 +262,9 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
  * no lanes at all is 1.9x.  At 1M neither 8 or 32 lanes, lead 32 or 128,
  * nor two moves per step helped (0.99x-1.07x): more lines in flight do
  * not make the walk faster. */
+/* lanes[r9 - 1] is at r6 + 8 * r9 + LANE_AT (r9: 1 to STEPS_PER_CALL) */
+#define LANE_AT ((int16_t)(CTL(lanes) - 8))
+
 #define LANE_LEAD 64
 #define LANE_TRIES 4
 #define LANE_SPAN 192
@@ -267,7 +277,7 @@ lane_move(struct fts_asm *a, const struct fts_walk_layout *l)
     fts_place(a, L_LANE_MOVED);
     cast_node(a, l);
     fts_load(a, R1, R0, sk_field(l, l->skc_node_next), 8);
-    fts_store(a, R8, CTL(lanes), R1, 8);
+    fts_store(a, R8, LANE_AT, R1, 8);
     fts_load(a, R2, R0, sk_field(l, l->skc_state), 1);
     fts_place(a, L_LANE_DONE);
 }
@@ -277,13 +287,13 @@ lane_move(struct fts_asm *a, const struct fts_walk_layout *l)
 static void
 lane_step(struct fts_asm *a, const struct fts_walk_layout *l)
 {
-    /* r8 = the map value + 8 * the lane's index (then lanes[] past it):
-     * the run's step count (r7) takes them in turn. */
-    fts_mov_reg(a, R8, R7);
-    fts_alu_imm(a, FTS_OP_AND, R8, FTS_WALK_LANES - 1);
+    /* r8 = the map value + 8 * (the lane's index + 1) (then lanes[] past
+     * it, less one): a call's steps (r9 counts them down from
+     * STEPS_PER_CALL) take them in turn. */
+    fts_mov_reg(a, R8, R9);
     fts_alu_imm(a, FTS_OP_LSH, R8, 3);
     fts_alu_reg(a, FTS_OP_ADD, R8, R6);
-    fts_load(a, R1, R8, CTL(lanes), 8);
+    fts_load(a, R1, R8, LANE_AT, 8);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R1, 0, 0, L_LANE_NEW);
     fts_jump(a, FTS_J_JSET | FTS_SRC_K, R1, 0, 1, L_LANE_NEW);
     lane_move(a, l);
@@ -335,7 +345,7 @@ lane_refill(struct fts_asm *a, const struct fts_walk_layout *l)
     }
 
     /* The last try's link, unchecked: the lane's next move checks it. */
-    fts_store(a, R8, CTL(lanes), R1, 8);
+    fts_store(a, R8, LANE_AT, R1, 8);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_LANE_DONE);
 }
 
@@ -346,19 +356,23 @@ static void
 classify_state(struct fts_asm *a, const struct fts_walk_layout *l)
 {
     if (one_load(l)) {
+        /* r8 = the third byte * 8, r2 kept for classify_family() */
         fts_load(a, R2, SK, sk_field(l, l->skc_family), 4);
         fts_mov_reg(a, R8, R2);
-        fts_alu_imm(a, FTS_OP_RSH, R8, 16);
-        fts_alu_imm(a, FTS_OP_AND, R8, 0xff);
+        fts_alu_imm(a, FTS_OP_RSH, R8, 16 - 3);
+        fts_alu_imm(a, FTS_OP_AND, R8, 0xff << 3);
     }
     else {
         fts_load(a, R8, SK, sk_field(l, l->skc_state), 1);
+        fts_alu_imm(a, FTS_OP_LSH, R8, 3);
     }
-    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, TCP_NEW_SYN_RECV, L_NOT_REQ);
-    fts_mov_imm(a, R8, TCP_SYN_RECV);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, TCP_NEW_SYN_RECV * 8,
+             L_NOT_REQ);
+    fts_mov_imm(a, R8, TCP_SYN_RECV * 8);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_STATE_OK);
     fts_place(a, L_NOT_REQ);
-    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, TCP_TIME_WAIT, L_STATE_CHECK);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, TCP_TIME_WAIT * 8,
+             L_STATE_CHECK);
     /* SK becomes the socket as an inet_timewait_sock, whose sock_common
      * comes first: the loads after read the same fields. */
     if (!l->raw_reads) {
@@ -366,9 +380,10 @@ classify_state(struct fts_asm *a, const struct fts_walk_layout *l)
         cast(a, l, l->id_tw_sock);
     }
     fts_load(a, R8, SK, sk_field(l, l->tw_substate), 1);
+    fts_alu_imm(a, FTS_OP_LSH, R8, 3);
     fts_place(a, L_STATE_CHECK);
     fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R8, 0, 0, L_BAD_STATE);
-    fts_jump(a, FTS_J_JGT | FTS_SRC_K, R8, 0, TCP_CLOSING, L_BAD_STATE);
+    fts_jump(a, FTS_J_JGT | FTS_SRC_K, R8, 0, TCP_CLOSING * 8, L_BAD_STATE);
     fts_place(a, L_STATE_OK);
 }
 
@@ -410,20 +425,19 @@ apply_filter(struct fts_asm *a, const struct fts_walk_layout *l,
 static void
 classify_family(struct fts_asm *a, const struct fts_walk_layout *l)
 {
-    _Static_assert((AF_INET | 8) == AF_INET6 && AF_INET6 >> 3 == 1,
-                   "the families differ in bit 3 only");
-    if (one_load(l)) {
-        fts_alu_imm(a, FTS_OP_AND, R2, 0xffff);
-    }
-    else {
+    _Static_assert((AF_INET | 8) == AF_INET6 && (AF_INET & 8) == 0
+                   && (8 << 4) == FAMILY_STRIDE,
+                   "the families differ in bit 3 only, worth a stride");
+    if (!one_load(l)) {
         fts_load(a, R2, SK, sk_field(l, l->skc_family), 2);
     }
+    /* skc_family's 16 bits less bit 3 (one_load(): the bits above it
+     * are the state's and others) must be AF_INET. */
     fts_mov_reg(a, R3, R2);
-    fts_alu_imm(a, FTS_OP_OR, R3, 8);
-    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R3, 0, AF_INET6, L_BAD_FAMILY);
-    fts_alu_imm(a, FTS_OP_RSH, R2, 3);
-    fts_alu_imm(a, FTS_OP_MUL, R2, FAMILY_STRIDE);
-    fts_alu_imm(a, FTS_OP_LSH, R8, 3);
+    fts_alu_imm(a, FTS_OP_AND, R3, 0xfff7);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R3, 0, AF_INET, L_BAD_FAMILY);
+    fts_alu_imm(a, FTS_OP_AND, R2, 8);
+    fts_alu_imm(a, FTS_OP_LSH, R2, 4);
     fts_alu_reg(a, FTS_OP_ADD, R8, R2);
 }
 
@@ -571,10 +585,6 @@ tally_next(struct fts_asm *a, int label, int16_t field)
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_NEXT);
 }
 
-/* Steps per bpf_loop iteration: each call's entry and return, and the
- * cursor's reload, are shared by this many sockets or empty buckets.
- * The verifier walks the loop this many times over. */
-#define STEPS_PER_CALL 8
 
 /* One bpf_loop iteration: up to STEPS_PER_CALL steps, each an empty
  * bucket, or one socket (with its bucket's start if it is the first,

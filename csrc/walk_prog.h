@@ -81,7 +81,7 @@ struct fts_walk_layout {
 #define FTS_WALK_SLACK 1024
 
 /* Chains the program reads ahead of the count, in turn (a power of 2). */
-#define FTS_WALK_LANES 16
+#define FTS_WALK_LANES 8
 
 /* Which tables a pass walks.  A namespace with its own table
  * (net.ipv4.tcp_child_ehash_entries) has its own ehash but shares the
