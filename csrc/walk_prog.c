@@ -486,11 +486,6 @@ count(struct fts_asm *a, uint32_t nslots)
     /* Always true; it shows the verifier the access is in bounds. */
     fts_jump(a, FTS_J_JGT | FTS_SRC_K, R3, 0,
              (int32_t)(fts_walk_value_size(nslots) - 8), L_SKIP);
-    fts_mov_reg(a, R4, R6);
-    fts_alu_reg(a, FTS_OP_ADD, R4, R3);
-    fts_load(a, R5, R4, 0, 8);
-    fts_alu_imm(a, FTS_OP_ADD, R5, 1);
-    fts_store(a, R4, 0, R5, 8);
 
     fts_load(a, R4, R6, CTL(nlog), 4);
     fts_mov_reg(a, R5, R4);
@@ -504,6 +499,11 @@ count(struct fts_asm *a, uint32_t nslots)
     fts_alu_imm(a, FTS_OP_LSH, R4, 2);
     fts_alu_reg(a, FTS_OP_ADD, R4, R6);
     fts_store(a, R4, CTL(log), R3, 4);
+
+    fts_alu_reg(a, FTS_OP_ADD, R3, R6);
+    fts_load(a, R5, R3, 0, 8);
+    fts_alu_imm(a, FTS_OP_ADD, R5, 1);
+    fts_store(a, R3, 0, R5, 8);
 }
 
 /* ctl.counted += ctl.nlog: the increments of the bucket the run is in,
