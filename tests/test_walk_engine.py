@@ -259,7 +259,9 @@ def test_budget_and_resumption_keep_counts_exact(walk_count, populations, budget
     for pop in populations:
         assert counts[inum(pop)] == pop.expected
     if budget == 1:
-        assert stats["runs"] >= stats["stats"]["buckets"]  # one bucket a run
+        # One bucket a run, or one step over empty ones (at most 1 + 8:
+        # SCAN_EMPTY in csrc/walk_prog.c, raw reads only).
+        assert stats["runs"] * 9 >= stats["stats"]["buckets"]
     # (Mid-bucket stops and their undoing: the long-chain test below.)
 
 
