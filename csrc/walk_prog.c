@@ -68,7 +68,7 @@ enum label {
     L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_NS_LOOKUP, L_COUNT,
     L_LANE_NEW, L_LANE_AHEAD, L_LANE_MOVED, L_LANE_DONE, L_ACCOUNT,
     L_TOP, L_MID, L_CUT, L_FLUSH, L_LANES, L_LIMIT, L_BOUNDARY, L_SCAN,
-    L_SCANNED,
+    L_SCANNED, L_LANES_ON,
     NLABELS
 };
 _Static_assert(NLABELS <= FTS_ASM_MAXLABELS, "too many labels");
@@ -169,7 +169,12 @@ main_program(struct fts_asm *a, const struct fts_walk_layout *l, int map_fd)
     for (int j = 0; j < FTS_WALK_LANES; j++) {
         fts_store_imm(a, R6, (int16_t)(CTL(lanes) + 8 * j), 0, 8);
     }
+    /* Idle lanes: their next bucket is never near enough to take. */
+    fts_load(a, R1, R6, CTL(read_ahead), 4);
     fts_store_imm(a, R6, CTL(ahead), 0, 4);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R1, 0, 0, L_LANES_ON);
+    fts_store_imm(a, R6, CTL(ahead), -1, 4);
+    fts_place(a, L_LANES_ON);
     fts_call_kfunc(a, l->kf_rcu_read_lock);
     fts_call(a, HELPER_ktime_get_ns);
     fts_store(a, R6, CTL(held_ns), R0, 8);
@@ -737,7 +742,9 @@ callback(struct fts_asm *a, const struct fts_walk_layout *l,
     cast(a, l, l->id_nulls_head);
     load_link(a, (int16_t)l->head_first, L_UNREADABLE, L_EMPTY);
     fts_store(a, R6, CTL(node), R1, 8);
-    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R8, 0, 0, L_LANES);
+    fts_jump(a, FTS_J_JEQ | FTS_SRC_K, R8, 0, 0, L_STEP);
+    fts_load(a, R2, R6, CTL(read_ahead), 4);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, 0, L_LANES);
     fts_jump(a, FTS_J_JA, 0, 0, 0, L_STEP);
     fts_place(a, L_EMPTY);
     chain_end(a, L_EMPTY_LHASH2, l->raw_reads ? L_SCAN : L_NEXT);

@@ -126,7 +126,9 @@ struct fts_walk_ctl {
     uint32_t status;       /* out: FTS_WALK_ST_* */
     uint32_t ahead;        /* touch lanes (walk_prog.c): the next ehash
                             * bucket one takes */
-    uint32_t pad;
+    uint32_t read_ahead;   /* in: 1: the touch lanes move; 0: they stay
+                            * idle (a sparse table: they cost more than
+                            * they save) */
     uint64_t lanes[FTS_WALK_LANES];  /* their next nodes (0: none) */
     /* Counters over a pass (user space zeroes them). */
     uint64_t counted;

@@ -32,6 +32,7 @@ struct fts_walker {
     uint32_t insns;                  /* program length, instructions */
     int raw_reads;                   /* the program reads raw memory */
     uint32_t slack;                  /* FTS_WALK_SLACK; tests lower it */
+    int read_ahead;                  /* the next pass's ctl.read_ahead */
 };
 
 /* What a pass found besides the tallies.  Any of the anomaly counters
