@@ -68,7 +68,7 @@ enum label {
     L_BAD_NS, L_CLAIM, L_FOUND, L_FULL, L_NS_LOOKUP, L_COUNT,
     L_LANE_NEW, L_LANE_AHEAD, L_LANE_MOVED, L_LANE_DONE, L_ACCOUNT,
     L_TOP, L_MID, L_CUT, L_FLUSH, L_LANES, L_LIMIT, L_BOUNDARY, L_SCAN,
-    L_SCANNED, L_LANES_ON,
+    L_SCANNED, L_LANES_ON, L_SCAN_LHASH2, L_SCANNED_LHASH2,
     NLABELS
 };
 _Static_assert(NLABELS <= FTS_ASM_MAXLABELS, "too many labels");
@@ -84,7 +84,7 @@ size_t
 fts_walk_prog_len(const struct fts_walk_filter *filter)
 {
     size_t ranges = filter == NULL ? 0 : filter->nlocal + filter->nremote;
-    return 520 + 8 * FTS_WALK_PROBES + 2 * ranges;
+    return 720 + 8 * FTS_WALK_PROBES + 2 * ranges;
 }
 
 /* ctl.field += 1 */
@@ -360,48 +360,68 @@ lane_refill(struct fts_asm *a, const struct fts_walk_layout *l)
  * sockets in 278,528), a step each cost more than the sockets.  A head
  * that is anything but its own bucket's nulls value (a socket, NULL, a
  * wrong nulls value) is left for the next step, which starts it as any.
+ * Both tables (lhash2: 16,384 buckets here, nearly all empty).
  * Raw reads only: the head array is read through one cast, its pointer
  * moved along (typed pointers refuse arithmetic). */
 #define SCAN_EMPTY 8
+
+/* One table's copy of the scan: `mask`, `base`, `size`, `head` as in
+ * bucket_head(); its buckets' nulls values start at `nulls`. */
+static void
+scan_table(struct fts_asm *a, const struct fts_walk_layout *l, int16_t mask,
+           int16_t base, uint16_t size, uint16_t head, uint32_t nulls,
+           int done)
+{
+    fts_load(a, R3, R6, CTL(bucket), 4);
+    fts_load(a, R4, R6, mask, 4);
+    fts_jump(a, FTS_J_JGT | FTS_SRC_X, R3, R4, 0, L_NEXT);
+    fts_mov_reg(a, R1, R3);
+    fts_alu_imm(a, FTS_OP_MUL, R1, size);
+    fts_load(a, R2, R6, base, 8);
+    fts_alu_reg(a, FTS_OP_ADD, R1, R2);
+    fts_alu_imm(a, FTS_OP_ADD, R1, head);
+    cast(a, l, 0);
+    /* r3: the bucket, r4: the last, r5: the buckets passed */
+    fts_load(a, R3, R6, CTL(bucket), 4);
+    fts_load(a, R4, R6, mask, 4);
+    fts_mov_imm(a, R5, 0);
+    for (int k = 0; k < SCAN_EMPTY; k++) {
+        fts_load(a, R1, R0, (int16_t)l->head_first, 8);
+        fts_mov_reg(a, R2, R3);
+        if (nulls != 0) {
+            fts_alu_imm(a, FTS_OP_ADD, R2, (int32_t)nulls);
+        }
+        fts_alu_imm(a, FTS_OP_LSH, R2, 1);
+        fts_alu_imm(a, FTS_OP_OR, R2, 1);
+        fts_jump(a, FTS_J_JNE | FTS_SRC_X, R1, R2, 0, done);
+        fts_alu_imm(a, FTS_OP_ADD, R3, 1);
+        fts_alu_imm(a, FTS_OP_ADD, R5, 1);
+        if (k + 1 < SCAN_EMPTY) {
+            fts_jump(a, FTS_J_JGT | FTS_SRC_X, R3, R4, 0, done);
+            fts_alu_imm(a, FTS_OP_ADD, R0, size);
+        }
+    }
+    fts_place(a, done);
+    fts_store(a, R6, CTL(bucket), R3, 4);
+    fts_load(a, R1, R6, CTL(buckets), 8);
+    fts_alu_reg(a, FTS_OP_ADD, R1, R5);
+    fts_store(a, R6, CTL(buckets), R1, 8);
+    fts_jump(a, FTS_J_JA, 0, 0, 0, L_NEXT);
+}
 
 static void
 scan_empty(struct fts_asm *a, const struct fts_walk_layout *l)
 {
     fts_place(a, L_SCAN);
     fts_load(a, R2, R6, CTL(table), 4);
-    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, FTS_WALK_TABLE_EHASH, L_NEXT);
-    fts_load(a, R3, R6, CTL(bucket), 4);
-    fts_load(a, R4, R6, CTL(ehash_mask), 4);
-    fts_jump(a, FTS_J_JGT | FTS_SRC_X, R3, R4, 0, L_NEXT);
-    fts_mov_reg(a, R1, R3);
-    fts_alu_imm(a, FTS_OP_MUL, R1, l->ehash_size);
-    fts_load(a, R2, R6, CTL(ehash), 8);
-    fts_alu_reg(a, FTS_OP_ADD, R1, R2);
-    fts_alu_imm(a, FTS_OP_ADD, R1, l->ehash_head);
-    cast(a, l, 0);
-    /* r3: the bucket, r4: the last, r5: the buckets passed */
-    fts_load(a, R3, R6, CTL(bucket), 4);
-    fts_load(a, R4, R6, CTL(ehash_mask), 4);
-    fts_mov_imm(a, R5, 0);
-    for (int k = 0; k < SCAN_EMPTY; k++) {
-        fts_load(a, R1, R0, (int16_t)l->head_first, 8);
-        fts_mov_reg(a, R2, R3);
-        fts_alu_imm(a, FTS_OP_LSH, R2, 1);
-        fts_alu_imm(a, FTS_OP_OR, R2, 1);
-        fts_jump(a, FTS_J_JNE | FTS_SRC_X, R1, R2, 0, L_SCANNED);
-        fts_alu_imm(a, FTS_OP_ADD, R3, 1);
-        fts_alu_imm(a, FTS_OP_ADD, R5, 1);
-        if (k + 1 < SCAN_EMPTY) {
-            fts_jump(a, FTS_J_JGT | FTS_SRC_X, R3, R4, 0, L_SCANNED);
-            fts_alu_imm(a, FTS_OP_ADD, R0, l->ehash_size);
-        }
-    }
-    fts_place(a, L_SCANNED);
-    fts_store(a, R6, CTL(bucket), R3, 4);
-    fts_load(a, R1, R6, CTL(buckets), 8);
-    fts_alu_reg(a, FTS_OP_ADD, R1, R5);
-    fts_store(a, R6, CTL(buckets), R1, 8);
-    fts_jump(a, FTS_J_JA, 0, 0, 0, L_NEXT);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, FTS_WALK_TABLE_EHASH,
+             L_SCAN_LHASH2);
+    scan_table(a, l, CTL(ehash_mask), CTL(ehash), l->ehash_size,
+               l->ehash_head, 0, L_SCANNED);
+    fts_place(a, L_SCAN_LHASH2);
+    fts_jump(a, FTS_J_JNE | FTS_SRC_K, R2, 0, FTS_WALK_TABLE_LHASH2, L_NEXT);
+    scan_table(a, l, CTL(lhash2_mask), CTL(lhash2), l->lhash2_size,
+               l->lhash2_head, FTS_WALK_LISTEN_NULLS_BASE, L_SCANNED_LHASH2);
 }
 
 /* r8 = the state as netlink reports it, or jump to L_BAD_STATE.  With
