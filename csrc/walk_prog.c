@@ -267,7 +267,10 @@ bucket_head(struct fts_asm *a, int16_t mask, int16_t base, uint16_t size,
  * buckets, 100k: 68%): 1M 0.99x of that, 100k 0.96x.  With them all,
  * no lanes at all is 1.9x.  At 1M neither 8 or 32 lanes, lead 32 or 128,
  * nor two moves per step helped (0.99x-1.07x): more lines in flight do
- * not make the walk faster. */
+ * not make the walk faster.  Where a pass met fewer than 2 sockets per 3
+ * buckets the next keeps them idle (ctl.read_ahead, walk_run.c): there
+ * they cost more than they save (100k in 278,528 buckets: 0.89x-0.93x
+ * without; 300k: 1.09x slower without). */
 /* lanes[r9 - 1] is at r6 + 8 * r9 + LANE_AT (r9: 1 to STEPS_PER_CALL) */
 #define LANE_AT ((int16_t)(CTL(lanes) - 8))
 
