@@ -623,12 +623,13 @@ def _fork_while_a_thread_holds_every_lock(backend: "str | None") -> dict:
     held, release = threading.Event(), threading.Event()
 
     def hold():
-        for lock in locks:
-            lock.__enter__()
+        taken = [lock() for lock in locks]
+        for lock in taken:
+            lock.acquire()
         held.set()
         release.wait()
-        for lock in locks:
-            lock.__exit__(None, None, None)
+        for lock in taken:
+            lock.release()
 
     thread = threading.Thread(target=hold)
     thread.start()
@@ -657,6 +658,45 @@ def test_fork_while_another_thread_holds_every_lock(stable, backend):
     assert out["locks"] >= 1, out  # the counter's policy lock at least
     assert out["status"] == 0, out  # -14: SIGALRM, a deadlock
     assert out["parent"], out
+
+
+def test_ctrl_c_never_leaves_a_lock_held():
+    """A with-statement on the package's lock takes a C lock, which a
+    KeyboardInterrupt cannot separate from the with-block.  (Its first form,
+    a Python __enter__, could be interrupted just after acquiring: the lock
+    stayed held and the count's clean-up waited for it forever, a hang
+    after Ctrl-C that CI met once.)  Interrupts every 20 µs while a loop
+    takes and releases the lock: none may leave it held."""
+    from fasttcpstat._forklock import ForkSafeLock
+
+    lock = ForkSafeLock()
+    interrupts = 0
+    armed = [True]
+
+    def interrupt(signum, frame):
+        if armed[0]:
+            raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 20e-6, 20e-6)
+    try:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and interrupts < 2000:
+            try:
+                for _ in range(100):
+                    with lock():
+                        pass
+            except KeyboardInterrupt:
+                armed[0] = False  # no interrupt while looking
+                interrupts += 1
+                assert not lock().locked(), f"held after interrupt {interrupts}"
+                armed[0] = True
+    finally:
+        armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert interrupts >= 100, interrupts
+    assert not hasattr(ForkSafeLock, "__enter__")  # `with lock:` fails loudly
 
 
 def test_the_package_makes_no_lock_a_fork_would_copy_held():

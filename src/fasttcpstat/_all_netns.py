@@ -261,7 +261,7 @@ class AllNetnsCounter:
 
     def _count(self, query: CountQuery) -> Dict[int, StateCounts]:
         """counts() for an already parsed query."""
-        with self._lock:
+        with self._lock():
             found = scan()
             self.hidden = found.denied_reason
             self._forget(set(found.namespaces))
@@ -409,7 +409,7 @@ class AllNetnsCounter:
         found = scan()
         mine = own_inode()
         host = host_inode(found.namespaces)
-        with self._lock:
+        with self._lock():
             infos = []
             for inode, ns in sorted(found.namespaces.items()):
                 key = (inode, ns.pids[0] if ns.pids else None)
@@ -437,7 +437,7 @@ class AllNetnsCounter:
     def close(self) -> None:
         """Close the walk program and every per-namespace counter.
         Idempotent."""
-        with self._lock:
+        with self._lock():
             self._forget(set())
             self._held.close()
             self._try_walk = False

@@ -54,7 +54,7 @@ _cgroup_layout: Optional[Union[Tuple[int, ...], OSError]] = None
 def layout() -> Tuple[int, ...]:
     """The kernel's BTF layout for the iterator program, read once."""
     global _layout
-    with _layout_lock:
+    with _layout_lock():
         if _layout is None:
             if _fasttcpstat is None:
                 raise ImportError(
@@ -69,7 +69,7 @@ def cgroup_layout() -> Tuple[int, ...]:
     """The BTF offsets from a socket to its owner cgroup's id, read once;
     OSError (ENOENT) on a kernel without cgroup socket data."""
     global _cgroup_layout
-    with _layout_lock:
+    with _layout_lock():
         if _cgroup_layout is None:
             try:
                 _cgroup_layout = _fasttcpstat.btf_cgroup_layout()
@@ -132,7 +132,7 @@ class BpfBackend(Backend):
         # count holds it (Lease), whichever thread evicts it.
         self._programs: Dict[ProgramKey, Lease[BpfCounter]] = {}
         self._closed = False
-        with self._lock:
+        with self._lock():
             self._take(_UNFILTERED).give_back()  # load now: refusals show at creation
 
     def _take(self, key: ProgramKey) -> Lease[BpfCounter]:
@@ -158,7 +158,7 @@ class BpfBackend(Backend):
             raise ValueError("this kernel's BTF shows no socket cgroup: "
                              "count by cgroup with netlink")
         key = (query.local or (), query.remote or (), query.by_cgroup)
-        with self._lock:
+        with self._lock():
             if self._closed:
                 raise ValueError("I/O operation on a closed BpfBackend")
             lease = self._take(key)
@@ -171,7 +171,7 @@ class BpfBackend(Backend):
                 fd = program.create_iter()
             return program.run(fd, query.families)
         finally:
-            with self._lock:
+            with self._lock():
                 lease.give_back()
 
     def count(self, query: CountQuery) -> Tally:
@@ -188,7 +188,7 @@ class BpfBackend(Backend):
         return Tally(masked(v4, query.mask), masked(v6, query.mask))
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock():
             self._closed = True
             for lease in self._programs.values():
                 lease.retire()

@@ -36,7 +36,17 @@ _renewal = _thread.allocate_lock()
 
 
 class ForkSafeLock:
-    """A non-reentrant lock for ``with`` statements."""
+    """A non-reentrant lock, held with ``with lock():``.
+
+    Calling it gives the lock to hold: a plain _thread lock, replaced
+    first in a child of fork().  ``with`` then acquires it in C, which a
+    KeyboardInterrupt cannot separate from the with-block.  A Python
+    ``__enter__`` could be interrupted right after acquiring (the
+    interpreter runs signal handlers after each call returns): the
+    exception left the lock held, and the count's own clean-up then waited
+    for it forever (a one-shot command hung after Ctrl-C, once in ~4 CI
+    runs of tests/test_cli_first_hour.py).
+    """
 
     __slots__ = ("_lock", "_generation")
 
@@ -44,13 +54,10 @@ class ForkSafeLock:
         self._lock = _thread.allocate_lock()
         self._generation = _generation
 
-    def __enter__(self) -> None:
+    def __call__(self) -> Any:
         if self._generation != _generation:
             self._renew()
-        self._lock.acquire()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._lock.release()
+        return self._lock
 
     def _renew(self) -> None:
         # Under _renewal, so that two threads of the child that see the

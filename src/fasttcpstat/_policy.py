@@ -151,7 +151,7 @@ class Policy:
         self._closed = False
         #: Why the backend in use is not the first choice, or None.
         self.fallback_reason = reason
-        with self._lock:
+        with self._lock():
             self._main: Lease[Backend] = Lease(self._open_first())
 
     @property
@@ -174,14 +174,14 @@ class Policy:
                 if not self._moved_on(lease, exc):
                     raise
             finally:
-                with self._lock:
+                with self._lock():
                     lease.give_back()
 
     def _reweigh(self) -> None:
         """Move to a switchable backend that _sizing estimates clearly
         cheaper here now (the table grew or shrank).  A refusal to open it
         is noted like any other and never fails the count."""
-        with self._lock:
+        with self._lock():
             now = time.monotonic()
             if self._closed or now < self._recheck_at:
                 return  # another thread re-weighed meanwhile
@@ -211,7 +211,7 @@ class Policy:
                                 if n != name and n not in self._refused]
 
     def _take(self, query: CountQuery) -> Lease[Backend]:
-        with self._lock:
+        with self._lock():
             if self._closed:
                 raise ValueError(CLOSED)
             lease = self._main
@@ -250,7 +250,7 @@ class Policy:
         another one.  Set up fine but refused at a count (a dump refused by
         policy): "auto" moves on to the next candidate, once for all the
         threads that saw the refusal."""
-        with self._lock:
+        with self._lock():
             if self._closed:
                 return False
             if lease is not self._main:
@@ -305,7 +305,7 @@ class Policy:
     def close(self) -> None:
         """Close every backend (each once no count holds it).  Idempotent;
         counts raise ValueError afterwards."""
-        with self._lock:
+        with self._lock():
             self._closed = True
             self._candidates = []
             self._main.retire()

@@ -159,7 +159,7 @@ def _sizes() -> Tuple[Optional[int], int, int]:
     """(buckets, own sockets, foreign sockets) of the calling thread's
     namespace's table; buckets None when unknown."""
     ns = netns_inode()
-    with _lock:
+    with _lock():
         if ns not in _tables:
             if len(_tables) > 64:
                 _tables.clear()  # namespaces come and go (and inodes are reused)
@@ -221,12 +221,12 @@ def one_count_backend(names: Iterable[str] = ("bpf", "netlink")) -> str:
     names = tuple(names)
     thread = (os.getpid(), _thread.get_ident())
     now = time.monotonic()
-    with _lock:
+    with _lock():
         verdict = _verdicts.get(thread)
     if verdict is not None and verdict[0] > now and verdict[1] in names:
         return verdict[1]
     name = choose(names, one_shot=True)
-    with _lock:
+    with _lock():
         if len(_verdicts) > 64:
             _verdicts.clear()  # threads come and go
         _verdicts[thread] = (now + VERDICT_SECONDS, name)

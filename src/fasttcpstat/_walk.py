@@ -74,7 +74,7 @@ def layout() -> Tuple[int, ...]:
     """The kernel's BTF layout for the walk program, read once (plus the
     test override)."""
     global _layout
-    with _lock:
+    with _lock():
         if _layout is None:
             if _fasttcpstat is None:
                 raise ImportError(
@@ -294,7 +294,7 @@ def _prove(program: WalkCounter) -> None:
 def self_check(program: WalkCounter, key: Tuple[int, ...]) -> None:
     """Refuse (OSError) unless the walk counts known sockets exactly on
     this kernel; once per layout and process."""
-    with _lock:
+    with _lock():
         checked = key in _checked
         refusal = _checked.get(key)
     if not checked:
@@ -302,7 +302,7 @@ def self_check(program: WalkCounter, key: Tuple[int, ...]) -> None:
             _prove(program)
         except OSError as exc:
             refusal = exc
-        with _lock:
+        with _lock():
             _checked[key] = refusal
     if refusal is not None:
         raise refusal
