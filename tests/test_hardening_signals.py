@@ -660,6 +660,9 @@ def test_fork_while_another_thread_holds_every_lock(stable, backend):
     assert out["parent"], out
 
 
+@pytest.mark.skipif(sys.version_info < (3, 10), reason=(
+    "before 3.10 CPython's own with-statement can skip __exit__ when a signal "
+    "lands between POP_BLOCK and the __exit__ call (bpo-29988), whatever the lock"))
 def test_ctrl_c_never_leaves_a_lock_held():
     """A with-statement on the package's lock takes a C lock, which a
     KeyboardInterrupt cannot separate from the with-block.  (Its first form,
